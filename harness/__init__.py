@@ -1,0 +1,1 @@
+"""The machine that judges candidates: adapters, strategies, checks, grading, reports, CLI."""

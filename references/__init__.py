@@ -1,0 +1,37 @@
+"""The truth: exact reference values for softmax and cross-entropy, and the tools that prove them.
+
+``references.gold`` computes every function of the design in mpmath; ``references.fd``
+proves its derivatives by high-precision finite differences; ``references.rounding``
+rounds exact values to a dtype and measures ulp errors. The common names are
+re-exported here.
+"""
+
+from __future__ import annotations
+
+from references.gold import (
+    DEFAULT_PREC,
+    UNDEFINED,
+    cross_entropy,
+    cross_entropy_from_probs,
+    cross_entropy_grad,
+    cross_entropy_grad_wrt_probs,
+    cross_entropy_hessian,
+    log_softmax,
+    logsumexp,
+    softmax,
+    softmax_jacobian,
+)
+
+__all__ = [
+    "DEFAULT_PREC",
+    "UNDEFINED",
+    "cross_entropy",
+    "cross_entropy_from_probs",
+    "cross_entropy_grad",
+    "cross_entropy_grad_wrt_probs",
+    "cross_entropy_hessian",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "softmax_jacobian",
+]
