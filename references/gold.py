@@ -80,9 +80,10 @@ __all__ = [
 #: cancel beyond that are recomputed at higher precision.
 DEFAULT_PREC = 192
 
-#: Relative accuracy (in bits) every finite non-zero output is certified to. 110 bits is
-#: more than twice float64's 53, so rounding the gold value to any supported dtype is
-#: correct except within 2**-110 of a rounding boundary.
+#: Relative accuracy (in bits) every finite non-zero output is certified to at the default
+#: precision (a larger ``prec`` certifies ``prec - 82`` bits). 110 bits is more than twice
+#: float64's 53, so rounding the gold value to any supported dtype is correct except
+#: within 2**-110 of a rounding boundary (references/data/generate.py refines those).
 GOLD_BITS = 110
 
 #: The precision at which the Ziv loop gives up refining (an output that still cancels
@@ -269,22 +270,24 @@ def _softmax_row(z: Sequence[mpf]) -> _Softmax:
     return _Softmax("finite", logp, p, q, m + log1p_s, abs(m) + log1p_s)
 
 
-def _certain(value: Any, scale: mpf, k: int) -> bool:
+def _certain(value: Any, scale: mpf, k: int, bits: int) -> bool:
     """Whether value, computed with absolute error <= (k + 16) 2**-prec * scale, has
-    GOLD_BITS correct bits. Exact zeros are re-checked by the caller."""
+    ``bits`` correct bits. Exact zeros are re-checked by the caller."""
     if not isinstance(value, mpf) or not mpmath.isfinite(value) or scale == 0:
         return True
     if value == 0:
         return False
-    slack = mpmath.mp.prec - GOLD_BITS - math.ceil(math.log2(k + 16))
+    slack = mpmath.mp.prec - bits - math.ceil(math.log2(k + 16))
     return abs(value) >= mpmath.ldexp(scale, -slack)
 
 
 def _refined(compute: Callable[[], tuple[list[Any], list[mpf] | None]], prec: int,
              k: int) -> list[Any]:
     """Run ``compute`` at ``prec``; recompute at doubled precision while an output with a
-    non-zero error scale is not certain to GOLD_BITS (Ziv's strategy). An output that is
-    exactly zero at two successive precisions is accepted as zero."""
+    non-zero error scale is not certain to ``prec - (DEFAULT_PREC - GOLD_BITS)`` bits
+    (GOLD_BITS at the default precision; Ziv's strategy). An output that is exactly zero
+    at two successive precisions is accepted as zero."""
+    bits = prec - (DEFAULT_PREC - GOLD_BITS)
     previous: list[Any] | None = None
     while True:
         with mpmath.workprec(prec):
@@ -292,7 +295,7 @@ def _refined(compute: Callable[[], tuple[list[Any], list[mpf] | None]], prec: in
             if scales is None:
                 return values
             settled = all(
-                _certain(v, sc, k) or (v == 0 and previous is not None and previous[i] == 0)
+                _certain(v, sc, k, bits) or (v == 0 and previous is not None and previous[i] == 0)
                 for i, (v, sc) in enumerate(zip(values, scales, strict=True))
             )
         if settled or prec >= _MAX_PREC:
