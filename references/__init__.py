@@ -21,10 +21,16 @@ from references.gold import (
     softmax,
     softmax_jacobian,
 )
+from references.rounding import FloatFormat, float_format, round_to, ulp, ulp_error
 
 __all__ = [
     "DEFAULT_PREC",
     "UNDEFINED",
+    "FloatFormat",
+    "float_format",
+    "round_to",
+    "ulp",
+    "ulp_error",
     "cross_entropy",
     "cross_entropy_from_probs",
     "cross_entropy_grad",
