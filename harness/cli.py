@@ -30,6 +30,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from references import audit
 
     argv = ["--quick"] if args.quick else []
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed)]
+    for formula in args.only or ():
+        argv += ["--only", formula]
     return audit.main(argv)
 
 
@@ -50,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         "audit", help="prove every derivation of the references by finite differences"
     )
     audit.add_argument("--quick", action="store_true", help="fewer inputs per formula")
+    audit.add_argument("--seed", type=int, default=None, help="seed of the random inputs")
+    from references.audit import FORMULAS
+
+    audit.add_argument("--only", action="append", metavar="FORMULA", choices=list(FORMULAS),
+                       help=f"audit only this formula (repeatable): {', '.join(FORMULAS)}")
     audit.set_defaults(func=_cmd_audit)
     listing = sub.add_parser("list", help="list the adapters xentcheck can find")
     listing.set_defaults(func=_cmd_list)

@@ -337,13 +337,14 @@ def _grad_terms(u: list[mpf], sm: _Softmax) -> tuple[list[Any], list[mpf]]:
     if sm.kind in ("nan", "undefined") or any(mpmath.isnan(x) for x in u):
         fill = UNDEFINED if sm.kind == "undefined" else _NAN
         return [fill] * k, [mpf(0)] * k
-    total = mpmath.fsum(u)
-    magnitude = mpmath.fsum(abs(x) for x in u)
+    total = mpf(0)
+    for x in u:  # exact: the error scales below then need no term for the sum
+        total = mpmath.fadd(total, x, exact=True)
     values, scales = [], []
     for j in range(k):
-        others = total - u[j]
+        others = mpmath.fsub(total, u[j], exact=True)
         values.append(sm.p[j] * others - u[j] * sm.q[j])
-        scales.append(sm.p[j] * magnitude + abs(u[j]) * sm.q[j])
+        scales.append(sm.p[j] * abs(others) + abs(u[j]) * sm.q[j])
     return values, scales
 
 
