@@ -1,0 +1,574 @@
+"""Calling adapters: in this process, or in a persistent worker process that may die.
+
+:class:`WorkerHandle` keeps one worker process per adapter alive across calls. The worker
+is ``python -c ...`` started with :class:`subprocess.Popen` in its own session (not
+``fork``: the parent may hold threads of torch, jax or BLAS), loads the adapter from its
+spec, and answers calls over two private pipes. Each message is a pickle (protocol 5)
+whose array buffers travel out of band: written straight from the array's memory and read
+straight into a fresh buffer, so an array is copied once per direction. The adapter's own
+``print`` output goes to stderr, never into the protocol.
+
+A call that segfaults or aborts (``crashed``), exits (``exited``) or does not answer
+within its timeout (``timeout``: the worker's process group is killed) is reported as such;
+the next call starts a new worker. After ``max_restarts`` deaths the handle stops
+restarting and answers ``unavailable``. Every other fault (``raised``, ``wrong-type``,
+``wrong-shape``, ``wrong-dtype``, ``mutated-input``) is found inside the worker by
+:func:`harness.adapters.contract.invoke` and leaves the worker running.
+
+:class:`InProcessHandle` calls an adapter object directly, for objects passed through the
+API (``open_adapter(obj)``): the same checks, and the adapter gets copies of the inputs so
+that it cannot corrupt the caller's arrays, but no protection against crashes or hangs
+(the timeout is not enforced). Pass ``isolated=True`` to run such an object in a worker.
+POSIX only (pipes are polled with ``select``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import types
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from harness.adapters.contract import (
+    FUNCTIONS,
+    AdapterInfo,
+    AdapterSpecError,
+    AdapterUnavailable,
+    CallOutcome,
+    Fault,
+    call_options,
+    invoke,
+    one_line,
+)
+
+#: Seconds one call may take before its worker is killed (the CLI's ``--timeout``).
+DEFAULT_TIMEOUT = 60.0
+#: Seconds a worker may take to start and load its adapter: importing torch or jax on a
+#: cold machine, or compiling the C sources on first use, takes tens of seconds.
+DEFAULT_START_TIMEOUT = 300.0
+#: Worker deaths (crash, exit, timeout) after which a handle stops restarting its worker.
+DEFAULT_MAX_RESTARTS = 50
+
+_SMALL_MESSAGE = 1 << 16  # below this, a message is joined and written in one syscall
+
+
+# --------------------------------------------------------------------------- framing
+
+
+def _write_all(stream: BinaryIO, data: Any) -> None:
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        written = stream.write(view)
+        if written is None:  # pragma: no cover - only for non-blocking streams
+            continue
+        view = view[written:]
+
+
+def send_message(stream: BinaryIO, obj: Any) -> None:
+    """Write ``obj`` as one message: sizes, the pickle, then each out-of-band buffer."""
+    buffers: list[pickle.PickleBuffer] = []
+    header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    parts = [memoryview(header), *(b.raw() for b in buffers)]
+    sizes = struct.pack(f"<I{len(parts)}Q", len(parts), *(p.nbytes for p in parts))
+    if sum(p.nbytes for p in parts) < _SMALL_MESSAGE:
+        _write_all(stream, b"".join([sizes, *parts]))
+    else:
+        _write_all(stream, sizes)
+        for part in parts:
+            _write_all(stream, part)
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise EOFError("the other end closed the pipe")
+        got += n
+    return buffer
+
+
+def receive_message(stream: BinaryIO) -> Any:
+    """Read one message written by :func:`send_message` (arrays come back writable)."""
+    (count,) = struct.unpack("<I", _read_exact(stream, 4))
+    sizes = struct.unpack(f"<{count}Q", _read_exact(stream, 8 * count))
+    header = _read_exact(stream, sizes[0])
+    buffers = [_read_exact(stream, size) for size in sizes[1:]]
+    return pickle.loads(header, buffers=buffers)
+
+
+# --------------------------------------------------------------------------- handles
+
+
+class AdapterHandle:
+    """One adapter, ready to be called: what it provides and :meth:`call`.
+
+    ``info`` (an :class:`~harness.adapters.contract.AdapterInfo`) has the name, the
+    functions provided with the options each accepts, the dtypes, the version, and
+    ``unavailable`` (why it cannot be used, or ``None``). Use as a context manager or
+    call :meth:`close`.
+    """
+
+    isolated: bool = False
+
+    def __init__(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+
+    # what the adapter is -------------------------------------------------
+    def wait(self) -> AdapterInfo:
+        """The adapter's info, once it is loaded; raises ``AdapterSpecError`` for a bad spec."""
+        raise NotImplementedError
+
+    @property
+    def info(self) -> AdapterInfo:
+        return self.wait()
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def spec(self) -> str:
+        return self.info.spec
+
+    @property
+    def provides(self) -> dict[str, tuple[str, ...]]:
+        return self.info.provides
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return self.info.dtypes
+
+    @property
+    def version(self) -> str | None:
+        return self.info.version
+
+    @property
+    def unavailable(self) -> str | None:
+        return self.info.unavailable
+
+    # calling -------------------------------------------------------------
+    def call(
+        self, function: str, *arrays: np.ndarray, timeout: float | None = None, **options: Any
+    ) -> CallOutcome:
+        """Call ``function(*arrays, **options)`` and check what comes back.
+
+        ``options`` are the CE options (``weight``, ``ignore_index``, ``label_smoothing``,
+        ``reduction``); those the function does not accept are dropped when at their
+        default and make the call ``not-provided`` otherwise. ``timeout`` (seconds)
+        overrides the handle's. Never raises for anything the adapter does.
+        """
+        if function not in FUNCTIONS:
+            raise ValueError(f"unknown adapter function {function!r}; known: {FUNCTIONS}")
+        start = time.perf_counter()
+        try:
+            info = self.wait()
+        except AdapterSpecError as exc:
+            return CallOutcome(function, None, (Fault("unavailable", one_line(str(exc))),))
+        if info.unavailable is not None:
+            return CallOutcome(function, None, (Fault("unavailable", info.unavailable),))
+        if function not in info.provides:
+            fault = Fault("not-provided", f"{info.name} does not provide {function}")
+            return CallOutcome(function, None, (fault,))
+        kwargs, fault = call_options(function, info.provides[function], options)
+        if fault is not None:
+            return CallOutcome(function, None, (fault,))
+        inputs = [np.asarray(a) for a in arrays]
+        if not inputs or inputs[0].ndim != 2:
+            raise ValueError(f"{function} takes an (N, K) array first")
+        value, faults, seconds = self._call(
+            function, inputs, kwargs, self.timeout if timeout is None else timeout
+        )
+        if seconds is None:
+            seconds = time.perf_counter() - start
+        return CallOutcome(function, value, faults, seconds)
+
+    def _call(
+        self,
+        function: str,
+        arrays: Sequence[np.ndarray],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> tuple[np.ndarray | None, tuple[Fault, ...], float | None]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the worker, if any. Calling again is harmless."""
+
+    def __enter__(self) -> AdapterHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "worker" if self.isolated else "in-process"
+        return f"<{type(self).__name__} {kind}>"
+
+
+class InProcessHandle(AdapterHandle):
+    """An adapter object called in this process: checked, but neither crash- nor hang-proof."""
+
+    isolated = False
+
+    def __init__(
+        self,
+        adapter: Any,
+        info: AdapterInfo,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        start_timeout: float | None = None,
+    ) -> None:
+        super().__init__(timeout=timeout)
+        self.adapter = adapter
+        self._info = info
+
+    def wait(self) -> AdapterInfo:
+        return self._info
+
+    def _call(
+        self,
+        function: str,
+        arrays: Sequence[np.ndarray],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> tuple[np.ndarray | None, tuple[Fault, ...], float | None]:
+        start = time.perf_counter()
+        value, faults = invoke(self.adapter, function, arrays, kwargs)
+        return value, faults, time.perf_counter() - start
+
+
+_WORKER_CODE = "from harness.adapters.isolation import worker_main; worker_main({}, {})"
+
+
+_PIPE_SIZE = 1 << 20  # fewer wake-ups per large array than the default 64 KiB
+
+
+def _widen_pipe(fd: int) -> None:
+    """Ask Linux for a larger pipe buffer (unprivileged limit: 1 MiB); harmless elsewhere."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        try:
+            fcntl.fcntl(fd, set_size, _PIPE_SIZE)
+        except OSError:
+            pass
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class _Worker:
+    """One worker process and its two pipes."""
+
+    def __init__(self, load_message: Mapping[str, Any]) -> None:
+        parent_read, child_write = os.pipe()
+        child_read, parent_write = os.pipe()
+        for fd in (parent_read, parent_write):
+            _widen_pipe(fd)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE.format(child_read, child_write)],
+                pass_fds=(child_read, child_write),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            os.close(child_read)
+            os.close(child_write)
+        self.reader: BinaryIO = os.fdopen(parent_read, "rb")
+        self.writer: BinaryIO = os.fdopen(parent_write, "wb", buffering=0)
+        self._finalizer = weakref.finalize(self, _kill, self.process, self.reader, self.writer)
+        try:
+            send_message(self.writer, dict(load_message))
+        except OSError:  # it died at start-up; reading its hello will say how
+            pass
+
+    def receive(self, timeout: float | None) -> Any:
+        """The next message; ``TimeoutError`` if none comes in time, ``EOFError`` if it died."""
+        ready, _, _ = select.select([self.reader], [], [], timeout)
+        if not ready:
+            raise TimeoutError
+        return receive_message(self.reader)
+
+    def death(self) -> Fault:
+        """Collect a dead (or dying) worker and say how it ended."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return Fault("exited", "worker closed its pipe and did not exit; killed")
+        self.close()
+        if code < 0:
+            return Fault("crashed", f"worker killed by {_signal_name(-code)}")
+        return Fault("exited", f"worker exited with code {code}")
+
+    def kill(self) -> None:
+        self._finalizer()
+
+    def close(self, grace: float = 2.0) -> None:
+        """Let the worker exit on end-of-file, and kill it if it does not."""
+        if self.process.poll() is None:
+            try:
+                self.writer.close()
+                self.process.wait(timeout=grace)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._finalizer()
+
+
+def _kill(process: subprocess.Popen, reader: BinaryIO, writer: BinaryIO) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the worker and anything it started
+        except (ProcessLookupError, PermissionError):
+            process.kill()
+        process.wait()
+    for stream in (reader, writer):
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+class WorkerHandle(AdapterHandle):
+    """An adapter in a persistent worker process, restarted after it dies or hangs."""
+
+    isolated = True
+
+    def __init__(
+        self,
+        *,
+        spec: str | None = None,
+        adapter_object: Any = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        start_timeout: float | None = DEFAULT_START_TIMEOUT,
+        max_restarts: int = DEFAULT_MAX_RESTARTS,
+    ) -> None:
+        super().__init__(timeout=timeout)
+        if (spec is None) == (adapter_object is None):
+            raise ValueError("give exactly one of spec and adapter_object")
+        self.start_timeout = start_timeout
+        self.max_restarts = max_restarts
+        self.deaths = 0
+        self._load = _load_message(spec, adapter_object)
+        self._info: AdapterInfo | None = None
+        self._spec_error: str | None = None
+        self._worker: _Worker | None = None
+        self._hello_pending = False
+        self._last_death: Fault | None = None
+        self._lock = threading.RLock()
+        self._closed = False
+        self._start_failure = self._start()
+
+    # starting --------------------------------------------------------------
+    def _start(self) -> Fault | None:
+        try:
+            self._worker = _Worker(self._load)
+        except OSError as exc:  # no process could be started at all
+            self._worker = None
+            return Fault("unavailable", one_line(f"cannot start a worker process: {exc}"))
+        self._hello_pending = True
+        return None
+
+    def _await_hello(self) -> Fault | None:
+        """Read the worker's answer to loading; a fault if it died or never answered."""
+        worker = self._worker
+        assert worker is not None
+        self._hello_pending = False
+        try:
+            hello = worker.receive(self.start_timeout)
+        except TimeoutError:
+            worker.kill()
+            self._worker = None
+            return Fault("timeout", f"worker did not load the adapter in {self.start_timeout:g} s")
+        except (EOFError, OSError):
+            fault = self._worker_died()
+            return Fault(fault.kind, f"while loading the adapter: {fault.reason}")
+        if hello["ok"]:
+            if self._info is None:
+                self._info = hello["info"]
+            return None
+        worker.close()
+        self._worker = None
+        if hello["kind"] == "spec":
+            self._spec_error = hello["message"]
+        return Fault("unavailable", hello["message"])
+
+    def wait(self) -> AdapterInfo:
+        with self._lock:
+            if self._spec_error is not None:
+                raise AdapterSpecError(self._spec_error)
+            if self._info is None and (self._hello_pending or self._start_failure):
+                fault = self._start_failure or self._await_hello()
+                if self._spec_error is not None:
+                    raise AdapterSpecError(self._spec_error)
+                if fault is not None and self._info is None:
+                    self._info = AdapterInfo(
+                        name=self._load.get("spec") or "<object>",
+                        spec=self._load.get("spec") or "<object>",
+                        provides={},
+                        dtypes=(),
+                        unavailable=fault.reason if fault.kind == "unavailable" else str(fault),
+                        source="spec",
+                    )
+            if self._info is None:  # closed before it ever loaded
+                raise AdapterSpecError("adapter handle was closed before the adapter loaded")
+            return self._info
+
+    def _worker_died(self) -> Fault:
+        worker = self._worker
+        assert worker is not None
+        fault = worker.death()
+        self._worker = None
+        self.deaths += 1
+        self._last_death = fault
+        return fault
+
+    def _ensure_worker(self) -> Fault | None:
+        if self._closed:
+            return Fault("unavailable", "adapter handle is closed")
+        if self._worker is not None and not self._hello_pending:
+            return None
+        if self._worker is None:
+            if self.deaths > self.max_restarts:
+                last = f" (last: {self._last_death})" if self._last_death else ""
+                return Fault("unavailable", f"gave up after {self.deaths} worker deaths{last}")
+            failure = self._start()
+            if failure is not None:
+                return failure
+        return self._await_hello()
+
+    # calling ---------------------------------------------------------------
+    def _call(
+        self,
+        function: str,
+        arrays: Sequence[np.ndarray],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> tuple[np.ndarray | None, tuple[Fault, ...], float | None]:
+        with self._lock:
+            fault = self._ensure_worker()
+            if fault is not None:
+                return None, (fault,), None
+            worker = self._worker
+            assert worker is not None
+            start = time.perf_counter()
+            try:
+                send_message(worker.writer, ("call", function, list(arrays), dict(kwargs)))
+                reply = worker.receive(timeout)
+            except TimeoutError:
+                worker.kill()
+                self._worker = None
+                self.deaths += 1
+                self._last_death = Fault("timeout", f"no answer within {timeout:g} s")
+                fault = Fault("timeout", f"no answer within {timeout:g} s; worker killed")
+                return None, (fault,), None
+            except (EOFError, OSError):  # died mid-call (BrokenPipeError is an OSError)
+                return None, (self._worker_died(),), None
+            value, faults = reply
+            return value, tuple(faults), time.perf_counter() - start
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+
+    def __repr__(self) -> str:
+        what = self._load.get("spec") or "<object>"
+        state = "running" if self._worker is not None else "stopped"
+        return f"<WorkerHandle {what} {state}, {self.deaths} deaths>"
+
+
+def _load_message(spec: str | None, adapter_object: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"sys_path": list(sys.path)}
+    if spec is not None:
+        message["spec"] = spec
+        return message
+    if isinstance(adapter_object, types.ModuleType):
+        path = getattr(adapter_object, "__file__", None)
+        name = adapter_object.__name__
+        if name != "__main__" and not name.startswith("_xentcheck_adapter_"):
+            message["spec"] = name
+        elif path:
+            message["spec"] = path
+        else:
+            raise AdapterSpecError(f"module {name} has no importable name or file for a worker")
+        return message
+    try:
+        message["pickled"] = pickle.dumps(adapter_object, protocol=5)
+    except Exception as exc:
+        raise AdapterSpecError(
+            one_line(
+                f"cannot send {type(adapter_object).__name__} to a worker ({type(exc).__name__}: "
+                f"{exc}); pass a spec, or isolated=False to run it in-process"
+            )
+        ) from exc
+    return message
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def worker_main(read_fd: int, write_fd: int) -> None:
+    """The worker's loop: load the adapter named by the first message, then answer calls."""
+    os.dup2(2, 1)  # the adapter's prints go to stderr; the protocol has its own pipes
+    reader = os.fdopen(read_fd, "rb")
+    writer = os.fdopen(write_fd, "wb", buffering=0)
+    try:
+        load = receive_message(reader)
+    except EOFError:
+        return
+    sys.path[:] = load["sys_path"]
+    adapter = None
+    try:
+        from harness.adapters import registry
+
+        if "spec" in load:
+            adapter, source = registry.load_adapter(load["spec"])
+            info = registry.describe(adapter, spec=load["spec"], source=source)
+        else:
+            adapter = registry._materialize(pickle.loads(load["pickled"]), "<object>")
+            info = registry.describe(adapter, spec=registry._object_spec(adapter), source="object")
+        hello: dict[str, Any] = {"ok": True, "info": info}
+    except AdapterSpecError as exc:
+        hello = {"ok": False, "kind": "spec", "message": one_line(str(exc))}
+    except AdapterUnavailable as exc:
+        hello = {"ok": False, "kind": "unavailable", "message": one_line(str(exc))}
+    except (Exception, SystemExit) as exc:
+        message = one_line(f"failed to load: {type(exc).__name__}: {exc}")
+        hello = {"ok": False, "kind": "unavailable", "message": message}
+    send_message(writer, hello)
+    if not hello["ok"]:
+        return
+    while True:
+        try:
+            message = receive_message(reader)
+        except EOFError:
+            return
+        _, function, arrays, kwargs = message
+        value, faults = invoke(adapter, function, arrays, kwargs)
+        try:
+            send_message(writer, (value, faults))
+        except (pickle.PicklingError, TypeError, ValueError, AttributeError) as exc:
+            reason = one_line(f"returned an array that cannot be sent back: {exc}")
+            send_message(writer, (None, (*faults, Fault("wrong-dtype", reason))))
