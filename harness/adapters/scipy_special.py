@@ -31,8 +31,20 @@ def load() -> Any:
     return sys.modules[__name__]
 
 
-def _as_probabilities(target: np.ndarray, like: np.ndarray) -> np.ndarray:
+def _checked(target: np.ndarray, k: int) -> np.ndarray:
+    """The glue around scipy.special validates what scipy would never see: targets."""
     target = np.asarray(target)
+    if target.dtype.kind in "iu":
+        bad = np.flatnonzero((target < 0) | (target >= k))
+        if bad.size:
+            raise ValueError(f"target[{bad[0]}] = {target[bad[0]]} is out of range for {k} classes")
+    elif np.any(target < 0):
+        raise ValueError(f"target row {np.argwhere(target < 0)[0][0]} has a negative probability")
+    return target
+
+
+def _as_probabilities(target: np.ndarray, like: np.ndarray) -> np.ndarray:
+    target = _checked(target, like.shape[1])
     if target.dtype.kind in "iu":
         return np.eye(like.shape[1], dtype=like.dtype)[target]
     return target
@@ -51,11 +63,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
-    target = np.asarray(target)
+    target = _checked(target, logits.shape[1])
     log_p = log_softmax(logits)
     if target.dtype.kind in "iu":
         return -np.take_along_axis(log_p, target[:, None], axis=1)[:, 0]
-    return -(target * log_p).sum(axis=1)
+    # 0 * log 0 = 0: classes without target mass contribute nothing, even at -inf
+    return -np.where(target != 0, target * log_p, 0).sum(axis=1).astype(logits.dtype)
 
 
 def cross_entropy_grad(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
