@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -44,6 +46,94 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--shard must be I/N with 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _default_adapters() -> list[str]:
+    from harness.adapters import list_adapters
+
+    return [info.name for info in list_adapters()
+            if info.unavailable is None and info.source == "built-in"]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from harness import runner, strategies
+    from harness.adapters.contract import DTYPES, AdapterSpecError
+    from harness.report import json_report, markdown
+
+    dtypes = args.dtype or list(DTYPES)
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    regimes = args.regime or list(runner.DEFAULT_REGIMES)
+    for regime in regimes:
+        if regime not in strategies.REGIMES:
+            raise UsageError(f"unknown regime {regime!r}; choose from "
+                             f"{', '.join(strategies.REGIMES)}")
+    if args.cases is not None:
+        try:
+            strategies.load_corpus(args.cases)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    adapters = args.adapter or _default_adapters()
+    progress = _progress_bar() if sys.stderr.isatty() else None
+    try:
+        report = runner.run(adapters, profile=args.profile, dtypes=dtypes, regimes=regimes,
+                            cases_file=args.cases, seed=args.seed, timeout=args.timeout,
+                            shard=args.shard, max_classes=args.max_classes,
+                            budgets_path=args.budgets, progress=progress)
+    except AdapterSpecError as err:
+        raise UsageError(str(err)) from None
+    data = report.to_dict()
+    out = Path(args.out)
+    json_report.write(data, out)
+    markdown.write(data, out)
+    for adapter in data["adapters"]:
+        failing = sum(1 for r in adapter["results"] if not r["passed"])
+        extra = f" ({adapter['reason']})" if adapter["reason"] else (
+            f" ({failing} failing results)" if failing else "")
+        print(f"{adapter['name']:<12} {adapter['verdict']}{extra}")
+    print(f"{data['cases']} cases in {data['seconds']:.1f} s; reports in {out}/")
+    return EXIT_OK if report.conformant else EXIT_FAIL
+
+
+def _progress_bar() -> Any:
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(number: int, total: int, case_id: str) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, unit="case", leave=False)
+        bar["bar"].set_postfix_str(case_id, refresh=False)
+        bar["bar"].update(1)
+        if number == total:
+            bar["bar"].close()
+
+    return update
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="xentcheck",
@@ -60,6 +150,28 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--only", action="append", metavar="FORMULA", choices=list(FORMULAS),
                        help=f"audit only this formula (repeatable): {', '.join(FORMULAS)}")
     audit.set_defaults(func=_cmd_audit)
+    run = sub.add_parser("run", help="grade adapters against the exact truth, write reports")
+    run.add_argument("--adapter", action="append", metavar="SPEC",
+                     help="built-in name, pkg.module:attr, path/file.py:attr or c:file.c "
+                          "(repeatable; default: every available built-in)")
+    run.add_argument("--profile", choices=["standard", "strict"], default="standard",
+                     help="standard passes 'stable' or better; strict passes <= N ulp")
+    run.add_argument("--dtype", action="append", metavar="DTYPE",
+                     help="float64, float32, float16, bfloat16 (repeatable; default all)")
+    run.add_argument("--regime", action="append", metavar="REGIME",
+                     help="a named input regime (repeatable; default all)")
+    run.add_argument("--cases", metavar="FILE", help="your own logits: .npy, or .npz with "
+                     "'logits' and optional 'labels'")
+    run.add_argument("--seed", type=int, default=0, help="seed of the fixed samples")
+    run.add_argument("--timeout", type=_positive(float), default=60.0, metavar="S",
+                     help="seconds one adapter call may take (default 60)")
+    run.add_argument("--shard", type=_shard, metavar="I/N", help="run only shard I of N")
+    run.add_argument("--max-classes", type=_positive(int), metavar="K",
+                     help="largest K of the samples (131072 for vocabulary-sized rows)")
+    run.add_argument("--budgets", metavar="FILE", help="per-adapter accuracy budgets (JSON)")
+    run.add_argument("--out", default="reports", metavar="DIR",
+                     help="where to write the reports (default reports/)")
+    run.set_defaults(func=_cmd_run)
     listing = sub.add_parser("list", help="list the adapters xentcheck can find")
     listing.set_defaults(func=_cmd_list)
     return parser

@@ -180,7 +180,7 @@ def _targets(target: Any, n: int, k: int, single: bool, ignore_index: int | None
                 out.append(_Target(index=value))
         return out
     rows, _ = _as_rows(t, "probability target")
-    if len(rows) != n or len(rows[0]) != k:
+    if t.shape != ((k,) if single else (n, k)):
         raise ValueError(
             f"probability target must have the logits' shape ({n}, {k}), got shape {t.shape}"
         )

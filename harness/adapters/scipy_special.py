@@ -67,8 +67,10 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     log_p = log_softmax(logits)
     if target.dtype.kind in "iu":
         return -np.take_along_axis(log_p, target[:, None], axis=1)[:, 0]
-    # 0 * log 0 = 0: classes without target mass contribute nothing, even at -inf
-    return -np.where(target != 0, target * log_p, 0).sum(axis=1).astype(logits.dtype)
+    # 0 * log 0 = 0: classes without target mass contribute nothing, even at -inf; a NaN
+    # anywhere in a row makes the row NaN
+    loss = -np.where(target != 0, target * log_p, 0).sum(axis=1)
+    return np.where(np.isnan(logits).any(axis=1), np.nan, loss).astype(logits.dtype)
 
 
 def cross_entropy_grad(logits: np.ndarray, target: np.ndarray) -> np.ndarray:

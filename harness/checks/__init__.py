@@ -1,0 +1,158 @@
+"""The checks, one module per family (DESIGN.md §6), and what they share.
+
+Every family is a function ``run(ctx) -> Iterator[Finding]`` over one adapter and one
+case. :class:`Context` gives it the case's truth, the adapter handle and a memo of the
+adapter's outputs, so several checks reuse one call. ``FAMILIES`` lists them in the order
+the runner applies them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness import grading
+from harness.adapters.contract import CallOutcome
+from harness.cases import Case
+from harness.findings import (
+    HOLDS,
+    VIOLATED,
+    Finding,
+    Worst,
+    exact_text,
+    hex_value,
+    input_row,
+    severity,
+)
+from harness.truth import Truth
+
+#: Faults that mean the adapter simply does not do this: no finding at all.
+SILENT_FAULTS = ("not-provided",)
+
+
+@dataclass
+class Context:
+    """One adapter on one case."""
+
+    adapter: str  # the adapter's name in reports
+    spec: str  # how to load it again (for reproducers)
+    handle: Any  # harness.adapters.isolation.AdapterHandle
+    truth: Truth
+    profile: grading.Profile
+    budgets: dict[tuple[str, str, str], grading.Budget] = field(default_factory=dict)
+    timeout: float | None = None
+    _memo: dict[str, CallOutcome] = field(default_factory=dict)
+
+    @property
+    def case(self) -> Case:
+        return self.truth.case
+
+    def provides(self, function: str) -> bool:
+        return function in self.handle.provides and self.case.dtype in self.handle.dtypes
+
+    def call(self, function: str, *arrays: np.ndarray, **options: Any) -> CallOutcome:
+        return self.handle.call(function, *arrays, timeout=self.timeout, **options)
+
+    def outcome(self, function: str) -> CallOutcome:
+        """The adapter's output for this case's own arguments (called once, then kept)."""
+        if function not in self._memo:
+            args, options = self.truth.arguments(function)
+            self._memo[function] = self.call(function, *args, **options)
+        return self._memo[function]
+
+    def reproducer(self, function: str, row: int | None) -> str:
+        case = self.case
+        if row is not None and case.num_rows > 1:
+            case = case.select_rows([row])
+        text = case.to_json()
+        if len(text) > 4096 and case.origin:
+            text = case.origin
+        return f"python -m harness.repro {shlex.quote(self.spec)} {function} {shlex.quote(text)}"
+
+
+def rows_of(value: np.ndarray | None, case: Case) -> int:
+    """How many rows an output stands for: N, or 1 for a reduced (scalar) output."""
+    if value is None or np.ndim(value) == 0:
+        return 1
+    return int(np.shape(value)[0])
+
+
+def fault_finding(ctx: Context, check: str, function: str, outcome: CallOutcome,
+                  rows: int) -> Finding:
+    """A call that gave no gradable value: every row is broken, the fault says why."""
+    fault = outcome.fault
+    assert fault is not None
+    worst = Worst(ctx.case.case_id, 0 if ctx.case.num_rows else None, [],
+                  input_row(ctx.case.logits, 0) if ctx.case.num_rows else [], None, None,
+                  None, None, None, ctx.reproducer(function, 0 if ctx.case.num_rows else None),
+                  severity("broken"))
+    return Finding(check, function, ctx.case, rows, rows, {"broken": rows}, "broken",
+                   worst=worst, note=str(fault))
+
+
+def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarray,
+                   exact: Any, *, inputs: np.ndarray, target: Any = None,
+                   options: dict[str, Any] | None = None) -> Finding:
+    """Grade ``candidate`` against ``exact`` and judge it by the run's profile (and the
+    adapter's accuracy budget, if it has one)."""
+    element = grading.grade_elements(function, candidate, exact, inputs=inputs, target=target,
+                                     options=options, dtype=ctx.case.dtype,
+                                     ulp_budget=ctx.profile.ulp_budget)
+    budget = grading.budget_for(ctx.budgets, ctx.adapter, function, ctx.case.dtype,
+                                ctx.case.regime)
+    verdict = grading.judge(element, ctx.profile, budget=budget)
+    result = verdict.budgeted if verdict.budget_used and verdict.budgeted else verdict.result
+    worst = None
+    if result.worst_index is not None:
+        index = tuple(result.worst_index)
+        row = index[0] if np.ndim(candidate) >= 1 else None
+        exact_arr = np.asarray(exact, dtype=object)
+        worst = Worst(
+            ctx.case.case_id, row, list(index), input_row(inputs, row),
+            hex_value(np.asarray(candidate)[index]), exact_text(exact_arr[index]),
+            result.worst_ulp, result.worst_ratio, result.worst_allowed,
+            ctx.reproducer(function, row), severity(result.grade),
+        )
+    return Finding(check, function, ctx.case, result.rows, verdict.failed,
+                   dict(result.grades), result.grade, result.max_ulp, result.max_ratio,
+                   worst, budget=str(verdict.budget.reason) if verdict.budget_used and
+                   verdict.budget else None)
+
+
+def boolean_finding(ctx: Context, check: str, function: str, violated: np.ndarray,
+                    note: str = "", shown: np.ndarray | None = None) -> Finding:
+    """A check that holds or not per row; ``violated`` is a boolean per row."""
+    violated = np.asarray(violated, dtype=bool).reshape(-1)
+    bad = int(violated.sum())
+    worst = None
+    if bad:
+        row = int(np.argmax(violated))
+        inputs = shown if shown is not None else ctx.case.logits
+        worst = Worst(ctx.case.case_id, row, [row], input_row(inputs, row), None, None,
+                      None, None, None, ctx.reproducer(function, row), severity(VIOLATED))
+    grades = {HOLDS: int(violated.size - bad)} if violated.size - bad else {}
+    if bad:
+        grades[VIOLATED] = bad
+    return Finding(check, function, ctx.case, int(violated.size), bad, grades,
+                   VIOLATED if bad else HOLDS, worst=worst, note=note if bad else "")
+
+
+Family = Callable[[Context], Iterator[Finding]]
+
+
+def families() -> dict[str, Family]:
+    """The check families by name, in the order the runner applies them."""
+    from harness.checks import consistency, derivatives, edges, invalid, invariants, values
+
+    return {
+        "values": values.run,
+        "derivatives": derivatives.run,
+        "consistency": consistency.run,
+        "invariants": invariants.run,
+        "edges": edges.run,
+        "invalid": invalid.run,
+    }

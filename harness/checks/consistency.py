@@ -1,0 +1,274 @@
+"""Consistency: the candidate against itself and against the mathematics' identities.
+
+- ``chain-rule``: the unfused route J(z)ᵀ(−y/ŷ), built from the candidate's own softmax,
+  −y/ŷ and softmax Jacobian, graded against the gold fused gradient (where the seed
+  formulas break, e.g. ŷ underflowing to 0, this is where it shows).
+- ``self-fd``: the candidate's gradient against central differences of its own forward
+  (float64 only), with a Richardson error estimate: catches a backward that does not
+  belong to the forward even where no gold is needed.
+- ``reduction``: ``"sum"`` equals the sum of ``"none"``, ``"mean"`` the sum over the
+  documented denominator, within the summation error bound.
+- ``batch-invariance``: a row alone gives what it gives inside the batch, within both
+  results' stability bounds.
+- ``shift-invariance``: softmax and log_softmax of z + c (c exact) graded against the
+  gold of z.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+import references as ref
+from harness.adapters.contract import case_dtype
+from harness.checks import Context, boolean_finding, graded_finding
+from harness.findings import Finding
+
+#: Rows of a case re-run one at a time by the batch-invariance check.
+BATCH_ROWS = 3
+
+
+def run(ctx: Context) -> Iterator[Finding]:
+    case = ctx.case
+    if case.num_rows == 0:
+        return
+    yield from _chain_rule(ctx)
+    yield from _self_fd(ctx)
+    yield from _reductions(ctx)
+    yield from _batch_invariance(ctx)
+    yield from _shift_invariance(ctx)
+
+
+def _value(ctx: Context, function: str) -> np.ndarray | None:
+    if not ctx.provides(function) or not ctx.truth.applicable(function):
+        return None
+    outcome = ctx.outcome(function)
+    return outcome.value if outcome.ok else None
+
+
+def _plain(ctx: Context) -> bool:
+    """No options: the identities below are about the bare loss."""
+    return not ctx.case.options
+
+
+def _chain_rule(ctx: Context) -> Iterator[Finding]:
+    case, truth = ctx.case, ctx.truth
+    if not _plain(ctx) or not truth.applicable("softmax_jacobian"):
+        return
+    needed = ("softmax", "softmax_jacobian", "cross_entropy_grad_wrt_probs")
+    if not all(ctx.provides(f) for f in needed):
+        return
+    probs = _value(ctx, "softmax")
+    jac = _value(ctx, "softmax_jacobian")
+    if probs is None or jac is None:
+        return
+    if case.dtype not in ("float64", "float32"):
+        return  # half-precision ŷ underflows on ordinary inputs: the route, not the code
+    outcome = ctx.call("cross_entropy_grad_wrt_probs", probs, case.target)
+    if not outcome.ok:
+        return
+    # The unfused route is only defined where ŷ > 0 wherever the target has mass: rows
+    # where the candidate's own ŷ underflowed are the seed route's known breakdown, which
+    # the values check already judges through ŷ itself.
+    # Rows where some ŷ_i is below 2**(emin/2) are left out too: there the Jacobian's
+    # products ŷ_i ŷ_j underflow and lose their digits, in every implementation.
+    y = _target_mass(ctx)
+    p = probs.astype(np.float64)
+    floor = 2.0 ** (ref.float_format(case.dtype).emin / 2)
+    rows = np.all((p >= floor) | (y == 0) & (p == 0), axis=1) & np.all(np.isfinite(p), axis=1)
+    if not rows.any():
+        return
+    with np.errstate(all="ignore"):
+        upstream = outcome.value.astype(np.float64)[rows]
+        unfused = np.einsum("nik,ni->nk", jac.astype(np.float64)[rows], upstream)
+    candidate = unfused.astype(case_dtype(case.dtype))
+    exact = truth.exact("cross_entropy_grad")[rows]
+    yield graded_finding(ctx, "chain-rule", "cross_entropy_grad", candidate, exact,
+                         inputs=case.logits[rows], target=case.target[rows], options={})
+
+
+def _target_mass(ctx: Context) -> np.ndarray:
+    case = ctx.case
+    if case.target_kind == "indices":
+        y = np.zeros(case.shape)
+        y[np.arange(case.num_rows), case.target] = 1.0
+        return y
+    return case.target.astype(np.float64)
+
+
+#: Relative step of the self-consistency finite differences (about u**(1/3) for float64,
+#: the step that balances truncation and rounding in a central difference).
+_SELF_FD_STEP = 2.0**-18
+
+#: The self-consistency check flags only disagreements beyond this relative size plus the
+#: difference estimate's own error: it is there to catch a backward of another function,
+#: not to grade accuracy (the gradient check against gold does that).
+_SELF_FD_REL = 1e-6
+
+
+def _self_fd(ctx: Context) -> Iterator[Finding]:
+    case = ctx.case
+    if case.dtype != "float64" or not (ctx.provides("cross_entropy")
+                                       and ctx.provides("cross_entropy_grad")):
+        return
+    if not ctx.truth.applicable("cross_entropy_grad"):
+        return
+    z = case.logits.astype(np.float64)
+    grad = _value(ctx, "cross_entropy_grad")
+    if grad is None or not np.all(np.isfinite(z)) or not np.all(np.isfinite(grad)):
+        return
+    options = {**case.options, "reduction": case.options.get("reduction", "sum")}
+    if options["reduction"] == "none":
+        options["reduction"] = "sum"
+    rng = np.random.default_rng(int(case.digest()[:8], 16))
+    v = rng.uniform(-1.0, 1.0, size=z.shape)
+    scale = max(1.0, float(np.max(np.abs(z))) * 2.0**-30)
+    h = _SELF_FD_STEP * scale
+
+    def loss(t: float) -> float | None:
+        point = (z + t * v).astype(np.float64)
+        out = ctx.call("cross_entropy", point, case.target, **options)
+        return float(out.value) if out.ok and np.ndim(out.value) == 0 else None
+
+    values = [loss(t) for t in (h, -h, h / 2, -h / 2)]
+    if any(x is None or not math.isfinite(x) for x in values):
+        return
+    d1 = (values[0] - values[1]) / (2 * h)
+    d2 = (values[2] - values[3]) / h
+    estimate = (4 * d2 - d1) / 3  # one Richardson step
+    error = abs(d2 - d1) + 4 * 2.0**-52 * max(abs(x) for x in values) / h
+    directional = float(np.sum(grad.astype(np.float64) * v))
+    tolerance = _SELF_FD_REL * (abs(directional) + abs(estimate)) + 4 * error
+    violated = abs(directional - estimate) > tolerance
+    note = (f"gradient·v = {directional!r} but its own forward's central difference gives "
+            f"{estimate!r} ± {error:.3g}")
+    finding = boolean_finding(ctx, "self-fd", "cross_entropy_grad", np.array([violated]), note)
+    finding.rows = 1
+    yield finding
+
+
+def _reductions(ctx: Context) -> Iterator[Finding]:
+    case = ctx.case
+    if not ctx.provides("cross_entropy") or "cross_entropy" not in ctx.handle.provides:
+        return
+    if "reduction" not in ctx.handle.provides["cross_entropy"] or "reduction" in case.options:
+        return
+    if not ctx.truth.applicable("cross_entropy"):
+        return
+    per_row = _value(ctx, "cross_entropy")
+    if per_row is None:
+        return
+    rows = per_row.astype(np.float64)
+    if not np.all(np.isfinite(rows)):
+        return
+    u = 2.0 ** -(np.finfo(np.float64).nmant + 1)
+    out_u = ref.float_format(case.dtype).smallest_normal  # absolute floor for tiny sums
+    eps = 2.0 ** -ref.float_format(case.dtype).precision
+    total = math.fsum(rows.tolist())
+    magnitude = math.fsum(np.abs(rows).tolist())
+    violations = []
+    notes = []
+    for reduction in ("sum", "mean"):
+        out = ctx.call("cross_entropy", case.logits, case.target,
+                       **{**case.options, "reduction": reduction})
+        if not out.ok or np.ndim(out.value) != 0:
+            continue
+        got = float(out.value)
+        expected = total if reduction == "sum" else _mean(total, ctx)
+        if expected is None:
+            continue
+        # summation of N terms in the working format, then one rounding to the case dtype
+        bound = (len(rows) + 2) * max(eps, u) * magnitude + eps * abs(expected) + out_u
+        if reduction == "mean":
+            bound /= max(_denominator(ctx) or 1.0, 1e-300)
+        bad = not (abs(got - expected) <= bound) or math.isnan(got)
+        violations.append(bad)
+        if bad:
+            notes.append(f"{reduction}: got {got!r}, its own rows give {expected!r}")
+    if violations:
+        finding = boolean_finding(ctx, "reduction", "cross_entropy",
+                                  np.array([any(violations)]), "; ".join(notes))
+        yield finding
+
+
+def _denominator(ctx: Context) -> float | None:
+    case = ctx.case
+    if case.target_kind != "indices":
+        return float(case.num_rows)
+    weight = case.options.get("weight")
+    ignore = case.options.get("ignore_index")
+    kept = [int(t) for t in case.target if ignore is None or int(t) != ignore]
+    if weight is None:
+        return float(len(kept))
+    return math.fsum(float(weight[t]) for t in kept)
+
+
+def _mean(total: float, ctx: Context) -> float | None:
+    den = _denominator(ctx)
+    return None if not den else total / den
+
+
+def _batch_invariance(ctx: Context) -> Iterator[Finding]:
+    case = ctx.case
+    if case.num_rows < 2:
+        return
+    for function in ("softmax", "log_softmax"):
+        batched = _value(ctx, function)
+        if batched is None:
+            continue
+        rows = range(min(BATCH_ROWS, case.num_rows))
+        violated = []
+        for n in rows:
+            alone = ctx.call(function, case.logits[n:n + 1])
+            if not alone.ok:
+                violated.append(True)
+                continue
+            a = alone.value[0].astype(np.float64)
+            b = batched[n].astype(np.float64)
+            same = (a == b) | (np.isnan(a) & np.isnan(b))
+            if np.all(same):
+                violated.append(False)
+                continue
+            # different bits are fine within both results' stability bounds
+            exact = ctx.truth.exact(function)[n:n + 1]
+            ga = _ulp_ok(ctx, function, alone.value, exact, case.logits[n:n + 1])
+            gb = _ulp_ok(ctx, function, batched[n:n + 1], exact, case.logits[n:n + 1])
+            violated.append(ga != gb)
+        yield boolean_finding(ctx, "batch-invariance", function, np.array(violated),
+                              "a row alone grades differently from the same row in the batch")
+
+
+def _ulp_ok(ctx: Context, function: str, value: np.ndarray, exact: np.ndarray,
+            logits: np.ndarray) -> bool:
+    finding = graded_finding(ctx, "batch-invariance", function, value, exact, inputs=logits)
+    return finding.failed == 0
+
+
+def _shift(z: np.ndarray) -> float | None:
+    """A shift c with z + c exact in z's dtype for every finite entry, or None."""
+    finite = z[np.isfinite(z.astype(np.float64))].astype(np.float64)
+    if finite.size == 0:
+        return None
+    for c in (1.0, 0.5, 0.25, 2.0, 16.0):
+        moved = (finite + c).astype(z.dtype).astype(np.float64)
+        if np.all(moved - c == finite) and np.all(np.isfinite(moved)):
+            return c
+    return None
+
+
+def _shift_invariance(ctx: Context) -> Iterator[Finding]:
+    case = ctx.case
+    c = _shift(case.logits)
+    if c is None:
+        return
+    shifted = (case.logits.astype(np.float64) + c).astype(case.logits.dtype)
+    for function in ("softmax", "log_softmax"):
+        if not ctx.provides(function):
+            continue
+        out = ctx.call(function, shifted)
+        if not out.ok:
+            continue
+        yield graded_finding(ctx, "shift-invariance", function, out.value,
+                             ctx.truth.exact(function), inputs=shifted)

@@ -1,0 +1,55 @@
+"""Invalid inputs: an out-of-range class index or a negative probability.
+
+Raising is conformant, and so is a non-finite answer for the offending row; a silent
+finite value is a failure (DESIGN.md §4). Run once per case of the ``moderate`` regime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from harness.checks import Context, boolean_finding
+from harness.findings import Finding
+
+FUNCTIONS = ("cross_entropy", "cross_entropy_grad")
+
+
+def _variants(ctx: Context) -> list[tuple[str, np.ndarray]]:
+    case = ctx.case
+    k = case.num_classes
+    if case.target_kind == "indices":
+        out = []
+        for bad in (k, -2 if case.options.get("ignore_index") != -2 else -3):
+            target = case.target.copy()
+            target[0] = bad
+            out.append((f"class index {bad} with {k} classes", target))
+        return out
+    target = case.target.copy()
+    target[0, 0] = -abs(float(target[0, 0])) - 0.5
+    return [("a negative probability", target)]
+
+
+def run(ctx: Context) -> Iterator[Finding]:
+    case = ctx.case
+    if case.regime != "moderate" or case.num_rows == 0 or case.num_classes < 2:
+        return
+    for function in FUNCTIONS:
+        if not ctx.provides(function):
+            continue
+        for what, target in _variants(ctx):
+            options = {**case.options, "reduction": "none"} if function == "cross_entropy" \
+                else dict(case.options)
+            outcome = ctx.call(function, case.logits, target, **options)
+            silent, note = False, f"{what}: returned a finite value instead of raising"
+            if outcome.ok:
+                first = np.asarray(outcome.value, dtype=np.float64)
+                row = first[0] if first.ndim >= 1 else first
+                silent = bool(np.all(np.isfinite(row)))
+            elif outcome.fault is not None and outcome.fault.kind == "not-provided":
+                continue
+            elif outcome.fault is not None and outcome.fault.kind in (
+                    "crashed", "exited", "timeout"):
+                silent, note = True, f"{what}: {outcome.fault} (raising is the conformant way)"
+            yield boolean_finding(ctx, "invalid-input", function, np.array([silent]), note)

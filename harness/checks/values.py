@@ -1,0 +1,35 @@
+"""Values against gold: logsumexp, softmax, log_softmax, cross-entropy (from logits and from
+probabilities), graded in ulps and by the stability ratio (DESIGN.md §6, §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from harness.checks import SILENT_FAULTS, Context, fault_finding, graded_finding, rows_of
+from harness.findings import Finding
+
+FUNCTIONS = ("logsumexp", "softmax", "log_softmax", "cross_entropy", "cross_entropy_from_probs")
+
+
+def run(ctx: Context) -> Iterator[Finding]:
+    yield from graded_outputs(ctx, "value", FUNCTIONS)
+
+
+def graded_outputs(ctx: Context, check: str, functions: tuple[str, ...]) -> Iterator[Finding]:
+    """Call each provided, applicable function on the case and grade it against gold."""
+    truth = ctx.truth
+    for function in functions:
+        if not ctx.provides(function) or not truth.applicable(function):
+            continue
+        outcome = ctx.outcome(function)
+        if outcome.fault is not None and outcome.fault.kind in SILENT_FAULTS:
+            continue
+        exact = truth.exact(function)
+        usable = outcome.value is not None and not any(
+            f.kind not in ("mutated-input",) for f in outcome.faults)
+        if not usable:
+            yield fault_finding(ctx, check, function, outcome, rows_of(exact, ctx.case))
+            continue
+        args, options = truth.arguments(function)
+        yield graded_finding(ctx, check, function, outcome.value, exact, inputs=args[0],
+                             target=args[1] if len(args) > 1 else None, options=options)

@@ -1,0 +1,178 @@
+"""What checks find: one :class:`Finding` per check, function and case, and their roll-up.
+
+A finding records how many rows a check looked at and how many failed, the rows per
+grade, the largest errors and the worst element with everything needed to reproduce it.
+:class:`Result` adds findings up per (adapter, check, function, dtype, regime): that is one
+row of ``conformance.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import mpmath
+import numpy as np
+
+from harness.cases import Case, encode_floats
+from references.gold import UNDEFINED
+
+#: Row labels of the checks that hold or not (no ulp grading): rows per outcome.
+HOLDS, VIOLATED = "holds", "violated"
+
+#: How many input entries a worst-case record shows (the reproducer has them all).
+SHOWN_ENTRIES = 16
+
+_SEVERITY = {"exact": 0, "faithful": 1, "ulp≤N": 2, "stable": 3, "holds": 3, "unstable": 4,
+             "violated": 4, "broken": 5}
+
+
+@dataclass
+class Worst:
+    """The worst element a check saw, self-explaining: input, got, should be, numbers."""
+
+    case_id: str
+    row: int | None
+    index: list[int]
+    input: list[str]  # the row's inputs as hex floats (first SHOWN_ENTRIES)
+    got: str | None  # the candidate's value as a hex float (None: no value)
+    expected: str | None  # the exact value, 25 significant digits
+    ulp: float | None
+    ratio: float | None
+    allowed_ulp: float | None  # the stability bound in ulps at that element
+    reproducer: str
+    severity: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "case": self.case_id, "row": self.row, "index": self.index, "input": self.input,
+            "got": self.got, "expected": self.expected, "ulp": _num(self.ulp),
+            "ratio": _num(self.ratio), "allowed_ulp": _num(self.allowed_ulp),
+            "reproducer": self.reproducer,
+        }
+
+
+@dataclass
+class Finding:
+    """One check of one function on one case."""
+
+    check: str
+    function: str
+    case: Case
+    rows: int
+    failed: int
+    grades: dict[str, int]
+    grade: str | None = None
+    max_ulp: float | None = None
+    max_ratio: float | None = None
+    worst: Worst | None = None
+    note: str = ""
+    budget: str | None = None
+
+
+@dataclass
+class Result:
+    """Findings added up for one (adapter, check, function, dtype, regime)."""
+
+    adapter: str
+    check: str
+    function: str
+    dtype: str
+    regime: str
+    cases: int = 0  # rows checked
+    failed: int = 0  # rows failed
+    grades: dict[str, int] = field(default_factory=dict)
+    grade: str | None = None
+    max_ulp: float | None = None
+    max_ratio: float | None = None
+    worst: Worst | None = None
+    notes: list[str] = field(default_factory=list)
+    budget: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.failed == 0
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.adapter, self.check, self.function, self.dtype, self.regime)
+
+    def add(self, finding: Finding) -> None:
+        self.cases += finding.rows
+        self.failed += finding.failed
+        for grade, count in finding.grades.items():
+            self.grades[grade] = self.grades.get(grade, 0) + count
+        if finding.grade is not None and (
+            self.grade is None or _SEVERITY[finding.grade] > _SEVERITY[self.grade]
+        ):
+            self.grade = finding.grade
+        self.max_ulp = _max(self.max_ulp, finding.max_ulp)
+        self.max_ratio = _max(self.max_ratio, finding.max_ratio)
+        if finding.worst is not None and (
+            self.worst is None or _worse(finding.worst, self.worst)
+        ):
+            self.worst = finding.worst
+        if finding.note and finding.note not in self.notes and len(self.notes) < 5:
+            self.notes.append(finding.note)
+        if finding.budget:
+            self.budget = finding.budget
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check, "function": self.function, "dtype": self.dtype,
+            "regime": self.regime, "grade": self.grade, "passed": self.passed,
+            "cases": self.cases, "failed": self.failed, "grades": dict(self.grades),
+            "max_ulp": _num(self.max_ulp), "max_ratio": _num(self.max_ratio),
+            "worst": self.worst.to_dict() if self.worst else None,
+            "reproducer": self.worst.reproducer if self.worst else None,
+            "notes": list(self.notes), "budget": self.budget,
+        }
+
+
+def _worse(a: Worst, b: Worst) -> bool:
+    if a.severity != b.severity:
+        return a.severity > b.severity
+    return (a.ulp if a.ulp is not None and not math.isnan(a.ulp) else -1.0) > (
+        b.ulp if b.ulp is not None and not math.isnan(b.ulp) else -1.0)
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None and not math.isnan(v)]
+    return max(values) if values else None
+
+
+def _num(value: float | None) -> float | str | None:
+    """JSON has no inf or NaN: those travel as strings."""
+    if value is None:
+        return None
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return float(value)
+
+
+def severity(grade: str | None) -> int:
+    return -1 if grade is None else _SEVERITY[grade]
+
+
+def hex_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    return encode_floats(np.asarray(value).reshape(1))[0]
+
+
+def exact_text(value: Any) -> str:
+    if value is UNDEFINED:
+        return "undefined"
+    return mpmath.nstr(value, 25) if isinstance(value, mpmath.mpf) else repr(value)
+
+
+def input_row(array: np.ndarray, row: int | None) -> list[str]:
+    values = array if row is None or array.ndim == 1 else array[row]
+    flat = np.asarray(values).reshape(-1)
+    shown = encode_floats(flat[:SHOWN_ENTRIES])
+    if flat.size > SHOWN_ENTRIES:
+        shown.append(f"... ({flat.size} entries)")
+    return shown

@@ -1,0 +1,187 @@
+"""``conformance.md``: the scoreboard, max-ulp tables per dtype, edge behaviour, failures.
+
+Rendered with tabulate from the JSON-ready run data, so it can be re-rendered later from
+``conformance.json`` (``xentcheck report``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from harness.adapters.contract import FUNCTIONS
+from harness.report import write_atomic
+
+FILENAME = "conformance.md"
+
+#: Checks whose grades make up the scoreboard and the max-ulp tables (accuracy against
+#: gold); the others appear in the failure list.
+ACCURACY_CHECKS = ("value", "gradient")
+
+_ORDER = ("exact", "faithful", "ulp≤N", "stable", "holds", "unstable", "violated", "broken")
+
+
+def _rank(grade: str | None) -> int:
+    return -1 if grade is None else _ORDER.index(grade)
+
+
+def _ulp(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 1e5:
+        return f"{value:.0f}"
+    return f"{value:.1e}"
+
+
+def _label(adapter: dict[str, Any]) -> str:
+    version = adapter.get("version")
+    return f"{adapter['name']} {version}" if version else adapter["name"]
+
+
+def verdicts(data: dict[str, Any]) -> str:
+    rows = []
+    for a in data["adapters"]:
+        failing = sum(1 for r in a["results"] if not r["passed"])
+        rows.append([a["name"], a.get("version") or "", a["verdict"],
+                     failing, len(a["results"]), a.get("reason") or ""])
+    return tabulate(rows, ["adapter", "version", "verdict", "failing results", "results",
+                           "reason"], tablefmt="github")
+
+
+def scoreboard(data: dict[str, Any]) -> str:
+    """Adapter × function: the worst accuracy grade over every dtype and regime, with a
+    mark when some result failed."""
+    adapters = [a for a in data["adapters"] if a["verdict"] != "error"]
+    rows = []
+    for function in FUNCTIONS:
+        row = [function]
+        for a in adapters:
+            results = [r for r in a["results"]
+                       if r["function"] == function and r["check"] in ACCURACY_CHECKS]
+            if not results:
+                row.append("—" if function not in a["provides"] else "")
+                continue
+            worst = max((r["grade"] for r in results), key=_rank)
+            failed = any(not r["passed"] for r in results)
+            row.append(f"{worst}{' ✗' if failed else ''}")
+        rows.append(row)
+    return tabulate(rows, ["function"] + [a["name"] for a in adapters], tablefmt="github")
+
+
+def max_ulp_tables(data: dict[str, Any]) -> str:
+    """Per dtype, the largest error found (ulps) per function and adapter."""
+    adapters = [a for a in data["adapters"] if a["verdict"] != "error"]
+    parts = []
+    for dtype in data["settings"]["dtypes"]:
+        rows = []
+        for function in FUNCTIONS:
+            row = [function]
+            for a in adapters:
+                values = [r["max_ulp"] for r in a["results"]
+                          if r["function"] == function and r["dtype"] == dtype
+                          and r["check"] in ACCURACY_CHECKS]
+                broken = any(r["grade"] == "broken" for r in a["results"]
+                             if r["function"] == function and r["dtype"] == dtype
+                             and r["check"] in ACCURACY_CHECKS)
+                numeric = [v for v in values if isinstance(v, (int, float))]
+                infinite = any(v == "inf" for v in values)
+                if not values:
+                    row.append("—")
+                elif infinite:
+                    row.append("inf")
+                else:
+                    cell = _ulp(max(numeric)) if numeric else "—"
+                    row.append(cell + (" (broken)" if broken else ""))
+            rows.append(row)
+        parts.append(f"### {dtype}\n\n" + tabulate(
+            rows, ["function"] + [_label(a) for a in adapters], tablefmt="github"))
+    return "\n\n".join(parts)
+
+
+def behaviour(data: dict[str, Any]) -> str:
+    """What each adapter does where the reference leaves the answer ungraded."""
+    seen: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    adapters = [a["name"] for a in data["adapters"] if a["verdict"] != "error"]
+    for a in data["adapters"]:
+        for r in a["results"]:
+            if r["check"] != "edge":
+                continue
+            for note in r["notes"]:
+                situation, _, what = note.partition(": ")
+                seen[(situation, r["function"])][a["name"]].add(what)
+    if not seen:
+        return "No ungraded situations came up in this run."
+    rows = [[situation, function] + [", ".join(sorted(seen[(situation, function)][name]))
+                                     or "—" for name in adapters]
+            for situation, function in sorted(seen)]
+    return tabulate(rows, ["situation", "function"] + adapters, tablefmt="github")
+
+
+def failures(data: dict[str, Any], limit: int = 200) -> str:
+    lines = []
+    count = 0
+    for a in data["adapters"]:
+        if a["verdict"] == "error":
+            lines.append(f"- **{a['name']}**: could not be run: {a.get('reason')}")
+            continue
+        for r in a["results"]:
+            if r["passed"]:
+                continue
+            count += 1
+            if count > limit:
+                continue
+            w = r.get("worst") or {}
+            head = (f"- **{a['name']}** `{r['function']}` [{r['dtype']}-{r['regime']}] "
+                    f"check `{r['check']}`: {r['grade']}, {r['failed']} of {r['cases']} rows "
+                    f"failed; max {_ulp(r['max_ulp'])} ulp, ratio {_ulp(r['max_ratio'])}")
+            lines.append(head)
+            if r["notes"]:
+                lines.append(f"  - {r['notes'][0]}")
+            if w and w["got"] is None and w["expected"] is None:
+                lines.append(f"  - case `{w['case']}` row {w['row']}")
+                lines.append(f"  - input: `{' '.join(w['input'])}`")
+                lines.append(f"  - reproduce: `{w['reproducer'][:300]}"
+                             f"{'...' if len(w['reproducer']) > 300 else ''}`")
+            elif w:
+                lines.append(f"  - worst: case `{w['case']}` row {w['row']} index {w['index']}: "
+                             f"got `{w['got']}`, should be `{w['expected']}` "
+                             f"({_ulp(w['ulp'])} ulp, ratio {_ulp(w['ratio'])}, "
+                             f"bound {_ulp(w['allowed_ulp'])} ulp)")
+                lines.append(f"  - input: `{' '.join(w['input'])}`")
+                lines.append(f"  - reproduce: `{w['reproducer'][:300]}"
+                             f"{'...' if len(w['reproducer']) > 300 else ''}`")
+    if count > limit:
+        lines.append(f"- ... and {count - limit} more (see conformance.json)")
+    return "\n".join(lines) if lines else "None: every adapter passed."
+
+
+def render(data: dict[str, Any]) -> str:
+    s = data["settings"]
+    p = data["platform"]
+    return "\n\n".join([
+        "# xentcheck conformance report",
+        f"Profile `{s['profile']}` (N = {s['ulp_budget']} ulp), seed {s['seed']}, "
+        f"{data['cases']} cases, dtypes {', '.join(s['dtypes'])}, "
+        f"regimes {', '.join(s['regimes'])}. Python {p['python']}, NumPy {p['numpy']}, "
+        f"mpmath {p['mpmath']} on {p['machine']}.",
+        "## Verdicts", verdicts(data),
+        "## Scoreboard\n\nWorst accuracy grade against the exact truth over every dtype and "
+        "regime (checks `value` and `gradient`); ✗ marks a failing result, — not provided.",
+        scoreboard(data),
+        "## Largest error found, in ulps of the dtype", max_ulp_tables(data),
+        "## Behaviour where the reference gives no grade", behaviour(data),
+        "## Failures", failures(data),
+    ]) + "\n"
+
+
+def write(data: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / FILENAME
+    write_atomic(path, render(data))
+    return path
