@@ -24,7 +24,7 @@ from references.gold import UNDEFINED
 
 #: Largest K for which the (N, K, K) softmax Jacobian is computed and checked; beyond it
 #: the Jacobian is too large to be worth holding, and the fused gradient covers the rows.
-MAX_JACOBIAN_CLASSES = 256
+MAX_JACOBIAN_CLASSES = 64
 
 #: Fewest decimal digits of agreement between the gold derivative and its finite-difference
 #: estimate for a certificate to hold. The gold is certified to 110 bits (33 digits); the

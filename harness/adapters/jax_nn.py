@@ -167,6 +167,34 @@ def _compiled() -> dict[str, Any]:
     }
 
 
+def _bucket(size: int) -> int:
+    """The next power of two >= size: inputs are padded to it so that XLA compiles each
+    function for a handful of shapes instead of every (N, K) a run meets (a compile costs
+    0.1-0.5 s; a run meets hundreds of shapes)."""
+    return 1 if size <= 1 else 1 << (size - 1).bit_length()
+
+
+def _padded(array: np.ndarray, rows: int, cols: int, fill: float, row_fill: float) -> np.ndarray:
+    """``array`` (n, k) inside a (rows, cols) array: extra columns ``fill``, extra rows
+    ``row_fill``. Padding logits with -inf adds exact zeros to every sum and leaves every
+    max as it was, so the row's result is the same computation."""
+    n, k = array.shape
+    if (rows, cols) == (n, k):
+        return array
+    out = np.full((rows, cols), fill, dtype=array.dtype)
+    out[n:, :] = row_fill
+    out[:n, :k] = array
+    return out
+
+
+def _pad_rows(target: np.ndarray, rows: int) -> np.ndarray:
+    if target.shape[0] == rows:
+        return target
+    out = np.zeros((rows,) + target.shape[1:], dtype=target.dtype)
+    out[: target.shape[0]] = target
+    return out
+
+
 def _numpy(result: Any) -> np.ndarray:
     """A writable NumPy copy of a JAX result, in the dtype JAX produced."""
     return np.array(result)
@@ -230,14 +258,47 @@ class JaxAdapter:
     def __repr__(self) -> str:
         return "JaxAdapter()"
 
+    def _rowwise(self, function: str, logits: np.ndarray) -> np.ndarray:
+        n, k = logits.shape
+        padded = _padded(logits, _bucket(n), _bucket(k), -np.inf, 0.0)
+        out = _numpy(_compiled()[function](padded))
+        return out[:n] if out.ndim == 1 else out[:n, :k] if out.ndim == 2 else out[:n, :k, :k]
+
     def logsumexp(self, logits: np.ndarray) -> np.ndarray:
-        return _numpy(_compiled()["logsumexp"](logits))
+        return self._rowwise("logsumexp", logits)
 
     def softmax(self, logits: np.ndarray) -> np.ndarray:
-        return _numpy(_compiled()["softmax"](logits))
+        return self._rowwise("softmax", logits)
 
     def log_softmax(self, logits: np.ndarray) -> np.ndarray:
-        return _numpy(_compiled()["log_softmax"](logits))
+        return self._rowwise("log_softmax", logits)
+
+    def _loss_call(self, function: str, logits: np.ndarray, target: np.ndarray,
+                   weight: np.ndarray | None, ignore_index: int | None,
+                   label_smoothing: float, reduction: str) -> np.ndarray:
+        """Pad classes (-inf logits, no target mass) unless smoothing spreads mass over K,
+        and rows (zero logits, class 0) unless a reduction mixes them."""
+        reduction = _check_reduction(reduction)
+        n, k = np.shape(logits)
+        target = np.asarray(target)
+        outside = (target < 0) | (target >= k) if target.ndim == 1 else np.zeros(0, bool)
+        if ignore_index is not None:
+            outside &= target != ignore_index
+        invalid = bool(np.any(outside))
+        # no column padding with smoothing (it spreads mass over K) or with an invalid class
+        # index (which must meet JAX's own out-of-range behaviour, not a padded column)
+        cols = k if label_smoothing or invalid else _bucket(k)
+        rows = n if reduction != "none" else _bucket(n)
+        logits = _padded(np.asarray(logits), rows, cols, -np.inf, 0.0)
+        if target.ndim == 2:
+            target = _padded(target, rows, cols, 0.0, 0.0)
+        else:
+            target = _pad_rows(target, rows)
+        if weight is not None and cols != k:
+            weight = np.concatenate([weight, np.zeros(cols - k, dtype=weight.dtype)])
+        arguments = _loss_arguments(logits, target, weight, ignore_index, label_smoothing)
+        out = _numpy(_compiled()[function](*arguments, reduction=reduction))
+        return out if out.ndim == 0 else out[:n] if out.ndim == 1 else out[:n, :k]
 
     def cross_entropy(
         self,
@@ -248,10 +309,8 @@ class JaxAdapter:
         label_smoothing: float = 0.0,
         reduction: str = "none",
     ) -> np.ndarray:
-        arguments = _loss_arguments(logits, target, weight, ignore_index, label_smoothing)
-        return _numpy(
-            _compiled()["cross_entropy"](*arguments, reduction=_check_reduction(reduction))
-        )
+        return self._loss_call("cross_entropy", logits, target, weight, ignore_index,
+                               label_smoothing, reduction)
 
     def cross_entropy_grad(
         self,
@@ -262,19 +321,28 @@ class JaxAdapter:
         label_smoothing: float = 0.0,
         reduction: str = "none",
     ) -> np.ndarray:
-        arguments = _loss_arguments(logits, target, weight, ignore_index, label_smoothing)
-        return _numpy(
-            _compiled()["cross_entropy_grad"](*arguments, reduction=_check_reduction(reduction))
-        )
+        return self._loss_call("cross_entropy_grad", logits, target, weight, ignore_index,
+                               label_smoothing, reduction)
 
     def softmax_jacobian(self, logits: np.ndarray) -> np.ndarray:
-        return _numpy(_compiled()["softmax_jacobian"](logits))
+        return self._rowwise("softmax_jacobian", logits)
+
+    def _probs_call(self, function: str, probs: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Pad with probability 1 and no target mass: -log 1 = 0 adds nothing."""
+        n, k = probs.shape
+        rows, cols = _bucket(n), _bucket(k)
+        probs = _padded(probs, rows, cols, 1.0, 1.0)
+        target = _index_target(np.asarray(target))
+        target = _padded(target, rows, cols, 0.0, 0.0) if target.ndim == 2 else _pad_rows(
+            target, rows)
+        out = _numpy(_compiled()[function](probs, target))
+        return out[:n] if out.ndim == 1 else out[:n, :k]
 
     def cross_entropy_from_probs(self, probs: np.ndarray, target: np.ndarray) -> np.ndarray:
-        return _numpy(_compiled()["cross_entropy_from_probs"](probs, _index_target(target)))
+        return self._probs_call("cross_entropy_from_probs", probs, target)
 
     def cross_entropy_grad_wrt_probs(self, probs: np.ndarray, target: np.ndarray) -> np.ndarray:
-        return _numpy(_compiled()["cross_entropy_grad_wrt_probs"](probs, _index_target(target)))
+        return self._probs_call("cross_entropy_grad_wrt_probs", probs, target)
 
 
 def load() -> JaxAdapter:
