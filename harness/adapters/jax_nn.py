@@ -281,10 +281,12 @@ class JaxAdapter:
         reduction = _check_reduction(reduction)
         n, k = np.shape(logits)
         target = np.asarray(target)
-        outside = (target < 0) | (target >= k) if target.ndim == 1 else np.zeros(0, bool)
-        if ignore_index is not None:
-            outside &= target != ignore_index
-        invalid = bool(np.any(outside))
+        invalid = False
+        if target.ndim == 1:
+            outside = (target < 0) | (target >= k)
+            if ignore_index is not None:
+                outside &= target != ignore_index
+            invalid = bool(np.any(outside))
         # no column padding with smoothing (it spreads mass over K) or with an invalid class
         # index (which must meet JAX's own out-of-range behaviour, not a padded column)
         cols = k if label_smoothing or invalid else _bucket(k)
