@@ -21,6 +21,9 @@ from references.gold import UNDEFINED
 #: Row labels of the checks that hold or not (no ulp grading): rows per outcome.
 HOLDS, VIOLATED = "holds", "violated"
 
+#: Distinct notes a result keeps (sorted, so that the choice does not depend on order).
+MAX_NOTES = 5
+
 #: How many input entries a worst-case record shows (the reproducer has them all).
 SHOWN_ENTRIES = 16
 
@@ -49,7 +52,7 @@ class Worst:
             "case": self.case_id, "row": self.row, "index": self.index, "input": self.input,
             "got": self.got, "expected": self.expected, "ulp": _num(self.ulp),
             "ratio": _num(self.ratio), "allowed_ulp": _num(self.allowed_ulp),
-            "reproducer": self.reproducer,
+            "reproducer": self.reproducer, "severity": self.severity,
         }
 
 
@@ -113,8 +116,8 @@ class Result:
             self.worst is None or _worse(finding.worst, self.worst)
         ):
             self.worst = finding.worst
-        if finding.note and finding.note not in self.notes and len(self.notes) < 5:
-            self.notes.append(finding.note)
+        if finding.note and finding.note not in self.notes:
+            self.notes = sorted([*self.notes, finding.note])[:MAX_NOTES]
         if finding.budget:
             self.budget = finding.budget
 
@@ -130,11 +133,16 @@ class Result:
         }
 
 
+def worst_key(severity: int, ulp: float | None, case_id: str, index: list[int]) -> tuple:
+    """A total order on worst elements (larger is worse), independent of the order in
+    which cases are met, so that merged shards pick the same worst as a single run."""
+    u = ulp if ulp is not None and not math.isnan(ulp) else -1.0
+    return (severity, u, [-ord(c) for c in case_id], [-i for i in index])
+
+
 def _worse(a: Worst, b: Worst) -> bool:
-    if a.severity != b.severity:
-        return a.severity > b.severity
-    return (a.ulp if a.ulp is not None and not math.isnan(a.ulp) else -1.0) > (
-        b.ulp if b.ulp is not None and not math.isnan(b.ulp) else -1.0)
+    return worst_key(a.severity, a.ulp, a.case_id, a.index) > worst_key(
+        b.severity, b.ulp, b.case_id, b.index)
 
 
 def _max(a: float | None, b: float | None) -> float | None:

@@ -9,10 +9,7 @@ flows one way, from cases to reports.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -165,6 +162,7 @@ def run(
     ulp_budget: float | None = None,
     budgets_path: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    part: tuple[int, int] | None = None,
 ) -> RunReport:
     """Run the conformance checks of every adapter over the cases and grade them.
 
@@ -180,6 +178,7 @@ def run(
     budgets = grading.load_budgets(budgets_path)
     cases = shard_of(build_cases(dtypes=dtypes, regimes=regimes, seed=seed,
                                  cases_file=cases_file, max_classes=max_classes), shard)
+    cases = shard_of(cases, part)  # this process's part of a --jobs run
     handles = [open_adapter(a, timeout=timeout) for a in adapters]
     reports: list[AdapterReport] = []
     try:
@@ -217,19 +216,25 @@ def run(
     return RunReport(settings, reports, len(cases), time.monotonic() - started)
 
 
-def write_json(report: RunReport | dict[str, Any], path: Path) -> None:
-    """Write ``conformance.json`` atomically (complete or absent)."""
-    data = report.to_dict() if isinstance(report, RunReport) else report
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _run_part(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return run(**kwargs).to_dict()
 
 
-def _stderr_progress(number: int, total: int, case_id: str) -> None:  # pragma: no cover
-    if sys.stderr.isatty():
-        print(f"\r[{number}/{total}] {case_id:<40}", end="", file=sys.stderr, flush=True)
+def run_parallel(adapters: Sequence[str], *, jobs: int, **kwargs: Any) -> dict[str, Any]:
+    """:func:`run` split over ``jobs`` local processes (cases dealt round-robin), merged.
+
+    Adapters must be specs (names or paths), since each process loads its own. Returns
+    the JSON-ready report (as ``run(...).to_dict()`` would)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from harness.merge import merge
+
+    kwargs.pop("progress", None)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        parts = list(pool.map(_run_part, [dict(kwargs, adapters=list(adapters),
+                                               part=(i, jobs)) for i in range(1, jobs + 1)]))
+    merged = merge(parts)
+    merged["settings"]["shard"] = kwargs.get("shard") and "{}/{}".format(*kwargs["shard"])
+    return merged
