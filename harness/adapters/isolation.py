@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
@@ -532,6 +533,9 @@ def _load_message(spec: str | None, adapter_object: Any) -> dict[str, Any]:
 def worker_main(read_fd: int, write_fd: int) -> None:
     """The worker's loop: load the adapter named by the first message, then answer calls."""
     os.dup2(2, 1)  # the adapter's prints go to stderr; the protocol has its own pipes
+    # Overflow and invalid-value warnings are what extreme inputs are for: the grading
+    # reports the outcome, so the candidate's own warnings would only be noise.
+    warnings.simplefilter("ignore")
     reader = os.fdopen(read_fd, "rb")
     writer = os.fdopen(write_fd, "wb", buffering=0)
     try:
