@@ -225,6 +225,10 @@ def exception_fault(exc: BaseException) -> Fault:
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-12:])
     if isinstance(exc, SystemExit):
         return Fault("exited", f"sys.exit({exc.code!r}) called", detail)
+    if isinstance(exc, NotImplementedError):
+        # the adapter's way of saying it does not do this (e.g. a C library with the
+        # class-index symbol but not the probability one): not provided, not a failure
+        return Fault("not-provided", one_line(f"NotImplementedError: {exc}"), detail)
     return Fault("raised", one_line(f"{type(exc).__name__}: {exc}"), detail)
 
 
