@@ -174,6 +174,14 @@ def _bucket(size: int) -> int:
     return 1 if size <= 1 else 1 << (size - 1).bit_length()
 
 
+#: Rows are padded to at least this many, so that small batches share one compilation.
+_MIN_ROWS = 8
+
+
+def _row_bucket(size: int) -> int:
+    return max(_MIN_ROWS, _bucket(size))
+
+
 def _padded(array: np.ndarray, rows: int, cols: int, fill: float, row_fill: float) -> np.ndarray:
     """``array`` (n, k) inside a (rows, cols) array: extra columns ``fill``, extra rows
     ``row_fill``. Padding logits with -inf adds exact zeros to every sum and leaves every
@@ -260,7 +268,7 @@ class JaxAdapter:
 
     def _rowwise(self, function: str, logits: np.ndarray) -> np.ndarray:
         n, k = logits.shape
-        padded = _padded(logits, _bucket(n), _bucket(k), -np.inf, 0.0)
+        padded = _padded(logits, _row_bucket(n), _bucket(k), -np.inf, 0.0)
         out = _numpy(_compiled()[function](padded))
         return out[:n] if out.ndim == 1 else out[:n, :k] if out.ndim == 2 else out[:n, :k, :k]
 
@@ -290,7 +298,7 @@ class JaxAdapter:
         # no column padding with smoothing (it spreads mass over K) or with an invalid class
         # index (which must meet JAX's own out-of-range behaviour, not a padded column)
         cols = k if label_smoothing or invalid else _bucket(k)
-        rows = n if reduction != "none" else _bucket(n)
+        rows = n if reduction != "none" else _row_bucket(n)
         logits = _padded(np.asarray(logits), rows, cols, -np.inf, 0.0)
         if target.ndim == 2:
             target = _padded(target, rows, cols, 0.0, 0.0)
@@ -332,7 +340,7 @@ class JaxAdapter:
     def _probs_call(self, function: str, probs: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Pad with probability 1 and no target mass: -log 1 = 0 adds nothing."""
         n, k = probs.shape
-        rows, cols = _bucket(n), _bucket(k)
+        rows, cols = _row_bucket(n), _bucket(k)
         probs = _padded(probs, rows, cols, 1.0, 1.0)
         target = _index_target(np.asarray(target))
         target = _padded(target, rows, cols, 0.0, 0.0) if target.ndim == 2 else _pad_rows(
