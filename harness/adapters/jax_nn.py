@@ -91,6 +91,8 @@ def _loss_from_probs(
     log_p = jax.nn.log_softmax(logits, axis=-1)
     smoothed = target * (1 - label_smoothing) + label_smoothing / n_classes
     loss = -jnp.sum(_zero_safe_product(smoothed * weight, log_p), axis=-1)
+    # a NaN logit makes its row NaN even where no target mass would read it (DESIGN §4)
+    loss = jnp.where(jnp.any(jnp.isnan(logits), axis=-1), jnp.nan, loss)
     if reduction == "none":
         return loss
     if reduction == "sum":
