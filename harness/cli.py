@@ -70,6 +70,16 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _default_adapters() -> list[str]:
     from harness.adapters import list_adapters
 
@@ -101,6 +111,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = dict(profile=args.profile, dtypes=dtypes, regimes=regimes,
                     cases_file=args.cases, seed=args.seed, timeout=args.timeout,
                     shard=args.shard, max_classes=args.max_classes, budgets_path=args.budgets)
+    hunts: list[Any] = []
+    try:
+        if args.max_examples:
+            hunts = _hunt(args, adapters, dtypes)
+            settings["extra_cases"] = _hunted_cases(hunts)
+    except AdapterSpecError as err:
+        raise UsageError(str(err)) from None
     try:
         if args.jobs > 1:
             data = runner.run_parallel(adapters, jobs=args.jobs, **settings)
@@ -108,6 +125,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             data = runner.run(adapters, progress=progress, **settings).to_dict()
     except AdapterSpecError as err:
         raise UsageError(str(err)) from None
+    if hunts:
+        data["hunts"] = [h.to_dict() for h in hunts]
     out = Path(args.out)
     json_report.write(data, out)
     markdown.write(data, out)
@@ -119,6 +138,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{data['cases']} cases in {data['seconds']:.1f} s; reports in {out}/")
     conformant = all(a["verdict"] == "pass" for a in data["adapters"])
     return EXIT_OK if conformant else EXIT_FAIL
+
+
+def _hunt(args: argparse.Namespace, adapters: list[str], dtypes: list[str]) -> list[Any]:
+    """Hypothesis hunts for the worst input of every function each adapter provides."""
+    from harness import hunt
+
+    results = hunt.hunt_all(adapters, dtypes=dtypes, regimes=args.regime or None,
+                            max_examples=args.max_examples, seed=args.seed,
+                            profile=args.profile, timeout=args.timeout,
+                            budgets_path=args.budgets, max_classes=args.max_classes)
+    if args.pin:
+        added = hunt.pin(_hunted_cases(results))
+        print(f"pinned {added} new worst cases in harness/data/pinned_cases.jsonl")
+    for result in results:
+        if result.found_failure:
+            print(f"hunt: {result.summary()}")
+    return results
+
+
+def _hunted_cases(results: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    cases = []
+    for result in results:
+        for case in result.cases():
+            if case.digest() not in seen:
+                seen.add(case.digest())
+                cases.append(case)
+    return cases
 
 
 def _progress_bar() -> Any:
@@ -174,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-classes", type=_positive(int), metavar="K",
                      help="largest K of the samples (131072 for vocabulary-sized rows)")
     run.add_argument("--budgets", metavar="FILE", help="per-adapter accuracy budgets (JSON)")
+    run.add_argument("--max-examples", type=_non_negative, default=0, metavar="N",
+                     help="also hunt each function's worst input with N Hypothesis examples "
+                          "(target() on the error; failures shrunk) and grade what is found")
+    run.add_argument("--pin", action="store_true",
+                     help="with --max-examples: pin the cases found, so every run replays them")
     run.add_argument("--out", default="reports", metavar="DIR",
                      help="where to write the reports (default reports/)")
     run.set_defaults(func=_cmd_run)

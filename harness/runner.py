@@ -163,6 +163,7 @@ def run(
     budgets_path: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     part: tuple[int, int] | None = None,
+    extra_cases: Sequence[Case] = (),
 ) -> RunReport:
     """Run the conformance checks of every adapter over the cases and grade them.
 
@@ -177,7 +178,8 @@ def run(
     policy = grading.profile(profile, ulp_budget=ulp_budget)
     budgets = grading.load_budgets(budgets_path)
     cases = shard_of(build_cases(dtypes=dtypes, regimes=regimes, seed=seed,
-                                 cases_file=cases_file, max_classes=max_classes), shard)
+                                 cases_file=cases_file, max_classes=max_classes)
+                     + list(extra_cases), shard)
     cases = shard_of(cases, part)  # this process's part of a --jobs run
     handles = [open_adapter(a, timeout=timeout) for a in adapters]
     reports: list[AdapterReport] = []

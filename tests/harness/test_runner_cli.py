@@ -132,3 +132,15 @@ def test_shards_partition_the_cases():
     ids = sorted(c.case_id for part in parts for c in part)
     assert ids == sorted(c.case_id for c in cases)
     assert all(parts)
+
+
+def test_max_examples_hunts_and_grades_what_it_finds(tmp_path, capsys):
+    code = run_cli("run", "--adapter", "numpy-seed", "--regime", "moderate", "--dtype",
+                   "float64", "--max-examples", "10", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "conformance.json").read_text())
+    assert code == cli.EXIT_FAIL
+    assert data["hunts"] and any(h["found_failure"] for h in data["hunts"])
+    hunted = [r for r in data["adapters"][0]["results"] if r["worst"]
+              and "-h" in r["worst"]["case"]]
+    assert hunted, "the hunted cases are graded by the run's checks"
+    assert "hunt:" in capsys.readouterr().out
