@@ -106,6 +106,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             strategies.load_corpus(args.cases)
         except ValueError as err:
             raise UsageError(str(err)) from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a directory for the reports")
     adapters = args.adapter or _default_adapters()
     progress = _progress_bar() if sys.stderr.isatty() else None
     settings = dict(profile=args.profile, dtypes=dtypes, regimes=regimes,
@@ -127,9 +130,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if hunts:
         data["hunts"] = [h.to_dict() for h in hunts]
-    out = Path(args.out)
-    json_report.write(data, out)
-    markdown.write(data, out)
+    try:
+        json_report.write(data, out)
+        markdown.write(data, out)
+    except OSError as err:
+        raise UsageError(f"cannot write the reports to {out}: {err.strerror or err}") from None
     for adapter in data["adapters"]:
         failing = sum(1 for r in adapter["results"] if not r["passed"])
         extra = f" ({adapter['reason']})" if adapter["reason"] else (

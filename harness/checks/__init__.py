@@ -30,6 +30,9 @@ from harness.findings import (
 )
 from harness.truth import Truth
 
+#: Longest case JSON a reproducer embeds; longer cases are named by their origin.
+REPRODUCER_CHARS = 6000
+
 #: Faults that mean the adapter simply does not do this: no finding at all.
 SILENT_FAULTS = ("not-provided",)
 
@@ -65,12 +68,17 @@ class Context:
         return self._memo[function]
 
     def reproducer(self, function: str, row: int | None) -> str:
+        """A command that replays ``function`` on the whole case (a failure may depend on
+        the other rows: a reduction, a shift over the batch; the report names the row).
+        Large cases are named by the expression that regenerates them; only a case with
+        neither a short form nor an origin is cut down to its worst row."""
         case = self.case
-        if row is not None and case.num_rows > 1:
-            case = case.select_rows([row])
         text = case.to_json()
-        if len(text) > 4096 and case.origin:
-            text = case.origin
+        if len(text) > REPRODUCER_CHARS:
+            if case.origin:
+                text = case.origin
+            elif row is not None and case.num_rows > 1:
+                text = case.select_rows([row]).to_json()
         return f"python -m harness.repro {shlex.quote(self.spec)} {function} {shlex.quote(text)}"
 
 
@@ -96,15 +104,17 @@ def fault_finding(ctx: Context, check: str, function: str, outcome: CallOutcome,
 
 def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarray,
                    exact: Any, *, inputs: np.ndarray, target: Any = None,
-                   options: dict[str, Any] | None = None) -> Finding:
+                   options: dict[str, Any] | None = None,
+                   profile: grading.Profile | None = None) -> Finding:
     """Grade ``candidate`` against ``exact`` and judge it by the run's profile (and the
     adapter's accuracy budget, if it has one)."""
+    profile = profile or ctx.profile
     element = grading.grade_elements(function, candidate, exact, inputs=inputs, target=target,
                                      options=options, dtype=ctx.case.dtype,
-                                     ulp_budget=ctx.profile.ulp_budget)
+                                     ulp_budget=profile.ulp_budget)
     budget = grading.budget_for(ctx.budgets, ctx.adapter, function, ctx.case.dtype,
                                 ctx.case.regime)
-    verdict = grading.judge(element, ctx.profile, budget=budget)
+    verdict = grading.judge(element, profile, budget=budget)
     result = verdict.budgeted if verdict.budget_used and verdict.budgeted else verdict.result
     worst = None
     if result.worst_index is not None:

@@ -69,10 +69,12 @@ def test_conformant_run_exits_zero(tmp_path, capsys):
         (["run", "--timeout", "-1"], "positive"),
         (["run", "--cases", "/nonexistent/logits.npz"], "logits.npz"),
         (["frobnicate"], "invalid choice"),
+        (["run", "--adapter", "numpy", "--out", __file__], "is a file"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(args, message, capsys, tmp_path):
-    code = run_cli(*args, *(["--out", str(tmp_path)] if args[0] == "run" else []))
+    extra = ["--out", str(tmp_path)] if args[0] == "run" and "--out" not in args else []
+    code = run_cli(*args, *extra)
     err = capsys.readouterr().err
     assert code == cli.EXIT_USAGE
     assert message in err
