@@ -465,7 +465,8 @@ class SeedAdapter:
         else:
             _prob_targets(target, x)
             if not np.array_equal(target, np.trunc(target)):
-                raise ValueError("the seed's `int *target` cannot hold soft (non-integer) targets")
+                raise NotImplementedError(
+                    "the seed's `int *target` cannot hold soft (non-integer) targets")
             y = target
         p = self._reference.softmax(x)
         return self._reference.softmax_cross_entropy_loss_derivative(p, y)
