@@ -242,6 +242,19 @@ def _loss_arguments(
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     if target.ndim != 1 and ignore_index is not None and int(ignore_index) >= 0:
         raise ValueError("ignore_index is not supported for probability targets")
+    # JAX has no cross-entropy: this glue refuses what torch refuses, so that the report
+    # judges JAX's numerics and not the glue (a jitted gather would clamp a bad index)
+    k = logits.shape[-1]
+    if target.ndim == 1:
+        bad = (target < 0) | (target >= k)
+        if ignore_index is not None:
+            bad &= target != ignore_index
+        if np.any(bad):
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"target[{row}] = {int(target[row])} is out of range for {k} "
+                             "classes")
+    elif np.any(np.asarray(target, dtype=np.float64) < 0):
+        raise ValueError("probability targets must be non-negative")
     if weight is None:
         weight = np.ones(logits.shape[-1:], logits.dtype)
     ignoring = ignore_index is not None
