@@ -67,6 +67,9 @@ def _loss_from_indices(
     zero = jnp.zeros_like(picked)
     nll = jnp.where(kept, -_zero_safe_product(target_weight, picked), zero)
     smooth = jnp.where(kept, smooth, zero)
+    # a NaN logit makes a (kept) row NaN even at weight 0 (DESIGN §4)
+    nan_row = jnp.logical_and(kept, jnp.any(jnp.isnan(logits), axis=-1))
+    nll = jnp.where(nan_row, jnp.nan, nll)
     if reduction == "none":
         nll_part, smooth_part = nll, smooth
     elif reduction == "sum":
