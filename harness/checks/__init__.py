@@ -70,14 +70,14 @@ class Context:
     def reproducer(self, function: str, row: int | None) -> str:
         """A command that replays ``function`` on the whole case (a failure may depend on
         the other rows: a reduction, a shift over the batch; the report names the row).
-        Large cases are named by the expression that regenerates them; only a case with
-        neither a short form nor an origin is cut down to its worst row."""
+        A sampled case is named by the expression that regenerates it; a case without one
+        (hunted, pinned, a corpus) is embedded as JSON, cut to its worst row if long."""
         case = self.case
-        text = case.to_json()
-        if len(text) > REPRODUCER_CHARS:
-            if case.origin:
-                text = case.origin
-            elif row is not None and case.num_rows > 1:
+        if case.origin:  # the sample expression: short, and the same bytes on every run
+            text = case.origin
+        else:
+            text = case.to_json()
+            if len(text) > REPRODUCER_CHARS and row is not None and case.num_rows > 1:
                 text = case.select_rows([row]).to_json()
         return f"python -m harness.repro {shlex.quote(self.spec)} {function} {shlex.quote(text)}"
 
