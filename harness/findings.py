@@ -121,13 +121,19 @@ class Result:
         if finding.budget:
             self.budget = finding.budget
 
+    def _worst_dict(self) -> dict[str, Any] | None:
+        if self.worst is None:
+            return None
+        worst = self.worst.to_dict()
+        return worst if not self.passed else _worst_of_passing(worst)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "check": self.check, "function": self.function, "dtype": self.dtype,
             "regime": self.regime, "grade": self.grade, "passed": self.passed,
             "cases": self.cases, "failed": self.failed, "grades": dict(self.grades),
             "max_ulp": _num(self.max_ulp), "max_ratio": _num(self.max_ratio),
-            "worst": self.worst.to_dict() if self.worst else None,
+            "worst": self._worst_dict(),
             "reproducer": self.worst.reproducer if self.worst else None,
             "notes": list(self.notes), "budget": self.budget,
         }
@@ -138,6 +144,11 @@ def worst_key(severity: int, ulp: float | None, case_id: str, index: list[int]) 
     which cases are met, so that merged shards pick the same worst as a single run."""
     u = ulp if ulp is not None and not math.isnan(ulp) else -1.0
     return (severity, u, [-ord(c) for c in case_id], [-i for i in index])
+
+
+def _worst_of_passing(worst: dict[str, Any]) -> dict[str, Any]:
+    """A passing result keeps where its largest error is, not the input (report size)."""
+    return {k: v for k, v in worst.items() if k != "input"}
 
 
 def _worse(a: Worst, b: Worst) -> bool:
