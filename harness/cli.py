@@ -2,6 +2,10 @@
 
 Exit codes: 0 conformant (or the command succeeded), 1 nonconformant or regressed,
 2 usage or setup error (one clear line on stderr, never a traceback).
+
+With ``run --baseline FILE`` the exit code reflects regressions against the baseline only
+(see :mod:`harness.compare`): known failures recorded in the baseline do not fail a CI job,
+anything newly failing or a max_ulp growth beyond the slack does.
 """
 
 from __future__ import annotations
@@ -90,8 +94,8 @@ def _default_adapters() -> list[str]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness import runner, strategies
     from harness.adapters.contract import DTYPES, AdapterSpecError
-    from harness.report import json_report, markdown
 
+    baseline = _load_report(args.baseline, "--baseline") if args.baseline else None
     dtypes = args.dtype or list(DTYPES)
     for dtype in dtypes:
         if dtype not in DTYPES:
@@ -130,19 +134,141 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if hunts:
         data["hunts"] = [h.to_dict() for h in hunts]
+    _write_reports(data, out)
+    code = _print_verdicts(data, out)
+    if baseline is not None:
+        return _guard(baseline, data, args.ulp_slack)
+    return code
+
+
+def _write_reports(data: dict[str, Any], out: Path) -> None:
+    """Write every report format that exists (JSON, Markdown; HTML and JUnit when present)."""
+    import importlib
+    import importlib.util
+
+    from harness.report import json_report, markdown
+
+    writers: list[Any] = [json_report, markdown]
+    for name in ("harness.report.html", "harness.report.junit"):
+        if importlib.util.find_spec(name) is not None:
+            writers.append(importlib.import_module(name))
     try:
-        json_report.write(data, out)
-        markdown.write(data, out)
+        for writer in writers:
+            writer.write(data, out)
     except OSError as err:
         raise UsageError(f"cannot write the reports to {out}: {err.strerror or err}") from None
+
+
+def _print_verdicts(data: dict[str, Any], out: Path) -> int:
+    """One line per adapter and a summary; EXIT_OK when every adapter passed."""
     for adapter in data["adapters"]:
         failing = sum(1 for r in adapter["results"] if not r["passed"])
-        extra = f" ({adapter['reason']})" if adapter["reason"] else (
+        extra = f" ({adapter['reason']})" if adapter.get("reason") else (
             f" ({failing} failing results)" if failing else "")
         print(f"{adapter['name']:<12} {adapter['verdict']}{extra}")
     print(f"{data['cases']} cases in {data['seconds']:.1f} s; reports in {out}/")
     conformant = all(a["verdict"] == "pass" for a in data["adapters"])
     return EXIT_OK if conformant else EXIT_FAIL
+
+
+def _load_report(path: str, what: str) -> dict[str, Any]:
+    """A conformance.json, or a one-line UsageError naming the file and the problem."""
+    from harness.report import json_report
+
+    try:
+        data = json_report.load(path)
+    except ValueError as err:
+        raise UsageError(f"{what}: {err}; give a conformance.json written by "
+                         f"'xentcheck run'") from None
+    if not isinstance(data.get("adapters"), list):
+        raise UsageError(f"{what}: {path}: no 'adapters' list; give a conformance.json "
+                         f"written by 'xentcheck run'")
+    return data
+
+
+def _guard(baseline: dict[str, Any], current: dict[str, Any], ulp_slack: float) -> int:
+    """Print the comparison; EXIT_FAIL on a regression, EXIT_OK otherwise."""
+    from harness.compare import compare
+
+    try:
+        comparison = compare(baseline, current, ulp_slack=ulp_slack)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UsageError(f"cannot compare the reports: malformed result ({err!r})") from None
+    print(comparison.format())
+    return EXIT_FAIL if comparison.regressed else EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    baseline = _load_report(args.baseline, "BASELINE")
+    current = _load_report(args.current, "CURRENT")
+    return _guard(baseline, current, args.ulp_slack)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from harness.merge import merge
+
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"OUT_DIR {args.out_dir} is a file; give a directory for the reports")
+    shards = [_load_report(path, "SHARD") for path in args.shards]
+    try:
+        data = merge(shards)
+    except ValueError as err:
+        raise UsageError(f"cannot merge {', '.join(args.shards)}: {err}") from None
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"cannot merge {', '.join(args.shards)}: malformed report "
+                         f"({err!r})") from None
+    _write_reports(data, out)
+    return _print_verdicts(data, out)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    data = _load_report(args.json, "JSON")
+    out = Path(args.out) if args.out else Path(args.json).parent
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a directory for the reports")
+    try:
+        _write_reports(data, out)
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"{args.json}: malformed report ({err!r})") from None
+    written = sorted(p.name for p in out.glob("conformance.*"))
+    print(f"re-rendered {', '.join(written)} in {out}/")
+    return EXIT_OK
+
+
+def _slack(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}") from None
+    if not value >= 1.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 1, got {text!r}")
+    return value
+
+
+def _add_compare_parsers(sub: Any) -> None:
+    from harness.compare import ULP_FLOOR, ULP_SLACK
+
+    slack_help = (f"allowed max_ulp growth factor (default {ULP_SLACK:g}): a result regresses "
+                  f"when current > max(baseline x X, baseline + {ULP_FLOOR:g} ulp)")
+    compare = sub.add_parser(
+        "compare", help="compare a report with a baseline; exit 1 on any regression")
+    compare.add_argument("baseline", metavar="BASELINE", help="the baseline conformance.json")
+    compare.add_argument("current", metavar="CURRENT", help="the current conformance.json")
+    compare.add_argument("--ulp-slack", type=_slack, default=ULP_SLACK, metavar="X",
+                         help=slack_help)
+    compare.set_defaults(func=_cmd_compare)
+    merge = sub.add_parser(
+        "merge", help="join the conformance.json of shards (--shard I/N) into one report")
+    merge.add_argument("out_dir", metavar="OUT_DIR", help="where to write the merged reports")
+    merge.add_argument("shards", metavar="SHARD.json", nargs="+",
+                       help="the shards' conformance.json files")
+    merge.set_defaults(func=_cmd_merge)
+    report = sub.add_parser("report", help="re-render every report format from a JSON report")
+    report.add_argument("json", metavar="JSON", help="a conformance.json")
+    report.add_argument("--out", metavar="DIR",
+                        help="where to write the reports (default: the JSON's directory)")
+    report.set_defaults(func=_cmd_report)
 
 
 def _hunt(args: argparse.Namespace, adapters: list[str], dtypes: list[str]) -> list[Any]:
@@ -233,7 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --max-examples: pin the cases found, so every run replays them")
     run.add_argument("--out", default="reports", metavar="DIR",
                      help="where to write the reports (default reports/)")
+    run.add_argument("--baseline", metavar="FILE",
+                     help="a baseline conformance.json: the exit code then reflects "
+                          "regressions against it only (known failures in it pass)")
+    run.add_argument("--ulp-slack", type=_slack, default=2.0, metavar="X",
+                     help="with --baseline: allowed max_ulp growth factor (default 2)")
     run.set_defaults(func=_cmd_run)
+    _add_compare_parsers(sub)
     listing = sub.add_parser("list", help="list the adapters xentcheck can find")
     listing.set_defaults(func=_cmd_list)
     return parser

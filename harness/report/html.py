@@ -1,0 +1,518 @@
+"""``conformance.html``: the Markdown report's tables plus plots, as one self-contained file.
+
+Rendered from the same JSON-ready run data as the other writers (so ``xentcheck report`` can
+re-render it from ``conformance.json``). The file loads nothing from elsewhere: the CSS is
+inline, there are no scripts, and the plots are PNG images embedded as base64 ``data:`` URIs.
+Every piece of text that comes from the run (adapter names, specs, versions, notes, inputs,
+reproducers) goes through :func:`html.escape`.
+
+Plots (matplotlib is an optional dependency, ``xentcheck[plots]``; it is imported only when
+the report is rendered, and when it is missing the report says so in place of the plots):
+
+1. *Error against logit magnitude*, one panel per adapter: each accuracy result (checks
+   ``value`` and ``gradient``) is a point at (logit magnitude, ``max_ulp``), coloured by dtype.
+   The JSON holds no per-element data, so the magnitude is the largest finite ``|z|`` of the
+   result's worst input (``worst.input``, hex floats read with :meth:`float.fromhex`) when the
+   result recorded one, else the typical ``|z|`` of its regime (:data:`REGIME_MAGNITUDE`).
+   Errors of 0 ulp are drawn at :data:`ZERO_ULP`; errors of 1e10 ulp or more on the top edge
+   (infinite ones marked ``x``), magnitudes of 1e40 or more on the right edge.
+2. *Histograms of log10(max ulp)* over the accuracy results of each adapter, with the same
+   conventions for 0 and infinity, and the profile's budget N drawn as a line.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from harness.adapters.contract import FUNCTIONS
+from harness.report import write_atomic
+from harness.report.markdown import _ORDER, ACCURACY_CHECKS, _rank, _ulp
+
+FILENAME = "conformance.html"
+
+#: log(max) and max of each dtype, for the regime magnitudes below.
+_LOG_MAX = {"float64": 709.78, "float32": 88.72, "float16": 11.09, "bfloat16": 88.72}
+_MAX = {"float64": 1.798e308, "float32": 3.403e38, "float16": 65504.0, "bfloat16": 3.39e38}
+
+#: Typical logit magnitude |z| of each regime given the dtype's log(max) ``L`` and max ``M``:
+#: the middle (geometric mean where the range spans decades) of what the regime draws
+#: (see :mod:`harness.strategies`). ``nonfinite``, ``masked``, ``wide``, ``ties`` and
+#: ``single-class`` draw their finite entries like ``moderate``; ``corpus`` is MNIST logits.
+#: ``empty`` has no entries and is not plotted.
+REGIME_MAGNITUDE: dict[str, Callable[[float, float], float]] = {
+    "moderate": lambda L, M: min(10.0, L / 2) / 2,
+    "large": lambda L, M: 10.0 * L,
+    "overflow-edge": lambda L, M: L,
+    "huge": lambda L, M: math.sqrt(100.0 * L) * math.sqrt(M),
+    "dominant": lambda L, M: 50.0,
+    "ties": lambda L, M: min(10.0, L / 2) / 2,
+    "tiny-spread": lambda L, M: math.sqrt(min(1e6, M / 4)),
+    "masked": lambda L, M: min(10.0, L / 2) / 2,
+    "nonfinite": lambda L, M: min(10.0, L / 2) / 2,
+    "wide": lambda L, M: min(10.0, L / 2) / 2,
+    "single-class": lambda L, M: min(10.0, L / 2) / 2,
+    "corpus": lambda L, M: 10.0,
+}
+
+#: Where a 0-ulp error is drawn on the log axes.
+ZERO_ULP = 1e-3
+
+#: The error plot's axes end here: larger errors (infinite ones marked x) are drawn on the
+#: top edge, larger magnitudes (float64's ``huge`` regime) on the right edge.
+_Y_TOP, _X_TOP = 1e10, 1e40
+
+_GRADE_COLOURS = {
+    "exact": "#1b7837", "faithful": "#5aae61", "ulp≤N": "#a6dba0", "stable": "#d9f0d3",
+    "holds": "#a6dba0", "unstable": "#fdb863", "violated": "#e66101", "broken": "#b2182b",
+}
+_DTYPE_COLOURS = {"float64": "#1f77b4", "float32": "#2ca02c", "float16": "#ff7f0e",
+                  "bfloat16": "#d62728"}
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1400px; padding: 0 1em; color: #222; }
+h1, h2, h3 { font-weight: 600; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.grade { text-align: center; }
+td.fail { font-weight: 700; }
+.verdict-pass { background: #d9f0d3; }
+.verdict-fail { background: #f4a582; }
+.verdict-error { background: #b2182b; color: #fff; }
+code { font-size: 0.85em; word-break: break-all; }
+.muted { color: #666; }
+.plot { max-width: 100%; height: auto; border: 1px solid #ddd; }
+.legend span { display: inline-block; padding: 0.1em 0.5em; margin: 0 0.2em; }
+"""
+
+
+def _e(value: Any) -> str:
+    """Escape anything for HTML text or attribute values."""
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _table(head: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") -> str:
+    """A table from pre-escaped cell HTML (``<td ...>`` included) and escaped headers."""
+    out = [f'<table class="{cls}">' if cls else "<table>", "<thead><tr>"]
+    out += [f"<th>{_e(h)}</th>" for h in head]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        out.append("<tr>" + "".join(row) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _td(text: Any, cls: str = "", style: str = "") -> str:
+    attrs = (f' class="{cls}"' if cls else "") + (f' style="{style}"' if style else "")
+    return f"<td{attrs}>{_e(text)}</td>"
+
+
+def _label(adapter: dict[str, Any]) -> str:
+    version = adapter.get("version")
+    return f"{adapter['name']} {version}" if version else str(adapter["name"])
+
+
+def _runnable(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in data["adapters"] if a["verdict"] != "error"]
+
+
+def _accuracy(a: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in a["results"] if r["check"] in ACCURACY_CHECKS]
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def verdicts(data: dict[str, Any]) -> str:
+    rows = []
+    for a in data["adapters"]:
+        failing = sum(1 for r in a["results"] if not r["passed"])
+        rows.append([_td(a["name"]), _td(a.get("spec") or ""), _td(a.get("version") or ""),
+                     _td(a["verdict"], cls=f"verdict-{_e(a['verdict'])}"),
+                     _td(failing, cls="num"), _td(len(a["results"]), cls="num"),
+                     _td(a.get("reason") or "")])
+    return _table(["adapter", "spec", "version", "verdict", "failing results", "results",
+                   "reason"], rows, cls="verdicts")
+
+
+def _grade_cell(grade: str | None, failed: bool) -> str:
+    if grade is None:
+        return _td("")
+    colour = _GRADE_COLOURS.get(grade, "#fff")
+    fg = "#fff" if grade in ("exact", "broken", "violated") else "#000"
+    text = f"{grade}{' ✗' if failed else ''}"
+    return _td(text, cls="grade fail" if failed else "grade",
+               style=f"background:{colour};color:{fg}")
+
+
+def scoreboard(data: dict[str, Any]) -> str:
+    """Adapter × function: the worst accuracy grade over every dtype and regime, coloured;
+    ✗ marks a failing result, — a function the adapter does not provide."""
+    adapters = _runnable(data)
+    rows = []
+    for function in FUNCTIONS:
+        row = [_td(function)]
+        for a in adapters:
+            results = [r for r in _accuracy(a) if r["function"] == function]
+            if not results:
+                row.append(_td("—" if function not in a["provides"] else "", cls="grade"))
+                continue
+            worst = max((r["grade"] for r in results), key=_rank)
+            row.append(_grade_cell(worst, any(not r["passed"] for r in results)))
+        rows.append(row)
+    legend = " ".join(
+        f'<span style="background:{c};color:'
+        f'{"#fff" if g in ("exact", "broken", "violated") else "#000"}">{_e(g)}</span>'
+        for g, c in _GRADE_COLOURS.items() if g in _ORDER)
+    return (_table(["function"] + [a["name"] for a in adapters], rows, cls="scoreboard")
+            + f'\n<p class="legend">Grades, best to worst: {legend}</p>')
+
+
+def _ulp_cell(results: list[dict[str, Any]]) -> str:
+    values = [r["max_ulp"] for r in results]
+    broken = any(r["grade"] == "broken" for r in results)
+    numeric = [v for v in values if isinstance(v, (int, float))]
+    if not values:
+        return _td("—", cls="num")
+    if any(v == "inf" for v in values):
+        text = "inf"
+    else:
+        text = _ulp(max(numeric)) if numeric else "—"
+        text += " (broken)" if broken else ""
+    failed = any(not r["passed"] for r in results)
+    return _td(text, cls="num fail" if failed else "num",
+               style="background:#f4a582" if failed else "")
+
+
+def max_ulp_tables(data: dict[str, Any]) -> str:
+    """Per dtype, the largest error found (ulps) per function and adapter; cells of failing
+    results are shaded."""
+    adapters = _runnable(data)
+    parts = []
+    for dtype in data["settings"]["dtypes"]:
+        rows = []
+        for function in FUNCTIONS:
+            rows.append([_td(function)] + [
+                _ulp_cell([r for r in _accuracy(a)
+                           if r["function"] == function and r["dtype"] == dtype])
+                for a in adapters])
+        parts.append(f"<h3>{_e(dtype)}</h3>\n" + _table(
+            ["function"] + [_label(a) for a in adapters], rows, cls="max-ulp"))
+    return "\n".join(parts)
+
+
+def behaviour(data: dict[str, Any]) -> str:
+    """What each adapter does where the reference leaves the answer ungraded."""
+    seen: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    adapters = [a["name"] for a in _runnable(data)]
+    for a in data["adapters"]:
+        for r in a["results"]:
+            if r["check"] != "edge":
+                continue
+            for note in r["notes"]:
+                situation, _, what = str(note).partition(": ")
+                seen[(situation, r["function"])][a["name"]].add(what)
+    if not seen:
+        return "<p>No ungraded situations came up in this run.</p>"
+    rows = [[_td(situation), _td(function)]
+            + [_td(", ".join(sorted(seen[(situation, function)][name])) or "—")
+               for name in adapters]
+            for situation, function in sorted(seen)]
+    return _table(["situation", "function"] + adapters, rows, cls="behaviour")
+
+
+def _input_text(w: dict[str, Any], limit: int = 24) -> str:
+    values = [str(v) for v in (w.get("input") or [])]
+    text = " ".join(values[:limit])
+    return text + (f" … ({len(values) - limit} more)" if len(values) > limit else "")
+
+
+def _code(text: Any, limit: int = 400) -> str:
+    s = "" if text is None else str(text)
+    if len(s) > limit:
+        s = s[:limit] + "..."
+    return f"<td><code>{_e(s)}</code></td>" if s else "<td></td>"
+
+
+def _severity(result: dict[str, Any]) -> tuple[float, float]:
+    """Sort key, worst first: the worst element's severity, then the largest error."""
+    w = result.get("worst") or {}
+    u = result.get("max_ulp")
+    ulp = math.inf if u == "inf" else float(u) if isinstance(u, (int, float)) else 0.0
+    return (-float(w.get("severity") or _rank(result.get("grade"))), -ulp)
+
+
+def failures(data: dict[str, Any], per_adapter: int = 40) -> str:
+    """Each failing result with its worst input, got, should-be, ulps, ratio, bound and
+    reproducer, worst first, at most ``per_adapter`` per adapter (so that one bad adapter
+    does not hide the others); adapters that could not be run at all with their reason."""
+    errors = [f"<li><strong>{_e(a['name'])}</strong>: could not be run: "
+              f"{_e(a.get('reason'))}</li>"
+              for a in data["adapters"] if a["verdict"] == "error"]
+    rows = []
+    more = []
+    for a in _runnable(data):
+        failing = sorted((r for r in a["results"] if not r["passed"]), key=_severity)
+        if len(failing) > per_adapter:
+            more.append(f"{_e(a['name'])}: {len(failing) - per_adapter}")
+        for r in failing[:per_adapter]:
+            w = r.get("worst") or {}
+            notes = "; ".join(str(n) for n in r.get("notes") or [])
+            where = (f"case {w.get('case')} row {w.get('row')}"
+                     + (f" index {w.get('index')}" if w.get("index") is not None else "")
+                     if w else "")
+            rows.append([
+                _td(a["name"]),
+                _td(f"{r['function']}[{r['dtype']}-{r['regime']}-{r['check']}]"),
+                _grade_cell(r["grade"], True),
+                _td(f"{r['failed']} of {r['cases']}", cls="num"),
+                _td(_ulp(r["max_ulp"]), cls="num"), _td(_ulp(r["max_ratio"]), cls="num"),
+                _td(where), _code(w.get("got")), _code(w.get("expected")),
+                _td(_ulp(w.get("ulp")) if w else "", cls="num"),
+                _td(_ulp(w.get("ratio")) if w else "", cls="num"),
+                _td(_ulp(w.get("allowed_ulp")) if w else "", cls="num"),
+                _code(_input_text(w) if w else "", limit=2000),
+                _code(w.get("reproducer") or r.get("reproducer"), limit=600),
+                _td(notes),
+            ])
+    parts = []
+    if errors:
+        parts.append("<ul>\n" + "\n".join(errors) + "\n</ul>")
+    if rows:
+        parts.append(f"<p>Worst first, at most {per_adapter} per adapter.</p>")
+        parts.append(_table(
+            ["adapter", "test", "grade", "rows failed", "max ulp", "max ratio", "worst at",
+             "got", "should be", "ulps", "ratio", "bound (ulp)", "input", "reproduce",
+             "notes"], rows, cls="failures"))
+    if more:
+        parts.append(f"<p>Not shown (see conformance.json): {'; '.join(more)} more.</p>")
+    return "\n".join(parts) if parts else "<p>None: every adapter passed.</p>"
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def input_magnitude(w: dict[str, Any] | None) -> float | None:
+    """The largest finite |z| of a worst input written as hex floats; None without one."""
+    best = None
+    for item in (w or {}).get("input") or []:
+        try:
+            v = abs(float.fromhex(str(item)))
+        except (ValueError, OverflowError):
+            continue
+        if math.isfinite(v) and (best is None or v > best):
+            best = v
+    return best
+
+
+def regime_magnitude(regime: str, dtype: str) -> float | None:
+    """The typical |z| of a regime in a dtype (:data:`REGIME_MAGNITUDE`); None if unknown."""
+    fn = REGIME_MAGNITUDE.get(regime)
+    if fn is None:
+        return None
+    return fn(_LOG_MAX.get(dtype, _LOG_MAX["float64"]), _MAX.get(dtype, _MAX["float64"]))
+
+
+def _points(a: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+    """(dtype, |z|, max_ulp or None for infinite) per accuracy result with a max_ulp."""
+    out = []
+    for r in _accuracy(a):
+        u = r.get("max_ulp")
+        if u is None or (isinstance(u, str) and u != "inf"):
+            continue
+        x = input_magnitude(r.get("worst")) or regime_magnitude(r["regime"], r["dtype"])
+        if x is None:
+            continue
+        out.append((r["dtype"], min(max(x, 1e-3), _X_TOP), None if u == "inf" else float(u)))
+    return out
+
+
+def _safe(text: str) -> str:
+    """Text for matplotlib labels: ``$`` would start mathtext."""
+    return text.replace("$", r"\$")
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, )
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f"data:image/png;base64,{data}"
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, 3)
+    return max(1, math.ceil(n / cols)), max(1, cols)
+
+
+def _title(adapter: dict[str, Any], extra: str = "") -> str:
+    label = _label(adapter)
+    label = label if len(label) <= 40 else label[:39] + "…"
+    return _safe(label + extra)
+
+
+def plot_error_vs_magnitude(data: dict[str, Any]) -> str:
+    """Panels of max ulp against logit magnitude (both log axes), one per adapter; a data
+    URI. Values beyond :data:`_Y_TOP` and :data:`_X_TOP` are drawn on the edges."""
+    from matplotlib.figure import Figure
+
+    adapters = _runnable(data)
+    budget = data["settings"].get("ulp_budget")
+    rows, cols = _grid(len(adapters))
+    fig = Figure(figsize=(5.0 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    all_points = [_points(a) for a in adapters]
+    top = _Y_TOP
+    xs = [x for pts in all_points for _, x, _ in pts] or [1.0]
+    for k, ax in enumerate(axes.flat):
+        if k >= len(adapters):
+            ax.set_visible(False)
+            continue
+        for dtype in data["settings"]["dtypes"]:
+            pts = [(x, u) for d, x, u in all_points[k] if d == dtype]
+            fin = [(x, min(max(u, ZERO_ULP), top)) for x, u in pts if u is not None]
+            inf = [x for x, u in pts if u is None]
+            colour = _DTYPE_COLOURS.get(dtype)
+            if fin:
+                ax.scatter([p[0] for p in fin], [p[1] for p in fin], s=14, alpha=0.6,
+                           color=colour, label=dtype, edgecolors="none")
+            if inf:
+                ax.scatter(inf, [top] * len(inf), s=30, marker="x", color=colour,
+                           label=f"{dtype}: inf" if not fin else None)
+        if budget:
+            ax.axhline(float(budget), color="#555", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(min(xs) / 3, _X_TOP * 3)
+        ax.set_ylim(ZERO_ULP / 3, top * 3)
+        ax.set_title(_title(adapters[k]), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        if k % cols == 0:
+            ax.set_ylabel("max error (ulp)")
+        if k // cols == rows - 1 or k + cols >= len(adapters):
+            ax.set_xlabel("logit magnitude |z|")
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="center right")
+    fig.suptitle(f"Largest error per result against logit magnitude (dashed: N = {budget} ulp; "
+                 f"0 ulp drawn at {ZERO_ULP:g}; top edge: 1e10 ulp or more, x: infinite; "
+                 "right edge: |z| of 1e40 or more)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return _png(fig)
+
+
+#: Histogram bins: one per decade from 10^-2 to 10^10, one for 0 (and anything below
+#: 10^-2) on the left, one for 10^10 and more, infinity included, on the right.
+_HIST_LO, _HIST_HI = -2, 10
+
+
+def plot_histograms(data: dict[str, Any]) -> str:
+    """Histograms of log10(max ulp) over the accuracy results, one panel per adapter."""
+    from matplotlib.figure import Figure
+
+    adapters = _runnable(data)
+    budget = data["settings"].get("ulp_budget")
+    rows, cols = _grid(len(adapters))
+    fig = Figure(figsize=(5.0 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
+    edges = [float(e) for e in range(_HIST_LO - 1, _HIST_HI + 2)]
+    for k, ax in enumerate(axes.flat):
+        if k >= len(adapters):
+            ax.set_visible(False)
+            continue
+        counts = [0] * (len(edges) - 1)
+        for r in _accuracy(adapters[k]):
+            u = r.get("max_ulp")
+            if u == "inf":
+                v = math.inf
+            elif isinstance(u, (int, float)) and not isinstance(u, bool):
+                v = math.log10(u) if u > 0 else -math.inf
+            else:
+                continue
+            i = math.floor(min(max(v, _HIST_LO - 1), _HIST_HI)) - (_HIST_LO - 1)
+            counts[min(i, len(counts) - 1)] += 1
+        ax.stairs(counts, edges, fill=True, color="#4477aa")
+        if budget:
+            ax.axvline(math.log10(float(budget)), color="#b2182b", lw=1, ls="--")
+        ax.set_title(_title(adapters[k], f" ({sum(counts)} results)"), fontsize=10)
+        ticks = [_HIST_LO - 0.5] + list(range(0, _HIST_HI, 2)) + [_HIST_HI + 0.5]
+        labels = ["0"] + [f"1e{t}" if t else "1" for t in range(0, _HIST_HI, 2)] + ["≥1e10"]
+        ax.set_xticks(ticks, labels, fontsize=8)
+        if k % cols == 0:
+            ax.set_ylabel("results")
+        if k // cols == rows - 1 or k + cols >= len(adapters):
+            ax.set_xlabel("largest error (ulp), one bin per decade")
+            ax.xaxis.set_tick_params(labelbottom=True)
+    fig.suptitle(f"Distribution of the largest error per result (red: N = {budget} ulp; "
+                 "leftmost bin: 0 ulp; rightmost: 1e10 ulp or more, infinite included)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _png(fig)
+
+
+def plots(data: dict[str, Any]) -> str:
+    """The plots section: images, or a note saying why there are none."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return ('<p class="muted">Plots need matplotlib, which is not installed here '
+                '(<code>pip install "xentcheck[plots]"</code>, then '
+                "<code>xentcheck report</code> to re-render).</p>")
+    if not _runnable(data):
+        return '<p class="muted">No adapter could be run: nothing to plot.</p>'
+    return "\n".join([
+        "<h3>Error against logit magnitude</h3>",
+        "<p>Each point is one result (function × dtype × regime, checks value and gradient): "
+        "its largest error in ulps against the magnitude of the logits. The magnitude is the "
+        "largest finite |z| of the worst input when the result recorded one, else the typical "
+        "|z| of its regime (e.g. moderate ≈ 5, overflow-edge ≈ log(max), large ≈ "
+        "10·log(max), huge ≈ the geometric middle of 100·log(max) .. max).</p>",
+        f'<img class="plot" alt="max ulp against logit magnitude per adapter" '
+        f'src="{plot_error_vs_magnitude(data)}">',
+        "<h3>Histograms of the largest error</h3>",
+        f'<img class="plot" alt="histograms of log10 max ulp per adapter" '
+        f'src="{plot_histograms(data)}">',
+    ])
+
+
+# ---------------------------------------------------------------------------- page
+
+
+def render(data: dict[str, Any]) -> str:
+    s = data["settings"]
+    p = data["platform"]
+    summary = (f"Profile <code>{_e(s['profile'])}</code> (N = {_e(s['ulp_budget'])} ulp), "
+               f"seed {_e(s['seed'])}, {_e(data['cases'])} cases, dtypes "
+               f"{_e(', '.join(s['dtypes']))}, regimes {_e(', '.join(s['regimes']))}. "
+               f"Python {_e(p.get('python'))}, NumPy {_e(p.get('numpy'))}, mpmath "
+               f"{_e(p.get('mpmath'))} on {_e(p.get('machine'))}; "
+               f"{_e(data.get('seconds'))} s.")
+    body = "\n".join([
+        "<h1>xentcheck conformance report</h1>", f"<p>{summary}</p>",
+        "<h2>Verdicts</h2>", verdicts(data),
+        "<h2>Scoreboard</h2>",
+        "<p>Worst accuracy grade against the exact truth over every dtype and regime "
+        "(checks <code>value</code> and <code>gradient</code>); ✗ marks a failing result, "
+        "— not provided.</p>", scoreboard(data),
+        "<h2>Largest error found, in ulps of the dtype</h2>", max_ulp_tables(data),
+        "<h2>Plots</h2>", plots(data),
+        "<h2>Behaviour where the reference gives no grade</h2>", behaviour(data),
+        "<h2>Failures</h2>", failures(data),
+    ])
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<title>xentcheck conformance report</title>\n"
+            f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def write(data: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / FILENAME
+    write_atomic(path, render(data))
+    return path
