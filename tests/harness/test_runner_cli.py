@@ -69,6 +69,13 @@ def test_conformant_run_exits_zero(tmp_path, capsys):
         (["run", "--timeout", "-1"], "positive"),
         (["run", "--cases", "/nonexistent/logits.npz"], "logits.npz"),
         (["frobnicate"], "invalid choice"),
+        (["run", "--cases", __file__], "test_runner_cli.py"),
+        (["run", "--adapter", "harness.adapters.numpy_stable:no_such_attr"], "no_such_attr"),
+        (["run", "--adapter", "/nonexistent/adapter.py"], "adapter.py"),
+        (["run", "--profile", "lenient"], "invalid choice: 'lenient'"),
+        (["run", "--max-examples", "-3"], ">= 0"),
+        (["run", "--jobs", "0"], "positive"),
+        (["run", "--max-classes", "0"], "positive"),
         (["run", "--adapter", "numpy", "--out", __file__], "is a file"),
     ],
 )
