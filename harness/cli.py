@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import options
+
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -59,19 +61,6 @@ def _shard(text: str) -> tuple[int, int]:
     if not sep or n < 1 or not 1 <= i <= n:
         raise argparse.ArgumentTypeError(f"--shard must be I/N with 1 <= I <= N, got {text!r}")
     return i, n
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-
-    return parse
 
 
 def _non_negative(text: str) -> int:
@@ -332,26 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"audit only this formula (repeatable): {', '.join(FORMULAS)}")
     audit.set_defaults(func=_cmd_audit)
     run = sub.add_parser("run", help="grade adapters against the exact truth, write reports")
-    run.add_argument("--adapter", action="append", metavar="SPEC",
-                     help="built-in name, pkg.module:attr, path/file.py:attr or c:file.c "
-                          "(repeatable; default: every available built-in)")
-    run.add_argument("--profile", choices=["standard", "strict"], default="standard",
-                     help="standard passes 'stable' or better; strict passes <= N ulp")
-    run.add_argument("--dtype", action="append", metavar="DTYPE",
-                     help="float64, float32, float16, bfloat16 (repeatable; default all)")
-    run.add_argument("--regime", action="append", metavar="REGIME",
-                     help="a named input regime (repeatable; default all)")
+    # The options shared with the pytest plugin come from harness.options (defined once).
+    options.add_to_argparse(run, "adapter", "profile", "dtype", "regime")
     run.add_argument("--cases", metavar="FILE", help="your own logits: .npy, or .npz with "
                      "'logits' and optional 'labels'")
-    run.add_argument("--seed", type=int, default=0, help="seed of the fixed samples")
-    run.add_argument("--timeout", type=_positive(float), default=60.0, metavar="S",
-                     help="seconds one adapter call may take (default 60)")
+    options.add_to_argparse(run, "seed", "timeout")
     run.add_argument("--shard", type=_shard, metavar="I/N", help="run only shard I of N")
-    run.add_argument("--jobs", type=_positive(int), default=1, metavar="J",
+    run.add_argument("--jobs", type=options.positive(int), default=1, metavar="J",
                      help="local processes to share the cases (default 1)")
-    run.add_argument("--max-classes", type=_positive(int), metavar="K",
-                     help="largest K of the samples (131072 for vocabulary-sized rows)")
-    run.add_argument("--budgets", metavar="FILE", help="per-adapter accuracy budgets (JSON)")
+    options.add_to_argparse(run, "max-classes", "budgets")
     run.add_argument("--max-examples", type=_non_negative, default=0, metavar="N",
                      help="also hunt each function's worst input with N Hypothesis examples "
                           "(target() on the error; failures shrunk) and grade what is found")
