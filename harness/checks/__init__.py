@@ -67,6 +67,14 @@ class Context:
             self._memo[function] = self.call(function, *args, **options)
         return self._memo[function]
 
+    def value(self, function: str) -> np.ndarray | None:
+        """The adapter's output for this case when it provides the function, the function
+        applies, and the call came back clean; else None."""
+        if not self.provides(function) or not self.truth.applicable(function):
+            return None
+        outcome = self.outcome(function)
+        return outcome.value if outcome.ok else None
+
     def reproducer(self, function: str, row: int | None) -> str:
         """A command that replays ``function`` on the whole case (a failure may depend on
         the other rows: a reduction, a shift over the batch; the report names the row).

@@ -42,13 +42,6 @@ def run(ctx: Context) -> Iterator[Finding]:
     yield from _shift_invariance(ctx)
 
 
-def _value(ctx: Context, function: str) -> np.ndarray | None:
-    if not ctx.provides(function) or not ctx.truth.applicable(function):
-        return None
-    outcome = ctx.outcome(function)
-    return outcome.value if outcome.ok else None
-
-
 def _plain(ctx: Context) -> bool:
     """No options: the identities below are about the bare loss."""
     return not ctx.case.options
@@ -61,8 +54,8 @@ def _chain_rule(ctx: Context) -> Iterator[Finding]:
     needed = ("softmax", "softmax_jacobian", "cross_entropy_grad_wrt_probs")
     if not all(ctx.provides(f) for f in needed):
         return
-    probs = _value(ctx, "softmax")
-    jac = _value(ctx, "softmax_jacobian")
+    probs = ctx.value("softmax")
+    jac = ctx.value("softmax_jacobian")
     if probs is None or jac is None:
         return
     if case.dtype not in ("float64", "float32"):
@@ -125,7 +118,7 @@ def _self_fd(ctx: Context) -> Iterator[Finding]:
     if not ctx.truth.applicable("cross_entropy_grad"):
         return
     z = case.logits.astype(np.float64)
-    grad = _value(ctx, "cross_entropy_grad")
+    grad = ctx.value("cross_entropy_grad")
     if grad is None or not np.all(np.isfinite(z)) or not np.all(np.isfinite(grad)):
         return
     options = {**case.options, "reduction": case.options.get("reduction", "sum")}
@@ -170,7 +163,7 @@ def _reductions(ctx: Context) -> Iterator[Finding]:
         return
     if not ctx.truth.applicable("cross_entropy"):
         return
-    per_row = _value(ctx, "cross_entropy")
+    per_row = ctx.value("cross_entropy")
     if per_row is None:
         return
     rows = per_row.astype(np.float64)
@@ -234,7 +227,7 @@ def _batch_invariance(ctx: Context) -> Iterator[Finding]:
     if case.num_rows < 2:
         return
     for function in ("softmax", "log_softmax"):
-        batched = _value(ctx, function)
+        batched = ctx.value(function)
         if batched is None:
             continue
         rows = range(min(BATCH_ROWS, case.num_rows))

@@ -38,10 +38,8 @@ def run(ctx: Context) -> Iterator[Finding]:
 
 
 def _value(ctx: Context, function: str) -> np.ndarray | None:
-    if not ctx.provides(function) or not ctx.truth.applicable(function):
-        return None
-    outcome = ctx.outcome(function)
-    return outcome.value.astype(np.float64) if outcome.ok else None
+    value = ctx.value(function)
+    return None if value is None else value.astype(np.float64)
 
 
 def _finite_rows(ctx: Context) -> np.ndarray:
