@@ -183,11 +183,12 @@ def _ulp_cell(results: list[dict[str, Any]]) -> str:
     numeric = [v for v in values if isinstance(v, (int, float))]
     if not values:
         return _td("—", cls="num")
-    if any(v == "inf" for v in values):
+    if broken:  # NaN where finite is right (or the reverse): an infinite error in ulps
+        text = "inf (broken)"
+    elif any(v == "inf" for v in values):
         text = "inf"
     else:
         text = _ulp(max(numeric)) if numeric else "—"
-        text += " (broken)" if broken else ""
     failed = any(not r["passed"] for r in results)
     return _td(text, cls="num fail" if failed else "num",
                style="background:#f4a582" if failed else "")

@@ -94,11 +94,12 @@ def max_ulp_tables(data: dict[str, Any]) -> str:
                 infinite = any(v == "inf" for v in values)
                 if not values:
                     row.append("—")
+                elif broken:  # NaN where finite is right (or the reverse): infinite error
+                    row.append("inf (broken)")
                 elif infinite:
                     row.append("inf")
                 else:
-                    cell = _ulp(max(numeric)) if numeric else "—"
-                    row.append(cell + (" (broken)" if broken else ""))
+                    row.append(_ulp(max(numeric)) if numeric else "—")
             rows.append(row)
         parts.append(f"### {dtype}\n\n" + tabulate(
             rows, ["function"] + [_label(a) for a in adapters], tablefmt="github"))
