@@ -93,16 +93,7 @@ _REDUCTIONS = ("none", "sum", "mean")
 
 def _as_longdouble(array: Any, what: str) -> tuple[np.ndarray, bool]:
     """An (N, K) or (K,) float array as (N, K) longdouble (exact), and whether it was 1-D."""
-    a = np.asarray(array)
-    if a.dtype.kind not in "fiuV" or (a.dtype.kind == "V" and a.dtype.itemsize > 8):
-        raise ValueError(f"{what} must be a real floating-point array, got dtype {a.dtype}")
-    if a.ndim not in (1, 2):
-        raise ValueError(f"{what} must have shape (N, K) or (K,), got shape {a.shape}")
-    single = a.ndim == 1
-    if single:
-        a = a[np.newaxis, :]
-    if a.shape[1] == 0:
-        raise ValueError(f"{what} must have at least one class (K >= 1), got shape {a.shape}")
+    a, single = gold.as_matrix(array, what, kinds="fiuV")
     if a.dtype != _LD:
         # float64 and every narrower format (bfloat16 through float32) convert exactly
         a = a.astype(np.float64)

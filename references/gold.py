@@ -132,10 +132,11 @@ def _exact_mpf(x: Any) -> mpf:
     return mpmath.mpf(float(x))  # float64 and every narrower format convert exactly
 
 
-def _as_rows(array: Any, what: str) -> tuple[list[list[mpf]], bool]:
-    """An (N, K) or (K,) float array as exact mpf rows; also whether it was one row."""
+def as_matrix(array: Any, what: str, *, kinds: str = "fiuOV") -> tuple[np.ndarray, bool]:
+    """``array`` checked to be (N, K) or (K,) of a real dtype (bfloat16 is kind "V"),
+    as (N, K), and whether it was one row. Shared by the tiers of ``references``."""
     a = np.asarray(array)
-    if a.dtype.kind not in "fiuOV" or (a.dtype.kind == "V" and a.dtype.itemsize > 8):
+    if a.dtype.kind not in kinds or (a.dtype.kind == "V" and a.dtype.itemsize > 8):
         raise ValueError(f"{what} must be a real floating-point array, got dtype {a.dtype}")
     if a.ndim not in (1, 2):
         raise ValueError(f"{what} must have shape (N, K) or (K,), got shape {a.shape}")
@@ -144,6 +145,12 @@ def _as_rows(array: Any, what: str) -> tuple[list[list[mpf]], bool]:
         a = a[np.newaxis, :]
     if a.shape[1] == 0:
         raise ValueError(f"{what} must have at least one class (K >= 1), got shape {a.shape}")
+    return a, single
+
+
+def _as_rows(array: Any, what: str) -> tuple[list[list[mpf]], bool]:
+    """An (N, K) or (K,) float array as exact mpf rows; also whether it was one row."""
+    a, single = as_matrix(array, what)
     if a.dtype.kind == "O" or a.dtype == np.longdouble:
         return [[_exact_mpf(x) for x in row] for row in a], single
     # float64 and narrower (float32, float16, bfloat16) and small ints are exact in float64
