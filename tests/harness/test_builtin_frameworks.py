@@ -18,24 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import ml_dtypes
 import numpy as np
 import pytest
 
 import references as gold
-from harness.adapters import c_ctypes, jax_nn, torch_nn
-from harness.adapters.contract import FUNCTIONS, AdapterUnavailable
+from harness.adapters import c_ctypes, contract, jax_nn, torch_nn
+from harness.adapters.contract import FUNCTIONS, AdapterUnavailable, case_dtype
 from references.rounding import ulp_error
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_C = REPO / "examples" / "c_adapter" / "my_softmax.c"
 
-DTYPES: dict[str, np.dtype] = {
-    "float64": np.dtype(np.float64),
-    "float32": np.dtype(np.float32),
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-}
+DTYPES: dict[str, np.dtype] = {name: case_dtype(name) for name in contract.DTYPES}
 HALF = ("float16", "bfloat16")
 BUILTINS: dict[str, Callable[[], Any]] = {
     "c": c_ctypes.load,

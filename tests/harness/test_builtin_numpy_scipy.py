@@ -20,19 +20,15 @@ import numpy as np
 import pytest
 
 import references as gold
-from harness.adapters import open_adapter
+from harness.adapters import contract, open_adapter
+from harness.adapters.contract import case_dtype
 from harness.adapters.isolation import AdapterHandle
 from references.rounding import round_to, ulp_error
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "python_adapter" / "my_adapter.py"
 
-DTYPES: dict[str, np.dtype] = {
-    "float64": np.dtype(np.float64),
-    "float32": np.dtype(np.float32),
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-}
+DTYPES: dict[str, np.dtype] = {name: case_dtype(name) for name in contract.DTYPES}
 K = 5
 N = 4
 

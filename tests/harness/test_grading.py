@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 import references as gold
 from harness import grading
-from harness.adapters.contract import FUNCTIONS
+from harness.adapters import contract
+from harness.adapters.contract import FUNCTIONS, case_dtype
 from harness.grading import (
     GRADES,
     STANDARD,
@@ -44,12 +45,7 @@ from harness.grading import (
 )
 from references.gold import UNDEFINED
 
-DTYPES: dict[str, np.dtype] = {
-    "float64": np.dtype(np.float64),
-    "float32": np.dtype(np.float32),
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-}
+DTYPES: dict[str, np.dtype] = {name: case_dtype(name) for name in contract.DTYPES}
 HALF = ("float16", "bfloat16")
 PROBS_FUNCTIONS = ("cross_entropy_from_probs", "cross_entropy_grad_wrt_probs")
 
