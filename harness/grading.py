@@ -83,7 +83,11 @@ cross_entropy_grad_wrt_probs, -y_k / yhat_k: one division. B = |g_k|;  Lambda = 
 
 Evaluating the bounds
 ---------------------
-B uses exact quantities, evaluated in float64: x (the exact output, read from its mpf
+Exact values are decoded once into arrays (:func:`decode`, a
+``references.rounding.ExactValues``: sign, binary exponent, 159 leading significand bits)
+and every candidate graded against them reuses the decoding; the ulp errors computed from
+it are ``references.rounding.ulp_error``'s bit for bit.
+B uses exact quantities, evaluated in float64: x (the exact output, read from its decoded
 exponent and leading bits, so values beyond float64's range cost nothing), and p, d, l
 from the logits by the shifted algorithm in float64, whose relative error (about
 (n + 750) 2**-53, below 1e-12 for n <= 1e3) is immaterial to a first-order bound. Every
@@ -129,12 +133,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mpmath
 import numpy as np
 
 from harness.adapters.contract import DTYPES, FUNCTIONS, dtype_name
-from references.gold import UNDEFINED
-from references.rounding import float_format, ulp_error
+from references.rounding import ExactValues, float_format, ulp_error
 
 __all__ = [
     "BUDGETS_PATH",
@@ -146,12 +148,14 @@ __all__ = [
     "Budget",
     "BudgetError",
     "ElementGrades",
+    "ExactValues",
     "Profile",
     "ResultGrade",
     "Verdict",
     "broken_result",
     "budget_for",
     "classify",
+    "decode",
     "grade_elements",
     "grade_label",
     "judge",
@@ -184,11 +188,6 @@ BUDGETS_PATH = Path(__file__).resolve().parent / "data" / "budgets.json"
 
 _PROBS_FUNCTIONS = frozenset({"cross_entropy_from_probs", "cross_entropy_grad_wrt_probs"})
 
-# Exponent clamp for exact values: |log2 x| beyond this is far outside every format (an
-# exact exp(-1e30) has exponent ~ -1.4e30), and int64 must hold it.
-_EXPONENT_CLAMP = 1 << 40
-
-
 def working_dtype(dtype: Any) -> str:
     """The format the textbook algorithm computes a case of ``dtype`` in.
 
@@ -213,40 +212,26 @@ def grade_label(grade: str, ulp_budget: float = DEFAULT_ULP_BUDGET) -> str:
 # ------------------------------------------------------------------------ exact values
 
 
-def _decode_exact(exact: np.ndarray) -> tuple[np.ndarray, ...]:
-    """For each exact element: defined?, finite?, negative?, e = floor(log2 |x|) and
-    m = |x| / 2**e in [1, 2) (m = 0, e = -_EXPONENT_CLAMP for zeros and non-finite values).
+def decode(exact: Any) -> ExactValues:
+    """Exact values decoded once for grading (``references.rounding.ExactValues``).
 
-    Read from the mpf's exact (man, exp), so no value overflows; binary floats and ints
-    are converted exactly first.
+    ``exact``: gold's values (an object array or scalar of mpf, ints, floats and
+    ``UNDEFINED``), a float array taken as exact (float64, float32, float16, bfloat16 or
+    ``np.longdouble``, as ``references.fast`` returns; NaN is NaN there: to mark
+    undefined elements use ``ExactValues.from_floats(values, undefined=mask)``), or
+    values already decoded (returned as they are). Decode once and pass the result to
+    :func:`grade_elements` for every candidate graded against the same values.
+
+    >>> import references
+    >>> decoded = decode(references.softmax(np.array([0.0, 1.0])))
+    >>> decoded.shape, decoded.expo.tolist()
+    ((2,), [-2, -1])
     """
-    size = exact.size
-    defined = np.ones(size, bool)
-    finite = np.ones(size, bool)
-    negative = np.zeros(size, bool)
-    expo = np.full(size, -_EXPONENT_CLAMP, np.int64)
-    mant = np.zeros(size, np.float64)
-    zeros = (mpmath.mpf(0)._mpf_, mpmath.mpf("-0")._mpf_)
-    for i, v in enumerate(exact.flat):
-        if v is UNDEFINED:
-            defined[i] = finite[i] = False
-            continue
-        mpf_ = getattr(v, "_mpf_", None)
-        if mpf_ is None:
-            if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-                mpf_ = mpmath.mpf(mpmath.libmp.from_int(int(v)))._mpf_
-            else:
-                mpf_ = mpmath.mpf(float(v))._mpf_  # every supported dtype is exact in float64
-        sign, man, exp, bc = mpf_
-        negative[i] = bool(sign)
-        if not man:
-            finite[i] = mpf_ in zeros
-            continue
-        expo[i] = min(max(exp + bc - 1, -_EXPONENT_CLAMP), _EXPONENT_CLAMP)
-        top = man >> (bc - 53) if bc > 53 else man
-        mant[i] = math.ldexp(float(top), 1 - min(bc, 53))
-    shape = exact.shape
-    return tuple(a.reshape(shape) for a in (defined, finite, negative, expo, mant))
+    if isinstance(exact, ExactValues):
+        return exact
+    if isinstance(exact, np.ndarray) and exact.dtype != object and exact.dtype.kind not in "iub":
+        return ExactValues.from_floats(exact)
+    return ExactValues.from_exact(exact)
 
 
 # ------------------------------------------------------------------------- row quantities
@@ -494,11 +479,16 @@ def grade_elements(
     ``function``: a contract function (``harness.adapters.contract.FUNCTIONS``).
     ``candidate``: the adapter's output, already checked for shape and dtype (wrong ones
     are :func:`broken_result`). ``exact``: the gold values (object array of mpf and
-    ``UNDEFINED``, the candidate's shape). ``inputs``: the logits, or the probabilities
-    for ``cross_entropy_from_probs`` / ``cross_entropy_grad_wrt_probs``, (N, K) or (K,).
-    ``target``, ``options`` (``weight``, ``ignore_index``, ``label_smoothing``,
-    ``reduction``): as passed to the adapter. ``dtype``: the case dtype (default: the
-    candidate's; a mismatch raises ``ValueError``).
+    ``UNDEFINED``, the candidate's shape), or the same decoded once by :func:`decode`
+    (then nothing is decoded here: grade many candidates against one decoding).
+    ``inputs``: the logits, or the probabilities for ``cross_entropy_from_probs`` /
+    ``cross_entropy_grad_wrt_probs``, (N, K) or (K,). ``target``, ``options``
+    (``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``): as passed to the
+    adapter. ``dtype``: the case dtype (default: the candidate's; a mismatch raises
+    ``ValueError``).
+
+    The ulp errors are ``references.rounding.ulp_error``'s, bit for bit, computed with
+    NumPy from the decoded values.
     """
     if function not in FUNCTIONS:
         raise ValueError(f"unknown function {function!r}; expected one of {', '.join(FUNCTIONS)}")
@@ -508,12 +498,13 @@ def grade_elements(
         raise ValueError(f"{function}: candidate has dtype {name}, the case {dtype_name(dtype)}")
     work = float_format(working_dtype(name))
     out = float_format(name)
-    exact_arr = np.asarray(exact, dtype=object)
-    if exact_arr.shape != cand.shape:
-        raise ValueError(f"{function}: candidate has shape {cand.shape}, exact {exact_arr.shape}")
+    decoded = decode(exact)
+    if decoded.shape != cand.shape:
+        raise ValueError(f"{function}: candidate has shape {cand.shape}, exact {decoded.shape}")
 
-    ulp = ulp_error(cand, exact_arr)
-    defined, finite, negative, expo, mant = _decode_exact(exact_arr)
+    ulp = ulp_error(cand, decoded)
+    defined, finite, negative = decoded.defined, decoded.finite, decoded.negative
+    expo, mant = decoded.expo, decoded.mant
     uw = math.ldexp(1.0, -work.precision)
     with np.errstate(over="ignore", under="ignore"):
         xu = np.ldexp(mant, np.clip(expo - work.precision, -2000, 2000))  # u_w |x|
@@ -530,7 +521,7 @@ def grade_elements(
             graded[ungraded] = False
 
     # The ratio in ulps of x: ulp(x) = 2**k exactly (zero: the smallest subnormal).
-    k = np.clip(expo, out.emin, out.emax) - out.precision + 1
+    k = decoded.ulp_exponent(out.dtype)
     tiny_w = work.emin - work.precision + 1  # log2 of lambda_w
     tiny_o = out.emin - out.precision + 1
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):

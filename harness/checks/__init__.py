@@ -32,6 +32,8 @@ from harness.truth import Truth
 
 #: Longest case JSON a reproducer embeds; longer cases are named by their origin.
 REPRODUCER_CHARS = 6000
+#: Most logits a reproducer serializes to find out (cases and rows beyond it are named).
+REPRODUCER_ELEMENTS = 4096
 
 #: Faults that mean the adapter simply does not do this: no finding at all.
 SILENT_FAULTS = ("not-provided",)
@@ -83,6 +85,10 @@ class Context:
         case = self.case
         if case.origin:  # the sample expression: short, and the same bytes on every run
             text = case.origin
+        elif case.logits.size > REPRODUCER_ELEMENTS and (
+                row is None or case.num_classes > REPRODUCER_ELEMENTS):
+            return (f"# case {case.case_id}: {case.logits.size} logits, too many to embed "
+                    "(save it with Case.to_json and replay it with python -m harness.repro)")
         else:
             text = case.to_json()
             if len(text) > REPRODUCER_CHARS and row is not None and case.num_rows > 1:
@@ -114,11 +120,13 @@ def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarra
                    exact: Any, *, inputs: np.ndarray, target: Any = None,
                    options: dict[str, Any] | None = None,
                    profile: grading.Profile | None = None) -> Finding:
-    """Grade ``candidate`` against ``exact`` and judge it by the run's profile (and the
-    adapter's accuracy budget, if it has one)."""
+    """Grade ``candidate`` against ``exact`` (gold's values, or the same already decoded by
+    ``grading.decode``) and judge it by the run's profile (and the adapter's accuracy
+    budget, if it has one)."""
     profile = profile or ctx.profile
-    element = grading.grade_elements(function, candidate, exact, inputs=inputs, target=target,
-                                     options=options, dtype=ctx.case.dtype,
+    decoded = grading.decode(exact)
+    element = grading.grade_elements(function, candidate, decoded, inputs=inputs,
+                                     target=target, options=options, dtype=ctx.case.dtype,
                                      ulp_budget=profile.ulp_budget)
     budget = grading.budget_for(ctx.budgets, ctx.adapter, function, ctx.case.dtype,
                                 ctx.case.regime)
@@ -128,10 +136,9 @@ def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarra
     if result.worst_index is not None:
         index = tuple(result.worst_index)
         row = index[0] if np.ndim(candidate) >= 1 else None
-        exact_arr = np.asarray(exact, dtype=object)
         worst = Worst(
             ctx.case.case_id, row, list(index), input_row(inputs, row),
-            hex_value(np.asarray(candidate)[index]), exact_text(exact_arr[index]),
+            hex_value(np.asarray(candidate)[index]), exact_text(decoded.element(index)),
             result.worst_ulp, result.worst_ratio, result.worst_allowed,
             ctx.reproducer(function, row), severity(result.grade),
         )

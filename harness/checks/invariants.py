@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import mpmath
 import numpy as np
 
-import references as ref
 from harness import grading
 from harness.adapters.contract import FUNCTIONS
 from harness.checks import Context, boolean_finding
@@ -75,18 +73,16 @@ def _ranges(ctx: Context) -> Iterator[Finding]:
 
 
 def _allowed_abs(ctx: Context, function: str, candidate: np.ndarray) -> np.ndarray:
-    """The allowed absolute error of each element (stability bound or ulp budget)."""
+    """The allowed absolute error of each element (stability bound or ulp budget); NaN
+    where the exact value is not a finite number."""
     truth = ctx.truth
     args, options = truth.arguments(function)
-    exact = truth.exact(function)
+    exact = truth.decoded(function)
     graded = grading.grade_elements(function, candidate, exact, inputs=args[0],
                                     target=args[1] if len(args) > 1 else None,
                                     options=options, dtype=ctx.case.dtype)
-    spacing = np.vectorize(
-        lambda x: float(ref.ulp(x, ctx.case.dtype)) if isinstance(x, mpmath.mpf) else np.nan,
-        otypes=[np.float64])(np.asarray(exact, dtype=object))
     allowed = np.maximum(np.nan_to_num(graded.allowed, nan=0.0), ctx.profile.ulp_budget)
-    return allowed * spacing
+    return allowed * exact.ulp(ctx.case.dtype)
 
 
 def _normalization(ctx: Context) -> Iterator[Finding]:
@@ -110,9 +106,8 @@ def _normalization(ctx: Context) -> Iterator[Finding]:
             g = outcome.value.astype(np.float64)
             tol = np.nansum(_allowed_abs(ctx, "cross_entropy_grad", outcome.value), axis=1)
             tol += case.num_classes * 2.0**-52 * np.nansum(np.abs(g), axis=1)
-            exact = ctx.truth.exact("cross_entropy_grad")
-            defined = np.array([all(isinstance(v, mpmath.mpf) and mpmath.isfinite(v)
-                                    for v in row) for row in exact])
+            exact = ctx.truth.decoded("cross_entropy_grad")
+            defined = exact.finite.all(axis=1)
             with np.errstate(invalid="ignore"):
                 bad = ~(np.abs(g.sum(axis=1)) <= tol) & rows & defined
             yield boolean_finding(ctx, "normalization", "cross_entropy_grad", bad,

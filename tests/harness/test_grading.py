@@ -9,6 +9,8 @@
    under ``strict`` with N = 1.
 3. Hand-made grades (0.5 vs 0.51 ulp, inf/NaN/UNDEFINED conventions), rows per grade, the
    worst element, profiles and accuracy budgets.
+4. Exact values decoded once (``grading.decode``) grade every candidate exactly as the
+   object arrays do, and float arrays (the fast tier's longdouble) are read as exact.
 
 Exact values come from ``references`` (mpmath at its default 192 bits).
 """
@@ -793,3 +795,61 @@ def test_numpy_builtin_passes_standard(function: str, dtype: str) -> None:
         exact = exact_values(function, case)
         verdict = judge(grade(function, case, candidate, exact), STANDARD)
         assert verdict.passed, failure_message(function, case, candidate, exact, verdict)
+
+
+# -- 4. decoded exact values -------------------------------------------------------------
+
+
+def assert_same_grades(a: grading.ElementGrades, b: grading.ElementGrades) -> None:
+    """Two gradings agree on every number, bit for bit (NaN where NaN)."""
+    __tracebackhide__ = True
+    for name in ("ulp", "ratio", "allowed", "broken", "graded", "codes"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.shape == y.shape and x.dtype == y.dtype, name
+        same = (x == y) | (np.isnan(x) & np.isnan(y)) if x.dtype.kind == "f" else x == y
+        assert np.all(same), (
+            f"{a.function} [{a.dtype}] {name}: decoded and object gradings differ at "
+            f"{np.argwhere(~same)[:3].tolist()}: got {x[~same][:3]}, should be {y[~same][:3]}")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("function", FUNCTIONS)
+@settings(deadline=None, max_examples=8,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_grading_decoded_values_once_changes_nothing(function: str, dtype: str,
+                                                     data: st.DataObject) -> None:
+    # One decoding, three candidates (the textbook, and a step up and down): every number
+    # equals grading against the object array, where the exact values are decoded anew.
+    case = data.draw(cases(function, dtype), label="case")
+    exact = exact_values(function, case)
+    decoded = grading.decode(exact)
+    assert grading.decode(decoded) is decoded
+    textbook_value = textbook(function, case.inputs, case.target, case.options)
+    with np.errstate(all="ignore"):
+        for toward in (None, np.inf, -np.inf):
+            candidate = textbook_value if toward is None else np.nextafter(
+                textbook_value, np.asarray(toward, textbook_value.dtype))
+            assert_same_grades(grade(function, case, candidate, decoded),
+                               grade(function, case, candidate, exact))
+
+
+def test_decode_reads_float_arrays_as_exact_values() -> None:
+    # The fast reference tier's longdouble values (and any float array) grade as the same
+    # values would as exact objects; an undefined mask stands for UNDEFINED.
+    z = np.random.default_rng(11).normal(0.0, 3.0, (3, 6))
+    case = Case(z, None, {}, "moderate")
+    exact = gold.softmax(z)
+    as_longdouble = np.array([[np.longdouble(mpmath.nstr(v, 25)) for v in row] for row in exact])
+    as_objects = np.empty(as_longdouble.shape, dtype=object)
+    as_objects[:] = as_longdouble
+    candidate = gold.round_to(exact, "float64")
+    assert_same_grades(grade("softmax", case, candidate, grading.decode(as_longdouble)),
+                       grade("softmax", case, candidate, as_objects))
+    undefined = np.zeros(z.shape, bool)
+    undefined[1] = True
+    decoded = grading.ExactValues.from_floats(as_longdouble, undefined=undefined)
+    grades = grade("softmax", case, candidate, decoded)
+    assert not grades.graded[1].any() and grades.graded[[0, 2]].all()
+    assert decoded.element((1, 0)) is UNDEFINED
+    assert grading.decode(np.array([1, 2])).mant.tolist() == [1.0, 1.0]  # ints as objects

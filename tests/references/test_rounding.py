@@ -3,13 +3,17 @@
 Every expected value is either written out as an exact dyadic (with the reason it is the
 right answer) or comes from an independent oracle: NumPy's casts from float64 (correctly
 rounded for float32 and float16), ml_dtypes' cast from float32 (for bfloat16), np.finfo,
-np.spacing, and a brute-force nearest-value search by exact mpmath distance.
+np.spacing, and a brute-force nearest-value search by exact mpmath distance. The
+vectorized ulp error from decoded values (``ExactValues``) has ulp_error's exact
+per-element path as its oracle, bit for bit, on ties, near-ties and values far outside
+each dtype's range.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import ml_dtypes
 import mpmath
@@ -18,8 +22,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from references import gold
 from references.gold import UNDEFINED
-from references.rounding import FloatFormat, float_format, round_to, ulp, ulp_error
+from references.rounding import (
+    EXPONENT_CLAMP,
+    ExactValues,
+    FloatFormat,
+    _ulp_error_decoded,
+    float_format,
+    round_to,
+    ulp,
+    ulp_error,
+)
 
 DTYPES = ["float64", "float32", "float16", "bfloat16"]
 _UINT = {8: np.uint64, 4: np.uint32, 2: np.uint16}
@@ -538,3 +552,300 @@ def test_correct_rounding_is_within_half_ulp(dtype: str, data: st.DataObject) ->
                 exact.append(x)
         candidate = np.array(neighbours, dtype=uint).view(fmt.dtype)
         assert (ulp_error(candidate, exact) >= 0.5).all(), (dtype, step)
+
+
+# ---------------------------------------------------------------------------------------
+# Decoded exact values: ExactValues, and ulp_error computed from them with NumPy, which
+# must be ulp_error's exact per-element result bit for bit (the oracle is ulp_error on the
+# same values as an object array).
+
+
+def pieces_sum(d: ExactValues, i: int) -> mpmath.mpf:
+    """|x| as decoded: (mant + mant_mid + mant_low) * 2**expo, summed exactly."""
+    total = mpmath.mpf(0)
+    for a in (d.mant, d.mant_mid, d.mant_low):
+        total = mpmath.fadd(total, float(a.flat[i]), exact=True)
+    return mpmath.ldexp(total, int(d.expo.flat[i]))
+
+
+def assert_same_errors(candidate: np.ndarray, exact: Any) -> np.ndarray:
+    """ulp_error from decoded values is bit for bit the exact path's; returns the fallback
+    mask (the elements the decoded path handed to the exact path)."""
+    __tracebackhide__ = True
+    want = ulp_error(candidate, exact)
+    decoded = ExactValues.from_exact(exact)
+    got, fallback = _ulp_error_decoded(candidate, decoded, float_format(candidate.dtype))
+    assert got.shape == want.shape and got.dtype == np.float64
+    differ = bits(got) != bits(want)
+    if differ.any():
+        i = int(np.flatnonzero(differ.ravel())[0])
+        c = float(np.asarray(candidate).astype(np.float64).ravel()[i])
+        x = np.asarray(exact, dtype=object).ravel()[i]
+        raise AssertionError(
+            f"ulp_error({candidate.dtype} {c.hex()}, {x!r}) from decoded values: got "
+            f"{got.ravel()[i]!r}, should be {want.ravel()[i]!r} (exact path); "
+            f"{int(differ.sum())} of {differ.size} differ")
+    np.testing.assert_array_equal(ulp_error(candidate, decoded), want)
+    return fallback
+
+
+def test_decoded_fields() -> None:
+    x = np.empty(9, dtype=object)
+    x[:] = [mpmath.mpf(3) / 4, -mpmath.inf, mpmath.nan, UNDEFINED, -0.0, 0, -(2**300 + 1),
+            dyadic(1, 10**13), dyadic(-3, -(10**30))]
+    d = ExactValues.from_exact(x)
+    assert d.shape == (9,) and d.ndim == 1 and d.size == 9
+    assert d.defined.tolist() == [True] * 3 + [False] + [True] * 5
+    assert d.finite.tolist() == [True, False, False, False, True, True, True, True, True]
+    assert d.infinite.tolist() == [False, True] + [False] * 7
+    assert d.negative.tolist() == [False, True, False, False, True, False, True, False, True]
+    clamp = EXPONENT_CLAMP
+    assert d.expo.tolist() == [-1, -clamp, -clamp, -clamp, -clamp, -clamp, 300, clamp, -clamp]
+    assert d.mant.tolist() == [1.5, 0, 0, 0, 0, 0, 1.0, 1.0, 1.5]
+    # 2**300 + 1: 301 bits, the last far beyond the 159 kept; exponents beyond int64 clamp.
+    assert d.mant_mid[6] == 0 and d.mant_low[6] == 0 and d.inexact.tolist()[6]
+    assert not d.inexact[[0, 7, 8]].any()
+    assert d.element(3) is UNDEFINED and d.element(0) == mpmath.mpf(0.75)
+
+
+@fast
+@given(st.lists(st.integers(1, 400).flatmap(
+    lambda n: st.tuples(st.integers(2 ** (n - 1), 2**n - 1), st.integers(-1200, 1200))),
+    min_size=1, max_size=20))
+def test_decoded_pieces_are_the_leading_bits(terms: list[tuple[int, int]]) -> None:
+    # mant, mant_mid, mant_low are M's first 3 x 53 bits, truncated: exact up to 159 bits,
+    # and below by less than 2**-158 of 2**expo (flagged inexact) beyond.
+    xs = [dyadic(man, exp) for man, exp in terms]
+    d = ExactValues.from_exact(xs)
+    for i, (man, exp) in enumerate(terms):
+        top = exp + man.bit_length() - 1
+        significant = xs[i]._mpf_[3]  # bits from the leading one to the last one
+        assert d.expo[i] == top
+        assert 1 <= d.mant[i] < 2 and 0 <= d.mant_mid[i] < 2**-52 and 0 <= d.mant_low[i] < 2**-105
+        left_out = mpmath.fsub(xs[i], pieces_sum(d, i), exact=True)
+        assert left_out == 0 if significant <= 159 else 0 < left_out < mpmath.ldexp(1, top - 158)
+        assert bool(d.inexact[i]) == (significant > 159)
+
+
+def test_decoded_indexing_and_ulp() -> None:
+    x = np.empty((2, 3), dtype=object)
+    x[:] = [[mpmath.mpf(1) / 3, 1, 0], [UNDEFINED, -mpmath.inf, dyadic(1, 200)]]
+    d = ExactValues.from_exact(x)
+    row = d[1]
+    assert row.shape == (3,) and row.element(0) is UNDEFINED and row.infinite.tolist()[1]
+    one = d[0, 1]
+    assert one.shape == () and one.element(()) == 1 and one.mant[()] == 1.0
+    assert d[:, 1:].shape == (2, 2)
+    for dtype in DTYPES:
+        want = [[float(ulp(v, dtype)) for v in r] for r in x]
+        np.testing.assert_array_equal(d.ulp(dtype), want)
+
+
+@st.composite
+def dtype_values(draw: st.DrawFn, dtype: str) -> float:
+    """Any finite value of dtype (as a float), subnormals and max included."""
+    fmt = float_format(dtype)
+    inf_bits = int(bits(np.array(np.inf, fmt.dtype)))
+    pattern = draw(st.integers(0, inf_bits - 1))
+    value = float(np.array(pattern, _UINT[fmt.dtype.itemsize]).view(fmt.dtype))
+    return -value if draw(st.booleans()) else value
+
+
+def step(value: float, dtype: str, steps: int) -> float:
+    """The dtype value ``steps`` patterns away from ``value`` in magnitude (same sign),
+    stopping at 0 and at max."""
+    fmt = float_format(dtype)
+    uint = _UINT[fmt.dtype.itemsize]
+    pattern = int(bits(np.array(value, fmt.dtype)))
+    sign_bit = 1 << (8 * fmt.dtype.itemsize - 1)
+    inf_bits = int(bits(np.array(np.inf, fmt.dtype)))
+    magnitude = min(max((pattern & (sign_bit - 1)) + steps, 0), inf_bits - 1)
+    return float(np.array(magnitude | (pattern & sign_bit), uint).view(fmt.dtype))
+
+
+def units(v: float, q: int) -> int:
+    """v / 2**q as an int (exact: v is a multiple of 2**q)."""
+    return int(mpmath.ldexp(mpmath.mpf(v), -q))
+
+
+@st.composite
+def hard_pairs(draw: st.DrawFn, dtype: str) -> tuple[Any, float]:
+    """(exact value, candidate) pairs where the float64 path could go wrong: ties and
+    near-ties of the dtype, ties of the float64 rounding of the error itself, binade
+    edges, subnormals, values far outside the dtype's range, long significands, specials."""
+    fmt = float_format(dtype)
+    v = draw(dtype_values(dtype))
+    q = int(mpmath.log(ulp(v, dtype), 2))  # ulp_dtype(v) = 2**q
+    j = draw(st.integers(1, 260))
+    kind = draw(st.sampled_from(["tie", "near-tie", "error-tie", "dyadic", "binade", "tiny",
+                                 "huge", "special"]))
+    sign = draw(st.sampled_from([1, -1]))
+    if kind == "tie":  # v + ulp/2, exactly between two dtype values
+        x = exact_sum((units(v, q - 1), q - 1), (1, q - 1))
+    elif kind == "near-tie":
+        x = exact_sum((units(v, q - 1), q - 1), (1, q - 1), (sign, q - 1 - j))
+    elif kind == "error-tie":
+        # |v - x| / ulp = R + ulp64(R)/2 (+- a hair): a tie for the error's own rounding
+        # to float64, when v is the candidate and x stays in v's binade.
+        r_man = draw(st.integers(2**52, 2**53 - 1))
+        r_exp = draw(st.integers(-60, fmt.precision - 3)) - 52
+        tail = [] if draw(st.booleans()) else [(sign, q + r_exp - 1 - j)]
+        x = exact_sum((units(v, q), q), (2 * r_man + 1, q + r_exp - 1), *tail)
+        return x, v
+    elif kind == "dyadic":
+        nbits = draw(st.integers(1, 300))
+        top = draw(st.integers(fmt.emin - fmt.precision - 60, fmt.emax + 3))
+        x = dyadic(sign * draw(st.integers(2 ** (nbits - 1), 2**nbits - 1)), top - nbits + 1)
+    elif kind == "binade":
+        e = draw(st.sampled_from([fmt.emin - 1, fmt.emin, 0, fmt.emax, fmt.emax + 1]))
+        x = exact_sum((sign, e), (draw(st.sampled_from([1, -1])), e - j))
+    elif kind == "tiny":  # far below the smallest subnormal: 2**-1100 .. 2**-2300 ulps
+        x = exact_sum((sign, fmt.emin - fmt.precision - draw(st.integers(800, 1300))),
+                      (1, fmt.emin - fmt.precision - 1400 - j))
+    elif kind == "huge":  # far beyond max: up to 2**1100 ulps
+        x = exact_sum((sign, fmt.emax + draw(st.integers(1, 1100))), (1, fmt.emax - j))
+    else:
+        x = draw(st.sampled_from([mpmath.inf, -mpmath.inf, mpmath.nan, UNDEFINED, 0, -0.0,
+                                  mpmath.mpf(v), 2**fmt.emax * 3]))
+    choice = draw(st.sampled_from(["near", "v", "any", "special"]))
+    if choice == "near" and isinstance(x, mpmath.mpf) and mpmath.isfinite(x):
+        nearest = float(round_to(x, dtype))
+        if math.isinf(nearest):
+            return x, nearest
+        return x, step(nearest, dtype, draw(st.integers(-3, 3)))
+    if choice == "any":
+        return x, draw(dtype_values(dtype))
+    if choice == "special":
+        return x, draw(st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan]))
+    return x, v
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(deadline=None, max_examples=300)
+@given(data=st.data())
+def test_decoded_ulp_error_is_the_exact_one(dtype: str, data: st.DataObject) -> None:
+    pairs = data.draw(st.lists(hard_pairs(dtype), min_size=1, max_size=20))
+    exact = np.empty(len(pairs), dtype=object)
+    exact[:] = [x for x, _ in pairs]
+    candidate = np.array([c for _, c in pairs], dtype=np.float64).astype(float_format(dtype).dtype)
+    assert_same_errors(candidate, exact)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decoded_path_takes_the_exact_path_only_where_it_must(dtype: str) -> None:
+    fmt = float_format(dtype)
+    p = fmt.precision
+    # A gold softmax and log_softmax and their dtype neighbours: all vectorized.
+    z = np.random.default_rng(7).normal(size=(8, 64)) * 8
+    for exact in (gold.softmax(z), gold.log_softmax(z)):
+        rounded = round_to(exact, dtype)
+        for steps in (0, 1, -2):
+            candidate = np.vectorize(lambda v, s=steps: step(float(v), dtype, s),
+                                     otypes=[np.float64])(rounded).astype(fmt.dtype)
+            assert not assert_same_errors(candidate, exact).any()
+    # Exact midpoints held exactly by the three pieces: 0.5 exactly, no exact path.
+    x = exact_sum((1, 0), (1, -p))
+    fallback = assert_same_errors(np.array([1.0, 1 + 2.0 ** (1 - p)], fmt.dtype), [x, x])
+    assert not fallback.any()
+    assert ulp_error(np.array([1.0], fmt.dtype), ExactValues.from_exact([x]))[0] == 0.5
+    # Each hand-off: an exact tie of the error's float64 rounding with bits beyond the
+    # pieces' reach (2**52 + 0.5 ulp and a sticky 2**-200); x far below the subnormals
+    # with c = 0 (X = 2**-1000 ulp); x far beyond max (2**1010 ulp).
+    k = fmt.emin - p + 1
+    hard = [exact_sum((2**53 + 1, 1 - p), (1, -300)), dyadic(1, k - 1000),
+            dyadic(1, fmt.emax + 1010)]
+    fallback = assert_same_errors(np.array([0.0, 0.0, 1.0], fmt.dtype), hard)
+    assert fallback.tolist() == [True, True, True]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@fast
+@given(data=st.data())
+def test_decoded_floats_are_read_exactly(dtype: str, data: st.DataObject) -> None:
+    fmt = float_format(dtype)
+    values = data.draw(st.lists(st.one_of(dtype_values(dtype), st.sampled_from(
+        [math.inf, -math.inf, math.nan, -0.0])), min_size=1, max_size=20))
+    arr = np.array(values, np.float64).astype(fmt.dtype)
+    d = ExactValues.from_floats(arr)
+    as_objects = np.empty(arr.shape, dtype=object)
+    as_objects[:] = values
+    # The same values as mpf (exact; mpmath has no -0.0, which stays a float) take the
+    # integer decoding, an independent route.
+    as_mpf = np.empty(arr.shape, dtype=object)
+    as_mpf[:] = [mpmath.mpf(v) if v != 0 or math.copysign(1, v) > 0 else v for v in values]
+    e = ExactValues.from_exact(as_mpf)
+    for field in ("defined", "finite", "infinite", "negative", "expo", "mant", "mant_mid",
+                  "mant_low", "inexact"):
+        np.testing.assert_array_equal(getattr(d, field), getattr(e, field), err_msg=field)
+    candidate = np.array(data.draw(st.lists(dtype_values(dtype), min_size=arr.size,
+                                            max_size=arr.size)), np.float64).astype(fmt.dtype)
+    np.testing.assert_array_equal(bits(ulp_error(candidate, d)),
+                                  bits(ulp_error(candidate, as_objects)))
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="longdouble is not x87 here")
+@fast
+@given(st.lists(st.tuples(float64s, st.integers(-(2**11), 2**11), st.integers(53, 80)),
+                min_size=1, max_size=20))
+def test_decoded_longdouble_keeps_every_bit(terms: list[tuple[float, int, int]]) -> None:
+    # x = f + t * 2**(e(f) - s): a float64 plus bits that only longdouble holds.
+    ld = np.array([np.longdouble(f) + np.ldexp(np.longdouble(t), math.frexp(f)[1] - s)
+                   for f, t, s in terms])
+    undefined = np.zeros(ld.shape, bool)
+    undefined[0] = True
+    ld[0] = np.nan
+    d = ExactValues.from_floats(ld, undefined=undefined)
+    as_objects = np.empty(ld.shape, dtype=object)
+    as_objects[:] = list(ld)
+    as_objects[0] = UNDEFINED
+    for i in range(1, ld.size):
+        if np.isfinite(ld[i]) and ld[i] != 0:
+            num, den = abs(ld[i]).as_integer_ratio()  # den is a power of two
+            assert pieces_sum(d, i) == dyadic(int(num), 1 - int(den).bit_length())
+    assert not d.inexact.any()
+    # The fast tier's object arrays (longdouble scalars and UNDEFINED) decode the same.
+    e = ExactValues.from_exact(as_objects)
+    for field in ("defined", "finite", "infinite", "negative", "expo", "mant", "mant_mid",
+                  "mant_low", "inexact"):
+        np.testing.assert_array_equal(getattr(d, field), getattr(e, field), err_msg=field)
+    for dtype in DTYPES:
+        with np.errstate(over="ignore", under="ignore"):
+            candidate = ld.astype(np.float64).astype(float_format(dtype).dtype)
+        np.testing.assert_array_equal(bits(ulp_error(candidate, d)),
+                                      bits(ulp_error(candidate, as_objects)))
+
+
+def test_decoded_floats_reject_what_they_cannot_read() -> None:
+    with pytest.raises(TypeError):
+        ExactValues.from_floats(np.array([1, 2]))
+    with pytest.raises(ValueError):
+        ExactValues.from_floats(np.ones(3), undefined=np.zeros(2, bool))
+    with pytest.raises(ValueError):
+        ulp_error(np.ones(3, np.float32), ExactValues.from_exact([1, 1]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@fast
+@given(data=st.data())
+def test_decoded_floats_near_the_candidate_take_the_short_path_exactly(
+        dtype: str, data: st.DataObject) -> None:
+    """Candidates within a factor 2 of x (where the error is computed as one exact
+    difference, Sterbenz's lemma) give the exact path's bits: x near binade edges and
+    subnormals, candidates a few of their own ulps away, both source formats."""
+    fmt = float_format(dtype)
+    xs = data.draw(st.lists(float64s.filter(lambda v: v != 0 and math.isfinite(v)),
+                            min_size=1, max_size=20))
+    steps = data.draw(st.lists(st.integers(-3, 3), min_size=len(xs), max_size=len(xs)))
+    with np.errstate(over="ignore", under="ignore"):
+        c = np.array(xs).astype(fmt.dtype)
+        c = np.array([np.nextafter(v, np.inf * s, dtype=fmt.dtype) if s else v
+                      for v, s in zip(c, steps, strict=True)], fmt.dtype) \
+            if fmt.dtype != np.dtype(ml_dtypes.bfloat16) else c
+    for source in (np.float64, np.longdouble):
+        x = np.array(xs, source)
+        if source is np.longdouble:
+            x = x + x * np.longdouble(2.0**-60)  # bits beyond float64
+        as_objects = np.empty(x.shape, dtype=object)
+        as_objects[:] = list(x)
+        np.testing.assert_array_equal(bits(ulp_error(c, ExactValues.from_floats(x))),
+                                      bits(ulp_error(c, as_objects)))
