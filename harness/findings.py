@@ -185,7 +185,11 @@ def hex_value(value: Any) -> str | None:
 def exact_text(value: Any) -> str:
     if value is UNDEFINED:
         return "undefined"
-    return mpmath.nstr(value, 25) if isinstance(value, mpmath.mpf) else repr(value)
+    if isinstance(value, mpmath.mpf):
+        return mpmath.nstr(value, 25)
+    if isinstance(value, np.floating):  # a fast-tier value (longdouble): its own digits
+        return np.format_float_scientific(value, unique=True, trim="-")
+    return repr(value)
 
 
 def input_row(array: np.ndarray, row: int | None) -> list[str]:

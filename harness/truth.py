@@ -1,10 +1,18 @@
 """The truth of one case: exact outputs of every function, computed once and shared.
 
 A :class:`Truth` is built per case before any adapter runs; every adapter's outputs are
-graded against the same exact values. Derivatives come with a certificate: the gold
-gradient (or Jacobian) is checked against a high-precision finite-difference estimate of
-the gold function along a random direction (``references.fd``), so every gradient verdict
-rests on a derivative that was itself proven for that very input.
+graded against the same reference values. Derivatives come with a certificate: the
+reference gradient is checked against finite differences of the reference function along
+a random direction (``references.fd``), so every gradient verdict rests on a derivative
+that was itself proven for that very input.
+
+Two tiers (:func:`tier_for`): small cases get the exact gold tier (``references.gold``,
+mpmath) and 20-digit certificates from :func:`references.fd.directional_derivative`;
+large ones (more than :data:`MAX_JACOBIAN_CLASSES` classes, every logit finite, the loss
+defined) get the fast tier (``references.fast``: longdouble for float64 candidates, float64
+for float32 and narrower, both within 1e-3 ulp of the candidate's dtype) and linear-cost
+certificates, one direction per row (:func:`references.fd.directional_derivative_rows`),
+agreeing to :data:`FAST_CERTIFICATE_DIGITS` digits.
 """
 
 from __future__ import annotations
@@ -17,9 +25,10 @@ import mpmath
 import numpy as np
 
 import references as ref
+from harness import grading
 from harness.adapters.contract import case_dtype
 from harness.cases import Case
-from references import fd
+from references import fast, fd
 from references.gold import UNDEFINED
 
 #: Largest K for which the (N, K, K) softmax Jacobian is computed and checked; beyond it
@@ -27,13 +36,27 @@ from references.gold import UNDEFINED
 MAX_JACOBIAN_CLASSES = 64
 
 #: Fewest decimal digits of agreement between the gold derivative and its finite-difference
-#: estimate for a certificate to hold. The gold is certified to 110 bits (33 digits); the
-#: FD estimate targets 60 digits; 25 leaves room for the estimate's own error bound.
-CERTIFICATE_DIGITS = 25
+#: estimate for a certificate to hold: four more than float64 carries, so a formula wrong
+#: anywhere a float64 grade could see is caught. (The gold values themselves are
+#: certified to 110 bits, 33 digits, by their own error bounds.)
+CERTIFICATE_DIGITS = 20
 
 #: Digits asked of the finite-difference estimate: enough to certify CERTIFICATE_DIGITS
-#: with a margin, at about half the working precision (and time) of fd's default 60.
-FD_DIGITS = 32
+#: with a margin, at a fraction of the working precision (and time) of fd's default 60.
+FD_DIGITS = 24
+
+#: The finite differences' first step, 2**-STEP_BITS of the scale: the central difference
+#: is then already within 2**-96 and one Richardson level reaches FD_DIGITS (4 evaluations
+#: of the gold function instead of 6 at fd's default 2**-32).
+STEP_BITS = 48
+
+#: Fewest digits of agreement of a fast-tier certificate, per working precision. The
+#: per-row central differences reach about u**(4/5) relative to the loss (not to its
+#: derivative): 10-16 digits in longdouble and 7-12 in float64 on the default regimes,
+#: less where a row's loss is large next to its slope. A wrong formula (a missing weight or
+#: smoothing term, a wrong divisor) misses by far more; the fast tier's formulas are also
+#: checked against gold to 1e-3 ulp in the tests.
+FAST_CERTIFICATE_DIGITS = {"longdouble": 8.0, "float64": 6.0}
 
 _LOGITS_FUNCTIONS = ("logsumexp", "softmax", "log_softmax", "softmax_jacobian")
 _TARGET_FUNCTIONS = ("cross_entropy", "cross_entropy_grad")
@@ -51,13 +74,59 @@ class Certificate:
     note: str = ""
 
 
+def tier_for(case: Case) -> str:
+    """The reference tier of ``case``: ``"gold"``, or the fast tier's working precision
+    (``"longdouble"``, ``"float64"``) for a large case whose every output the fast tier
+    defines as gold does: no NaN or +inf logit and no all -inf row (-inf entries, masked
+    classes, are fine), finite probability targets and weights, valid targets, and a
+    ``mean`` over a non-zero weight. (Those rows stay with gold, whose semantics the fast
+    tier follows but whose ``UNDEFINED`` it cannot tell from NaN; so does the Jacobian.)"""
+    if case.num_classes <= MAX_JACOBIAN_CLASSES or case.num_rows == 0:
+        return "gold"
+    work = fast.work_for(case.dtype)
+    if work == "gold" or case.target_problems():
+        return "gold"
+    z = np.asarray(case.logits, np.float64)
+    if np.isnan(z).any() or (z == np.inf).any() or (z == -np.inf).all(axis=1).any():
+        return "gold"
+    arrays = [case.options.get("weight")]
+    if case.target_kind != "indices":
+        arrays.append(case.target)
+    if not all(np.all(np.isfinite(np.asarray(a, np.float64))) for a in arrays if a is not None):
+        return "gold"
+    if case.options.get("reduction") == "mean" and not _mean_denominator(case) > 0:
+        return "gold"
+    if Truth(case).overflowing_rows().any():
+        return "gold"  # rows left ungraded (UNDEFINED): gold's marks
+    return work
+
+
+def _mean_denominator(case: Case) -> float:
+    """The divisor of a ``mean``: the kept rows' target weights (class indices) or N."""
+    if case.target_kind != "indices":
+        return float(case.num_rows)
+    ignore = case.options.get("ignore_index")
+    kept = case.target if ignore is None else case.target[case.target != ignore]
+    weight = case.options.get("weight")
+    return float(kept.size) if weight is None else float(
+        np.sum(np.asarray(weight, np.float64)[kept]))
+
+
 @dataclass
 class Truth:
-    """Exact outputs of one case, computed on first use and kept."""
+    """Reference outputs of one case, computed on first use and kept."""
 
     case: Case
     _values: dict[str, Any] = field(default_factory=dict)
     _certificates: dict[str, Certificate] = field(default_factory=dict)
+    _fast: Any = None
+
+    @property
+    def tier(self) -> str:
+        """``"gold"`` or the fast tier's working precision (:func:`tier_for`)."""
+        if "tier" not in self._values:
+            self._values["tier"] = tier_for(self.case)
+        return self._values["tier"]
 
     # ------------------------------------------------------------------ inputs
 
@@ -65,10 +134,15 @@ class Truth:
     def probs(self) -> np.ndarray:
         """The probabilities the from-probs functions are called with: the exact softmax of
         the logits, correctly rounded to the case dtype (so exact zeros occur where the
-        softmax underflows, as they do in real pipelines)."""
+        softmax underflows, as they do in real pipelines); in the fast tier its softmax
+        converted by NumPy (through float64: an input, not a graded value)."""
         if "probs" not in self._values:
             exact = self.exact("softmax")
-            self._values["probs"] = ref.round_to(exact, case_dtype(self.case.dtype))
+            dtype = case_dtype(self.case.dtype)
+            if self.tier == "gold":
+                self._values["probs"] = ref.round_to(exact, dtype)
+            else:  # NumPy's conversion of the fast tier's softmax (through float64)
+                self._values["probs"] = np.asarray(exact).astype(np.float64).astype(dtype)
         return self._values["probs"]
 
     def arguments(self, function: str) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
@@ -84,6 +158,12 @@ class Truth:
 
     def applicable(self, function: str) -> bool:
         """Whether ``function`` is checked on this case at all."""
+        key = f"applicable:{function}"
+        if key not in self._values:
+            self._values[key] = self._applicable(function)
+        return self._values[key]
+
+    def _applicable(self, function: str) -> bool:
         case = self.case
         if function == "softmax_jacobian":
             return case.num_classes <= MAX_JACOBIAN_CLASSES
@@ -97,7 +177,10 @@ class Truth:
     # ------------------------------------------------------------------ exact values
 
     def exact(self, function: str) -> Any:
-        """The exact output of ``function`` (object array of mpf, or a scalar).
+        """The reference output of ``function``: in the gold tier an object array (or a
+        scalar) of exact mpf, ``UNDEFINED`` where nothing is graded; in the fast tier a
+        ``np.longdouble`` or float64 array (or scalar) within 1e-3 ulp of the case dtype
+        (such cases have no ``UNDEFINED``, :func:`tier_for`).
 
         Cross-entropy rows where the textbook algorithm's own intermediate z_i - max z
         overflows the case dtype while target mass sits there are marked ``UNDEFINED``
@@ -107,11 +190,37 @@ class Truth:
         if function not in self._values:
             args, options = self.arguments(function) if function != "softmax" else (
                 (self.case.logits,), {})
-            value = getattr(ref, function)(*args, **options)
+            if self.tier == "gold":
+                value = getattr(ref, function)(*args, **options)
+            else:
+                value = self._fast_value(function, args, options)
             if function == "cross_entropy":
                 value = self._mask_overflowing_rows(value)
             self._values[function] = value
         return self._values[function]
+
+    def _fast_reference(self) -> Any:
+        if self._fast is None:
+            self._fast = fast.Reference(self.case.logits, work=self.tier)
+        return self._fast
+
+    def _fast_value(self, function: str, args: tuple[np.ndarray, ...],
+                    options: dict[str, Any]) -> Any:
+        """``function`` from the fast tier, as an object array (or scalar) of its values."""
+        if function in _PROBS_FUNCTIONS:
+            value = _from_probs(function, args[0], args[1], self.tier)
+        elif function in _TARGET_FUNCTIONS:
+            value = getattr(self._fast_reference(), function)(args[1], **options)
+        else:
+            value = getattr(self._fast_reference(), function)()
+        return value
+
+    def decoded(self, function: str) -> grading.ExactValues:
+        """:meth:`exact` decoded once for the vectorized grading of every adapter."""
+        key = f"decoded:{function}"
+        if key not in self._values:
+            self._values[key] = grading.decode(self.exact(function))
+        return self._values[key]
 
     def overflowing_rows(self) -> np.ndarray:
         """Rows whose shifted logit z_i - max z overflows the dtype where the effective
@@ -159,6 +268,8 @@ class Truth:
         return rng.uniform(-1.0, 1.0, size=shape)
 
     def _certify(self, function: str) -> Certificate:
+        if self.tier != "gold":
+            return self._certify_fast(function)
         case = self.case
         target = case.target
         if function == "cross_entropy_grad":
@@ -190,6 +301,82 @@ class Truth:
                 self.probs, self.exact(function), self._direction(case.shape),
                 hold_zeros=True)
         raise ValueError(f"{function} is not a derivative")
+
+
+    def _certify_fast(self, function: str) -> Certificate:
+        """One direction per row, differences in the tier's working precision: each row's
+        loss derivative along its direction against the reference gradient applied to it."""
+        case, work = self.case, self.tier
+        dtype = np.longdouble if work == "longdouble" else np.float64
+        target = case.target
+        if function == "cross_entropy_grad":
+            options = {**case.options, "reduction": "none"}
+            x = np.asarray(case.logits, np.float64).astype(dtype)
+            derivative = fast.Reference(x, work=work).cross_entropy_grad(target, **options)
+
+            def loss(z: np.ndarray) -> np.ndarray:
+                return fast.Reference(z, work=work).cross_entropy(target, **options)
+        elif function == "cross_entropy_grad_wrt_probs":
+            x = np.asarray(self.probs, np.float64).astype(dtype)
+            derivative = _from_probs(function, x, target, work)
+
+            def loss(p: np.ndarray) -> np.ndarray:
+                return _from_probs("cross_entropy_from_probs", p, target, work)
+        else:
+            raise ValueError(f"{function} is not certified in the fast tier")
+        v = self._direction(case.shape).astype(dtype)
+        v[~np.isfinite(x) | ((x == 0) if function.endswith("probs") else False)] = 0
+        with np.errstate(invalid="ignore"):  # inf * 0 where a row's loss is infinite
+            terms = np.asarray(derivative, dtype) * v
+        analytic = np.sum(terms, axis=1)
+        scale = None
+        if function == "cross_entropy_grad_wrt_probs":
+            # -y log p varies on the scale of p itself where y has mass: steps below it
+            # (entries without mass do not enter the loss, whatever their sign)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lengths = np.where((derivative != 0) & (v != 0), x / np.abs(v), np.inf)
+            scale = np.minimum(np.min(lengths, axis=1), 1).astype(np.float64)
+            scale[~(scale > 0) | ~np.isfinite(scale)] = 1.0
+        # what rounding the perturbed points can move each row's loss by, from the
+        # derivative under test: a wrong one that is too large only widens the error bar,
+        # and a certificate needs a narrow one to hold
+        with np.errstate(invalid="ignore"):
+            sensitivity = np.sum(np.where(v != 0, np.abs(derivative * x), 0), axis=1)
+        estimate = fd.directional_derivative_rows(loss, x, v, scale=scale,
+                                                  sensitivity=sensitivity.astype(np.float64))
+        rows = np.isfinite(analytic) & np.isfinite(estimate.value)
+        if not rows.any():
+            return Certificate(function, True, float("inf"), 0, "no finite rows to certify")
+        diff = np.abs((analytic - estimate.value)[rows]).astype(np.float64)
+        # agreement relative to the row's scale: |dL/dt| or, where it is small, the
+        # size of the gradient along |v| (what a wrong formula would be off by)
+        scale = np.maximum(np.abs(analytic[rows]),
+                           np.sum(np.abs(terms), axis=1)[rows]).astype(np.float64)
+        resolved = np.maximum(diff, estimate.error[rows])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_row = np.where(diff <= estimate.error[rows],
+                               -np.log10(resolved / scale), -np.log10(diff / scale))
+        per_row = np.where(scale == 0, np.inf, per_row)
+        digits = float(np.min(per_row))
+        needed = FAST_CERTIFICATE_DIGITS[work]
+        return Certificate(function, digits >= needed, digits, int(rows.sum()),
+                           f"{work} differences, one direction per row")
+
+
+def _from_probs(function: str, probs: np.ndarray, target: np.ndarray, work: str) -> np.ndarray:
+    """The from-probabilities functions in the fast tier's working precision: -sum y log p
+    per row (0 log 0 = 0) and its gradient -y / p (0 where y = 0)."""
+    dtype = np.longdouble if work == "longdouble" else np.float64
+    p = np.asarray(probs, np.float64).astype(dtype)
+    if np.asarray(target).dtype.kind in "iu":
+        y = np.zeros(p.shape, dtype)
+        y[np.arange(p.shape[0]), target] = 1
+    else:
+        y = np.asarray(target, np.float64).astype(dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if function == "cross_entropy_grad_wrt_probs":
+            return np.where(y == 0, dtype(0), -y / p)
+        return -np.sum(np.where(y == 0, dtype(0), y * np.log(p)), axis=1)
 
 
 def _finite_rows(x: np.ndarray, derivative: np.ndarray) -> np.ndarray:
@@ -231,7 +418,7 @@ def _certify_along(function: str, f: Any, x: np.ndarray, derivative: np.ndarray,
         z[fixed_inf] = mpmath.mpf("-inf")
         return f(z, rows)
 
-    estimate = fd.directional_derivative(along, point, v, digits=FD_DIGITS)
+    estimate = fd.directional_derivative(along, point, v, digits=FD_DIGITS, step_bits=STEP_BITS)
     k = v.shape[1]
     with mpmath.workprec(256):
         if function == "softmax_jacobian":  # J v for every row: K values per row

@@ -78,7 +78,7 @@ def _chain_rule(ctx: Context) -> Iterator[Finding]:
         upstream = outcome.value.astype(np.float64)[rows]
         unfused = np.einsum("nik,ni->nk", jac.astype(np.float64)[rows], upstream)
     candidate = unfused.astype(case_dtype(case.dtype))
-    exact = truth.exact("cross_entropy_grad")[rows]
+    exact = truth.decoded("cross_entropy_grad")[rows]
     # graded by the stability bound whatever the run's profile: the product is the
     # harness's, so its last-bit rounding is not the candidate's to answer for
     yield graded_finding(ctx, "chain-rule", "cross_entropy_grad", candidate, exact,
@@ -244,7 +244,7 @@ def _batch_invariance(ctx: Context) -> Iterator[Finding]:
                 violated.append(False)
                 continue
             # different bits are fine within both results' stability bounds
-            exact = ctx.truth.exact(function)[n:n + 1]
+            exact = ctx.truth.decoded(function)[n:n + 1]
             ga = _ulp_ok(ctx, function, alone.value, exact, case.logits[n:n + 1])
             gb = _ulp_ok(ctx, function, batched[n:n + 1], exact, case.logits[n:n + 1])
             violated.append(ga != gb)
@@ -283,4 +283,4 @@ def _shift_invariance(ctx: Context) -> Iterator[Finding]:
         if not out.ok:
             continue
         yield graded_finding(ctx, "shift-invariance", function, out.value,
-                             ctx.truth.exact(function), inputs=shifted)
+                             ctx.truth.decoded(function), inputs=shifted)

@@ -17,8 +17,8 @@ from harness.findings import Finding
 FUNCTIONS = ("cross_entropy_grad", "softmax_jacobian", "cross_entropy_grad_wrt_probs")
 
 
-def run(ctx: Context) -> Iterator[Finding]:
-    for function in FUNCTIONS:
+def run(ctx: Context, functions: tuple[str, ...] = FUNCTIONS) -> Iterator[Finding]:
+    for function in functions:
         if not ctx.provides(function) or not ctx.truth.applicable(function):
             continue
         certificate = ctx.truth.certificate(function)

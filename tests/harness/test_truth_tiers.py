@@ -1,0 +1,124 @@
+"""The two reference tiers of the engine: which cases get which, that the fast tier's
+values are gold's to within 1e-3 ulp of the case dtype, and that its linear-cost
+certificates hold for the right derivative and fail for a planted wrong one."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+
+from harness import truth as truth_module
+from harness.cases import Case
+from harness.truth import Truth, tier_for
+from references import fast, fd, gold, ulp_error
+
+pytestmark = pytest.mark.skipif(fast.TIER != "longdouble", reason="no extended longdouble")
+
+
+def case(shape: tuple[int, int], dtype: str = "float64", *, seed: int = 0,
+         options: dict | None = None, logits: np.ndarray | None = None) -> Case:
+    from harness.adapters.contract import case_dtype
+
+    rng = np.random.default_rng(seed)
+    z = logits if logits is not None else rng.standard_normal(shape) * 6
+    target = rng.integers(0, shape[1], shape[0])
+    return Case(np.asarray(z).astype(case_dtype(dtype)), target, "indices",
+                dict(options or {}), dtype, "test", f"tier-{dtype}-{shape}")
+
+
+def test_tier_choice() -> None:
+    assert tier_for(case((2, 64))) == "gold"  # small: the Jacobian is checked there
+    assert tier_for(case((2, 65))) == "longdouble"
+    assert tier_for(case((2, 65), "float32")) == "float64"
+    assert tier_for(case((2, 65), "bfloat16")) == "float64"
+    z = np.random.default_rng(0).standard_normal((2, 100))
+    masked = z.copy()
+    masked[0, :50] = -np.inf
+    assert tier_for(case((2, 100), logits=masked)) == "longdouble"  # -inf entries are fine
+    for special in (np.nan, np.inf):
+        bad = z.copy()
+        bad[1, 3] = special
+        assert tier_for(case((2, 100), logits=bad)) == "gold"
+    undefined = z.copy()
+    undefined[1] = -np.inf
+    assert tier_for(case((2, 100), logits=undefined)) == "gold"
+    zero_weight = {"weight": np.zeros(100), "reduction": "mean"}
+    assert tier_for(case((2, 100), options=zero_weight)) == "gold"  # mean over no weight
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "reduction": "mean"}])
+def test_fast_values_match_gold(dtype: str, options: dict) -> None:
+    """Every function of a fast-tier case against gold (192 bits), in the case dtype's
+    ulps: the fast tier must be far below the 0.5 ulp at which grades change."""
+    z = np.random.default_rng(1).standard_normal((3, 80)) * 6
+    z[0, :40] = -np.inf  # masked classes
+    c = case((3, 80), dtype, seed=1, options=options, logits=z)
+    t = Truth(c)
+    assert t.tier != "gold"
+    for function in ("logsumexp", "softmax", "log_softmax", "cross_entropy",
+                     "cross_entropy_grad", "cross_entropy_from_probs",
+                     "cross_entropy_grad_wrt_probs"):
+        if not t.applicable(function):
+            continue
+        args, opts = t.arguments(function) if function != "softmax" else ((c.logits,), {})
+        exact = getattr(gold, function)(*args, **opts)
+        got = np.asarray(t.exact(function), dtype=object)
+        # the fast value, rounded to the case dtype, against gold: the ulp error of the
+        # rounded value is at most 0.5 + the fast tier's own error (<= 1e-3)
+        rounded = np.asarray(got, dtype=np.longdouble)
+        dt = np.dtype(np.float64) if dtype == "float64" else np.dtype(np.float32)
+        err = np.asarray(ulp_error(rounded.astype(dt), np.asarray(exact, dtype=object)))
+        finite = np.isfinite(err)
+        assert np.all(err[finite] <= 0.5 + 1e-3), (function, float(np.max(err[finite])))
+
+
+@pytest.mark.parametrize("dtype, error", [("float64", 1e-6), ("float32", 1e-4)])
+def test_fast_certificate_holds_and_catches_a_wrong_gradient(
+        monkeypatch: pytest.MonkeyPatch, dtype: str, error: float) -> None:
+    c = case((4, 300), dtype, seed=2, options={"label_smoothing": 0.1})
+    t = Truth(c)
+    good = t.certificate("cross_entropy_grad")
+    needed = truth_module.FAST_CERTIFICATE_DIGITS[t.tier]
+    assert good.holds and good.rows == 4 and good.digits >= needed + 1, good
+    probs = t.certificate("cross_entropy_grad_wrt_probs")
+    assert probs.holds and probs.rows == 4 and probs.digits >= needed + 1, probs
+
+    right = fast.Reference.cross_entropy_grad
+
+    def scaled(self: fast.Reference, target: np.ndarray, **options: object) -> np.ndarray:
+        return right(self, target, **options) * (1 + error)  # e.g. a wrong mean divisor
+
+    def unsmoothed(self: fast.Reference, target: np.ndarray, **options: object) -> np.ndarray:
+        return right(self, target, **{**options, "label_smoothing": 0.0})  # a lost term
+
+    for plant in (scaled, unsmoothed):
+        monkeypatch.setattr(fast.Reference, "cross_entropy_grad", plant)
+        bad = Truth(c).certificate("cross_entropy_grad")
+        assert not bad.holds, (plant.__name__, bad)
+
+
+def test_gold_tier_still_certifies_small_cases() -> None:
+    t = Truth(case((2, 8), "float64", seed=3))
+    assert t.tier == "gold"
+    cert = t.certificate("cross_entropy_grad")
+    assert cert.holds and cert.digits >= truth_module.CERTIFICATE_DIGITS
+
+
+def test_directional_rows_against_exact_derivative() -> None:
+    """d/dt logsumexp(x + t v) = softmax(x) . v, exactly computed with mpmath (60 digits)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 40)) * 10
+    v = rng.uniform(-1, 1, x.shape)
+    for dtype, digits in ((np.float64, 9), (np.longdouble, 12)):
+        est = fd.directional_derivative_rows(
+            lambda z: np.log(np.sum(np.exp(z), axis=1)), x.astype(dtype), v.astype(dtype))
+        with mpmath.workdps(60):
+            for n in range(x.shape[0]):
+                e = [mpmath.exp(mpmath.mpf(a)) for a in x[n]]
+                dot = mpmath.fsum(ei * mpmath.mpf(vi) for ei, vi in zip(e, v[n], strict=True))
+                exact = dot / mpmath.fsum(e)
+                err = abs(mpmath.mpf(float(est.value[n])) - exact)
+                assert err <= mpmath.mpf(float(est.error[n])) + abs(exact) * 1e-15
+                assert err <= abs(exact) * 10.0**-digits
