@@ -80,6 +80,12 @@ def _default_adapters() -> list[str]:
             if info.unavailable is None and info.source == "built-in"]
 
 
+def _builtin_names() -> list[str]:
+    from harness.adapters.registry import BUILTINS
+
+    return list(BUILTINS)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness import runner, strategies
     from harness.adapters.contract import DTYPES, AdapterSpecError
@@ -102,15 +108,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out} is a file; give a directory for the reports")
-    adapters = args.adapter or _default_adapters()
+    # Without --adapter: every built-in, each loaded in its own worker only (the ones that
+    # cannot start there, e.g. torch-cuda without a GPU, are left out of the report).
+    adapters = args.adapter or _builtin_names()
     progress = _progress_bar() if sys.stderr.isatty() else None
     settings = dict(profile=args.profile, dtypes=dtypes, regimes=regimes,
                     cases_file=args.cases, seed=args.seed, timeout=args.timeout,
-                    shard=args.shard, max_classes=args.max_classes, budgets_path=args.budgets)
+                    shard=args.shard, max_classes=args.max_classes, budgets_path=args.budgets,
+                    skip_unavailable=not args.adapter)
     hunts: list[Any] = []
     try:
         if args.max_examples:
-            hunts = _hunt(args, adapters, dtypes)
+            hunts = _hunt(args, args.adapter or _default_adapters(), dtypes)
             settings["extra_cases"] = _hunted_cases(hunts)
     except AdapterSpecError as err:
         raise UsageError(str(err)) from None

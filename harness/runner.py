@@ -13,6 +13,7 @@ import platform
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,20 @@ def shard_of(cases: Sequence[Case], shard: tuple[int, int] | None) -> list[Case]
     return [c for i, c in enumerate(cases) if i % count == index - 1]
 
 
+def part_of(cases: Sequence[Case], part: tuple[int, int] | None) -> list[Case]:
+    """Part I of N of a ``--jobs N`` run: whole dtypes per process where there are at
+    least N of them (each process's workers then compile and warm up for its dtypes
+    only: JAX compiles per dtype), else every N-th case."""
+    if part is None:
+        return list(cases)
+    index, count = part
+    dtypes = list(dict.fromkeys(c.dtype for c in cases))  # in order of appearance
+    if len(dtypes) < count:
+        return shard_of(cases, part)
+    mine = {d for i, d in enumerate(dtypes) if i % count == index - 1}
+    return [c for c in cases if c.dtype in mine]
+
+
 def run(
     adapters: Iterable[str | Any],
     *,
@@ -164,13 +179,15 @@ def run(
     progress: Callable[[int, int, str], None] | None = None,
     part: tuple[int, int] | None = None,
     extra_cases: Sequence[Case] = (),
+    skip_unavailable: bool = False,
 ) -> RunReport:
     """Run the conformance checks of every adapter over the cases and grade them.
 
     ``adapters``: built-in names, specs (``pkg.mod:attr``, ``file.py:attr``, ``c:file.c``)
     or adapter objects. Raises :class:`~harness.adapters.contract.AdapterSpecError` for a
     spec that cannot be resolved (a usage error); an adapter that cannot be started is
-    reported with verdict ``error`` and the run goes on.
+    reported with verdict ``error`` and the run goes on, or left out of the report with
+    ``skip_unavailable`` (how a default run treats a built-in whose framework is absent).
     """
     from harness.adapters.registry import open_adapter
 
@@ -180,17 +197,21 @@ def run(
     cases = shard_of(build_cases(dtypes=dtypes, regimes=regimes, seed=seed,
                                  cases_file=cases_file, max_classes=max_classes)
                      + list(extra_cases), shard)
-    cases = shard_of(cases, part)  # this process's part of a --jobs run
+    cases = part_of(cases, part)  # this process's part of a --jobs run
     handles = [open_adapter(a, timeout=timeout) for a in adapters]
     reports: list[AdapterReport] = []
     try:
         for handle in handles:
             handle.wait()
+            if skip_unavailable and handle.unavailable is not None:
+                continue
             reports.append(AdapterReport(
                 name=handle.name, spec=handle.spec, version=handle.version,
                 dtypes=tuple(handle.dtypes), provides=sorted(handle.provides),
                 unavailable=handle.unavailable))
-        live = [(h, r) for h, r in zip(handles, reports, strict=True) if r.unavailable is None]
+        by_name = {r.name: r for r in reports}
+        live = [(h, by_name[h.name]) for h in handles
+                if h.name in by_name and by_name[h.name].unavailable is None]
         checks = families()
         for number, case in enumerate(cases, 1):
             if progress is not None:
@@ -207,8 +228,9 @@ def run(
                         for finding in family(ctx):
                             report.add(finding)
     finally:
-        for handle in handles:
-            handle.close()
+        # workers exit concurrently (each takes a moment to tear its framework down)
+        with ThreadPoolExecutor(max_workers=max(1, len(handles))) as pool:
+            list(pool.map(lambda h: h.close(), handles))
     settings = {
         "profile": policy.name, "ulp_budget": policy.ulp_budget, "seed": seed,
         "dtypes": list(dtypes), "regimes": list(regimes), "cases_file": cases_file,

@@ -370,7 +370,9 @@ def _version(adapter: Any) -> str | None:
     for attribute in ("version", "__version__"):
         value = _safe_getattr(adapter, attribute)
         if isinstance(value, str) and value:
-            return value
+            # a plain str: torch's version is a str subclass whose unpickling in the
+            # parent would import torch there
+            return str.__str__(value)
     module_name = adapter.__name__ if isinstance(adapter, types.ModuleType) else None
     module_name = module_name or getattr(type(adapter), "__module__", None)
     if not module_name:
@@ -378,7 +380,7 @@ def _version(adapter: Any) -> str | None:
     top = module_name.split(".")[0]
     value = getattr(sys.modules.get(top), "__version__", None)
     if isinstance(value, str):
-        return value
+        return str.__str__(value)
     try:
         return importlib.metadata.version(top)
     except (importlib.metadata.PackageNotFoundError, ValueError):

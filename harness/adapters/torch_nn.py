@@ -14,6 +14,8 @@ methods, never when the harness is imported.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import ml_dtypes
@@ -188,7 +190,12 @@ def load() -> TorchAdapter:
 
 
 def load_cuda() -> TorchAdapter:
-    """The ``torch-cuda`` built-in; AdapterUnavailable unless a CUDA device is usable."""
+    """The ``torch-cuda`` built-in; AdapterUnavailable unless a CUDA device is usable.
+
+    On Linux a machine without the NVIDIA driver's device node is answered at once,
+    without importing torch (seconds of start-up that every default run would pay)."""
+    if sys.platform.startswith("linux") and not os.path.exists("/dev/nvidiactl"):
+        raise AdapterUnavailable("no CUDA device: no NVIDIA driver here (no /dev/nvidiactl)")
     torch = _import_torch()
     if not torch.cuda.is_available():
         raise AdapterUnavailable(f"no CUDA device available to torch {torch.__version__}")
