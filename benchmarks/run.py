@@ -1,0 +1,397 @@
+"""The performance benchmark of issue 6: every figure a ratio against a baseline measured
+side by side in the same run, on this machine.
+
+    python benchmarks/run.py [--json FILE] [--skip-main-job] [--repeats R]
+
+prints a table (figure, value, goal, met) and, with ``--json``, writes the figures as one
+JSON object. What each figure is:
+
+* ``fast_reference_throughput_ratio``: elements/s of ``references.fast.log_softmax`` ÷
+  elements/s of NumPy's float64 shifted log_softmax, both on the same (8, 131072) logits
+  (best of R runs each).
+* ``fast_reference_max_ulp_vs_gold``: the largest error, in float64 ulps of the gold value,
+  of every fast-tier function (longdouble work) on the float64 samples of every regime;
+  the cancelling outputs measured against their scale as ``tests/references/test_fast.py``
+  does.
+* ``llm_scale_time_ratio_vs_jax_check_grads``: the time xentcheck takes to certify a torch
+  float32 cross-entropy value and fused gradient on (8, 131072) logits - the reference,
+  the candidate's two calls, the grading of both and the gradient certificate, through the
+  engine's own code (``harness.truth``, ``harness.checks``) - ÷ the time
+  ``jax.test_util.check_grads(order=1, modes=["rev"])`` takes on the same loss and input.
+  Both are timed warm (best of R after a first call: JAX's compile and torch's start-up
+  are not counted on either side).
+* ``llm_scale_growth_ratio``: that certification's time on (8, 131072) ÷ on (8, 16384).
+* ``gradcheck_speedup_vs_slow_mode``: ``torch.autograd.gradcheck`` (default, slow mode)
+  time on a float64 (8, 1000) cross-entropy ÷ xentcheck's time to grade the same
+  gradient (reference, certificate, candidate, grading).
+* ``planted_jacobian_error_caught`` / ``gradcheck_fast_mode_caught_it``: a softmax whose
+  backward uses a Jacobian with one entry off by 1e-3, run through xentcheck's derivative
+  check and through ``gradcheck(fast_mode=True)``.
+* ``main_job_seconds`` / ``main_job_peak_mb``: the main job (``xentcheck run --jobs 2``,
+  every built-in, defaults) in a subprocess: wall time and the peak of the summed resident
+  memory of its whole process tree (sampled every 0.1 s from /proc).
+
+Also reported (not goals): the gold tier's elements/s, and how the throughput ratio and
+the certification time grow with K.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tabulate import tabulate
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: (figure, goal text, test of the goal); figures without a goal are reported only.
+GOALS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "fast_reference_throughput_ratio": (">= 0.25", lambda v: v >= 0.25),
+    "fast_reference_max_ulp_vs_gold": ("<= 0.001", lambda v: v <= 0.001),
+    "llm_scale_time_ratio_vs_jax_check_grads": ("<= 1.0", lambda v: v <= 1.0),
+    "llm_scale_growth_ratio": ("<= 10", lambda v: v <= 10),
+    "gradcheck_speedup_vs_slow_mode": (">= 20", lambda v: v >= 20),
+    "planted_jacobian_error_caught": ("true", lambda v: v is True),
+    "main_job_seconds": ("<= 60", lambda v: v <= 60),
+    "main_job_peak_mb": ("<= 2048", lambda v: v <= 2048),
+}
+
+VOCAB = 131072
+SMALL_VOCAB = 16384
+
+
+def best_of(repeats: int, fn: Callable[[], Any]) -> float:
+    """The shortest of ``repeats`` wall times of ``fn()``, in seconds."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def logits(shape: tuple[int, int], dtype: Any = np.float64, seed: int = 0) -> np.ndarray:
+    """LLM-like logits: standard normal times 4 (a spread of ~40 per row)."""
+    return (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype)
+
+
+def numpy_log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+# ------------------------------------------------------------------------ the fast tier
+
+
+def fast_throughput(repeats: int) -> dict[str, Any]:
+    """fast.log_softmax ÷ NumPy float64 elements/s at three K; the goal is on (8, 131072)."""
+    from references import fast
+
+    out: dict[str, Any] = {}
+    for k in (1024, SMALL_VOCAB, VOCAB):
+        z = logits((8, k))
+        t_fast = best_of(repeats, lambda z=z: fast.log_softmax(z))
+        t_numpy = best_of(repeats, lambda z=z: numpy_log_softmax(z))
+        out[f"fast_over_numpy_k{k}"] = round(t_numpy / t_fast, 3)
+        if k == VOCAB:
+            out["fast_reference_throughput_ratio"] = round(t_numpy / t_fast, 3)
+            out["numpy_log_softmax_elements_per_s"] = round(z.size / t_numpy)
+            out["fast_log_softmax_elements_per_s"] = round(z.size / t_fast)
+    return out
+
+
+def gold_throughput() -> dict[str, Any]:
+    """The gold tier's log_softmax elements/s on (4, 256)."""
+    from references import gold
+
+    z = logits((4, 256))
+    seconds = best_of(1, lambda: gold.log_softmax(z))
+    return {"gold_log_softmax_elements_per_s": round(z.size / seconds)}
+
+
+def fast_accuracy() -> dict[str, Any]:
+    """The largest float64-ulp error of the fast tier against gold over every regime's
+    float64 sample (the test file's measure, including its scale rule)."""
+    sys.path.insert(0, str(ROOT / "tests" / "references"))
+    import test_fast  # the measure lives with the tests that assert it
+
+    from harness.strategies import REGIMES, sample
+
+    test_fast.BOUND = math.inf  # measure here; the tests assert the bound
+    worst = 0.0
+    for regime in REGIMES:
+        for case in sample(regime, dtype="float64"):
+            target = None if case.target_problems() else case.target
+            worst = max(worst, test_fast.check_all(case.logits, target, dict(case.options)))
+    return {"fast_reference_max_ulp_vs_gold": float(f"{worst:.3g}")}
+
+
+# ------------------------------------------------------------------------ certification
+
+
+def certify(handle: Any, case: Any, functions: tuple[str, ...]) -> dict[str, Any]:
+    """Grade ``functions`` of one adapter on one case through the engine: a fresh truth
+    (reference and certificate), the adapter's calls, the grading. Returns the results."""
+    from harness import grading
+    from harness.checks import Context, derivatives, values
+    from harness.truth import Truth
+
+    truth = Truth(case)
+    ctx = Context(handle.name, handle.spec, handle, truth, grading.STANDARD)
+    findings = []
+    for function in functions:
+        if function in derivatives.FUNCTIONS:
+            findings.extend(derivatives.run(ctx, (function,)))
+        else:
+            findings.extend(values.graded_outputs(ctx, "value", (function,)))
+    return {f"{f.check}:{f.function}": (f.grade, f.max_ulp, f.note) for f in findings}
+
+
+def index_case(z: np.ndarray, dtype: str) -> Any:
+    from harness.cases import Case
+
+    target = np.random.default_rng(1).integers(0, z.shape[1], z.shape[0])
+    return Case(z, target, "indices", {}, dtype, "benchmark", f"benchmark-{dtype}-{z.shape}")
+
+
+def llm_scale(repeats: int) -> dict[str, Any]:
+    """xentcheck's certification of torch float32 CE + gradient vs jax check_grads."""
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    from harness.adapters.registry import open_adapter
+
+    jax.config.update("jax_enable_x64", True)
+    out: dict[str, Any] = {}
+    handle = open_adapter("torch")
+    handle.wait()
+    try:
+        times = {}
+        for k in (SMALL_VOCAB, VOCAB):
+            case = index_case(logits((8, k), np.float32), "float32")
+            results = certify(handle, case, ("cross_entropy", "cross_entropy_grad"))
+            times[k] = best_of(repeats, lambda case=case: certify(
+                handle, case, ("cross_entropy", "cross_entropy_grad")))
+            out[f"certify_seconds_k{k}"] = round(times[k], 3)
+        out["llm_scale_results"] = {key: [grade, ulp] for key, (grade, ulp, _) in
+                                    results.items()}
+    finally:
+        handle.close()
+    z = jnp.asarray(case.logits)
+    target = jnp.asarray(case.target)
+
+    def loss(x: Any) -> Any:
+        return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(x), target[:, None], axis=1))
+
+    def jax_check() -> str:
+        try:
+            check_grads(loss, (z,), order=1, modes=["rev"])
+        except AssertionError as exc:  # its float32 differences are too coarse here
+            return "failed: " + " ".join(str(exc).split())[:120]
+        return "passed"
+
+    out["jax_check_grads_said"] = jax_check()  # (this first call also compiles)
+    t_jax = best_of(repeats, jax_check)
+    out["jax_check_grads_seconds"] = round(t_jax, 3)
+    out["llm_scale_time_ratio_vs_jax_check_grads"] = round(times[VOCAB] / t_jax, 3)
+    out["llm_scale_growth_ratio"] = round(times[VOCAB] / times[SMALL_VOCAB], 2)
+    return out
+
+
+def gradcheck_comparison(repeats: int) -> dict[str, Any]:
+    """torch.autograd.gradcheck (slow mode) vs xentcheck on a float64 (8, 1000) CE gradient."""
+    import torch
+
+    from harness.adapters.registry import open_adapter
+
+    case = index_case(logits((8, 1000)), "float64")
+    x = torch.tensor(case.logits, requires_grad=True)
+    t = torch.tensor(case.target)
+
+    def slow() -> bool:
+        return torch.autograd.gradcheck(
+            lambda v: torch.nn.functional.cross_entropy(v, t, reduction="sum"), (x,))
+
+    t_slow = best_of(1, slow)
+    handle = open_adapter("torch")
+    handle.wait()
+    try:
+        certify(handle, case, ("cross_entropy_grad",))
+        t_ours = best_of(repeats, lambda: certify(handle, case, ("cross_entropy_grad",)))
+    finally:
+        handle.close()
+    return {"gradcheck_slow_mode_seconds": round(t_slow, 3),
+            "xentcheck_grade_gradient_seconds": round(t_ours, 4),
+            "gradcheck_speedup_vs_slow_mode": round(t_slow / t_ours, 1)}
+
+
+# ------------------------------------------------------------------------ a planted bug
+
+
+class PlantedJacobianSoftmax:
+    """A softmax adapter whose Jacobian (and so its backward) has J[0, 1] off by ``delta``
+    in every row: the bug a hand-written fused backward can carry."""
+
+    name = "planted-jacobian"
+    dtypes = ("float64",)
+
+    def __init__(self, delta: float = 1e-3) -> None:
+        self.delta = delta
+
+    def softmax(self, z: np.ndarray) -> np.ndarray:
+        shifted = np.exp(z - z.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    def softmax_jacobian(self, z: np.ndarray) -> np.ndarray:
+        p = self.softmax(z)
+        jac = np.einsum("ni,ij->nij", p, np.eye(z.shape[1])) - np.einsum("ni,nj->nij", p, p)
+        jac[:, 0, 1] += self.delta
+        return jac
+
+
+def planted_jacobian(delta: float = 1e-3) -> dict[str, Any]:
+    """Whether xentcheck's derivative check and gradcheck's fast mode catch the plant."""
+    import torch
+
+    from harness.adapters.registry import open_adapter
+    from harness.cases import Case
+
+    z = logits((4, 16), np.float64, seed=3)
+    case = Case(z, np.zeros(4, np.int64), "indices", {}, "float64", "benchmark",
+                "planted-jacobian")
+    handle = open_adapter(PlantedJacobianSoftmax(delta))
+    results = certify(handle, case, ("softmax_jacobian",))
+    grade = results["gradient:softmax_jacobian"][0]
+    caught = grade == "broken" or grade == "unstable"
+
+    planted = PlantedJacobianSoftmax(delta)
+
+    class Softmax(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(x)
+            return torch.softmax(x, dim=1)
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+            (x,) = ctx.saved_tensors
+            jac = torch.from_numpy(planted.softmax_jacobian(x.detach().numpy()))
+            return torch.einsum("ni,nij->nj", grad, jac)
+
+    x = torch.tensor(z, requires_grad=True)
+    try:
+        fast_ok = torch.autograd.gradcheck(Softmax.apply, (x,), fast_mode=True,
+                                           raise_exception=True)
+        fast_said = "passed (missed it)" if fast_ok else "failed (caught it)"
+    except torch.autograd.gradcheck.GradcheckError as exc:  # type: ignore[attr-defined]
+        fast_said = f"failed (caught it): {str(exc).splitlines()[0]}"
+    return {"planted_jacobian_error_caught": caught,
+            "planted_jacobian_grade": grade,
+            "gradcheck_fast_mode_caught_it": fast_said}
+
+
+# ------------------------------------------------------------------------ the main job
+
+
+def _tree_rss_mb(root: int) -> float:
+    """Summed resident memory of ``root`` and its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total / 2**20
+
+
+def main_job() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "harness.cli", "run", "--jobs", "2", "--out", out]
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        peak = [0.0]
+
+        def sample() -> None:
+            while proc.poll() is None:
+                peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, err = proc.communicate()
+        seconds = time.perf_counter() - start
+        sampler.join()
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"the main job failed (exit {proc.returncode}): {err[-500:]}")
+    return {"main_job_seconds": round(seconds, 1), "main_job_peak_mb": round(peak[0])}
+
+
+# ------------------------------------------------------------------------ the table
+
+
+def table(figures: dict[str, Any]) -> str:
+    rows = []
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            continue
+        goal, test = GOALS.get(key, ("", None))
+        met = "" if test is None else ("yes" if test(value) else "NO")
+        rows.append((key, value, goal, met))
+    return tabulate(rows, headers=("figure", "value", "goal", "met"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
+    parser.add_argument("--skip-main-job", action="store_true",
+                        help="leave out the main job (the slowest figure)")
+    args = parser.parse_args(argv)
+    figures: dict[str, Any] = {}
+    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("fast tier throughput", lambda: fast_throughput(args.repeats)),
+        ("gold throughput", gold_throughput),
+        ("fast tier accuracy", fast_accuracy),
+        ("LLM-scale certification", lambda: llm_scale(args.repeats)),
+        ("gradcheck comparison", lambda: gradcheck_comparison(args.repeats)),
+        ("planted Jacobian", planted_jacobian),
+    ]
+    if not args.skip_main_job:
+        steps.append(("main job", main_job))
+    for label, step in steps:
+        print(f"... {label}", file=sys.stderr, flush=True)
+        figures.update(step())
+    print(table(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""The benchmark's correctness figures (never its times): the planted softmax-Jacobian
+error is caught by xentcheck's derivative check, and the unplanted one is not, through
+the same code path ``benchmarks/run.py`` reports from."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+def _benchmark() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("xentcheck_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_planted_jacobian_error_is_caught() -> None:
+    bench = _benchmark()
+    planted = bench.planted_jacobian(1e-3)
+    assert planted["planted_jacobian_error_caught"] is True, planted
+    clean = bench.planted_jacobian(0.0)
+    assert clean["planted_jacobian_error_caught"] is False, clean
+    assert clean["planted_jacobian_grade"] in ("exact", "faithful", "ulp≤N", "stable")
+
+
+def test_table_marks_goals() -> None:
+    bench = _benchmark()
+    text = bench.table({"main_job_seconds": 75.0, "fast_reference_max_ulp_vs_gold": 4e-4,
+                        "gold_log_softmax_elements_per_s": 40000})
+    lines = {line.split()[0]: line for line in text.splitlines()[2:]}
+    assert lines["main_job_seconds"].rstrip().endswith("NO")
+    assert lines["fast_reference_max_ulp_vs_gold"].rstrip().endswith("yes")
+    assert "<=" not in lines["gold_log_softmax_elements_per_s"]
