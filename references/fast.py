@@ -679,6 +679,46 @@ def _dd_full(value: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ the longdouble work
 
 
+def _difference_low(z: np.ndarray, m: np.ndarray, dh: np.ndarray, mode: np.ndarray | None,
+                    tmp: np.ndarray, dl: np.ndarray) -> None:
+    """dl (in place) with dh + dl = z - m exactly, for dh = fl(z - m): Fast2Sum where
+    every row of the block has |z| >= |m| (``mode`` 1) or |z| <= |m| (2), else TwoSum
+    (also for ``mode=None``)."""
+    if mode is not None and (mode == 1).all():
+        np.subtract(dh, z, out=tmp)
+        np.subtract(np.negative(m), tmp, out=dl)
+    elif mode is not None and (mode == 2).all():
+        np.add(dh, m, out=tmp)
+        np.subtract(z, tmp, out=dl)
+    else:
+        np.subtract(dh, z, out=tmp)
+        np.subtract(dh, tmp, out=dl)
+        np.subtract(z, dl, out=dl)
+        np.add(m, tmp, out=tmp)
+        np.subtract(dl, tmp, out=dl)
+
+
+def _row_extremes(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          _Kinds]:
+    """The logits with special rows (NaN, +inf, all -inf) zeroed, and per row the argmax,
+    the max, the smallest finite entry (-inf kept out) and the row kinds."""
+    rows = np.arange(a.shape[0])
+    # the max is NaN or +inf, or the min -inf or NaN, exactly where some entry is
+    j = np.argmax(a, axis=1)
+    m = a[rows, j]
+    zmin = a.min(axis=1)
+    kinds = _Kinds(a, bool(np.isfinite(m).all() and np.isfinite(zmin).all()))
+    z = a
+    if kinds.any_special:
+        z = np.where(kinds.special[:, None], a.dtype.type(0), a)
+        j = np.argmax(z, axis=1)
+        m = z[rows, j]
+        zmin = z.min(axis=1)
+    if kinds.neginf:
+        zmin = np.min(np.where(z == -np.inf, np.inf, z), axis=1)
+    return z, j, m, zmin, kinds
+
+
 class _Extended:
     """The longdouble work: double-double arithmetic, outputs rounded once to longdouble.
 
@@ -690,18 +730,8 @@ class _Extended:
         self.a = a
         self.shape = (n, k)
         self.ld_input = a.dtype == _LD
-        rows = np.arange(n)
         with np.errstate(all="ignore"):
-            zz = a
-            # the max is NaN or +inf, or the min -inf or NaN, exactly where some entry is
-            self.j = np.argmax(zz, axis=1)
-            m = zz[rows, self.j]
-            zmin = zz.min(axis=1)
-            self.kinds = _Kinds(a, bool(np.isfinite(m).all() and np.isfinite(zmin).all()))
-            if self.kinds.any_special:
-                zz = np.where(self.kinds.special[:, None], a.dtype.type(0), a)
-                self.j = np.argmax(zz, axis=1)
-                m = zz[rows, self.j]
+            zz, self.j, m, zmin, self.kinds = _row_extremes(a)
             if self.ld_input:
                 self.zh, self.zl = _ld_to_dd(zz)
                 self.mh, self.ml = _ld_to_dd(m)
@@ -712,16 +742,11 @@ class _Extended:
                 self.mh, self.ml = m, np.zeros(n)
                 beyond = np.zeros(n, bool)
                 self.m_ld = m.astype(_LD)
-            if self.kinds.neginf:
-                zmin = np.min(np.where(zz == -np.inf, np.inf, zz), axis=1)
-            elif self.kinds.any_special:
-                zmin = zz.min(axis=1)
             spread = np.where(np.isfinite(zmin), self.mh - zmin.astype(_F), 0.0)
             #: max |d| over the finite entries of each row (inf where d overflows)
             self.spread = np.where(beyond | np.isnan(spread), np.inf, spread)
             #: per row: 1 if m <= 0 (so |z| >= |m|), 2 if |z| <= m, else 0 (see _d_block)
             self.d_mode = np.where(self.mh <= 0, 1, np.where(zmin >= -self.mh, 2, 0))
-            self.neg_m = -self.mh
         self.clamp = self.kinds.neginf or bool((self.spread[~self.kinds.special] > -_DEEP).any())
         self._sums: tuple[np.ndarray, np.ndarray] | None = None
         self.eh: np.ndarray | None = None
@@ -740,18 +765,7 @@ class _Extended:
         m = self.mh[rs, None]
         np.subtract(z, m, out=dh)
         mode = self.d_mode[rs]
-        if self.zl is None and (mode == 1).all():
-            np.subtract(dh, z, out=tmp)
-            np.subtract(self.neg_m[rs, None], tmp, out=dl)
-        elif self.zl is None and (mode == 2).all():
-            np.add(dh, m, out=tmp)
-            np.subtract(z, tmp, out=dl)
-        else:
-            np.subtract(dh, z, out=tmp)
-            np.subtract(dh, tmp, out=dl)
-            np.subtract(z, dl, out=dl)
-            np.add(m, tmp, out=tmp)
-            np.subtract(dl, tmp, out=dl)
+        _difference_low(z, m, dh, None if self.zl is not None else mode, tmp, dl)
         if self.zl is not None:  # longdouble input: add the low parts and renormalize
             np.subtract(self.zl[rs, cs], self.ml[rs, None], out=tmp)
             dl += tmp
@@ -1344,19 +1358,8 @@ class _Plain:
         n, k = z.shape
         self.a = z
         self.shape = (n, k)
-        rows = np.arange(n)
         with np.errstate(all="ignore"):
-            self.j = np.argmax(z, axis=1)
-            m = z[rows, self.j]
-            zmin = z.min(axis=1)
-            self.kinds = _Kinds(z, bool(np.isfinite(m).all() and np.isfinite(zmin).all()))
-            if self.kinds.any_special:
-                z = np.where(self.kinds.special[:, None], z.dtype.type(0), z)
-                self.j = np.argmax(z, axis=1)
-                m = z[rows, self.j]
-                zmin = z.min(axis=1)
-            if self.kinds.neginf:
-                zmin = np.min(np.where(z == -np.inf, np.inf, z), axis=1)
+            z, self.j, m, zmin, self.kinds = _row_extremes(z)
             self.z = z
             self.m = m.astype(_F)
             zmin = zmin.astype(_F)
@@ -1373,18 +1376,7 @@ class _Plain:
         m = self.m[rs, None]
         np.subtract(z, m, out=dh)
         mode = self.d_mode[rs]
-        if (mode == 1).all():
-            np.subtract(dh, z, out=tmp)
-            np.subtract(-m, tmp, out=dl)
-        elif (mode == 2).all():
-            np.add(dh, m, out=tmp)
-            np.subtract(z, tmp, out=dl)
-        else:
-            np.subtract(dh, z, out=tmp)
-            np.subtract(dh, tmp, out=dl)
-            np.subtract(z, dl, out=dl)
-            np.add(m, tmp, out=tmp)
-            np.subtract(dl, tmp, out=dl)
+        _difference_low(z, m, dh, mode, tmp, dl)
         if not self.kinds.all_finite:
             np.copyto(dl, 0.0, where=~np.isfinite(dl))
         return dh, dl
