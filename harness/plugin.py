@@ -204,7 +204,17 @@ class ConformanceFailure(AssertionError):
     """A result that did not pass; its message is the whole failure report."""
 
 
-class XentcheckResult(pytest.Item):
+class _ConformanceItem(pytest.Item):
+    """A test item whose conformance failures print as their message, no traceback."""
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str | Any:
+        if isinstance(excinfo.value, ConformanceFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+class XentcheckResult(_ConformanceItem):
     """One (adapter, function, dtype, regime, check) result: passes when the result did."""
 
     def __init__(self, *, adapter: dict[str, Any], result: dict[str, Any],
@@ -223,17 +233,11 @@ class XentcheckResult(pytest.Item):
         if not self.result["passed"]:
             raise ConformanceFailure(failure_message(self.adapter, self.result))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str | Any:
-        if isinstance(excinfo.value, ConformanceFailure):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
-
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"{self.adapter['name']}: {self.name}"
 
 
-class XentcheckUnavailable(pytest.Item):
+class XentcheckUnavailable(_ConformanceItem):
     """An adapter that could not be started at all: one failing test with the reason."""
 
     def __init__(self, *, adapter: dict[str, Any], **kwargs: Any) -> None:
@@ -244,12 +248,6 @@ class XentcheckUnavailable(pytest.Item):
         __tracebackhide__ = True
         raise ConformanceFailure(f"adapter {self.adapter['name']} ({self.adapter['spec']}) "
                                  f"could not be run: {self.adapter['reason']}")
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str | Any:
-        if isinstance(excinfo.value, ConformanceFailure):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.name

@@ -18,6 +18,7 @@ agreeing to :data:`FAST_CERTIFICATE_DIGITS` digits.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,22 +95,47 @@ def tier_for(case: Case) -> str:
         arrays.append(case.target)
     if not all(np.all(np.isfinite(np.asarray(a, np.float64))) for a in arrays if a is not None):
         return "gold"
-    if case.options.get("reduction") == "mean" and not _mean_denominator(case) > 0:
+    if case.options.get("reduction") == "mean" and not mean_denominator(case) > 0:
         return "gold"
-    if Truth(case).overflowing_rows().any():
+    if overflowing_rows(case).any():
         return "gold"  # rows left ungraded (UNDEFINED): gold's marks
     return work
 
 
-def _mean_denominator(case: Case) -> float:
-    """The divisor of a ``mean``: the kept rows' target weights (class indices) or N."""
+def mean_denominator(case: Case) -> float:
+    """The divisor of a ``mean``: the kept rows' target weights (class indices; summed
+    exactly) or N."""
     if case.target_kind != "indices":
         return float(case.num_rows)
     ignore = case.options.get("ignore_index")
     kept = case.target if ignore is None else case.target[case.target != ignore]
     weight = case.options.get("weight")
-    return float(kept.size) if weight is None else float(
-        np.sum(np.asarray(weight, np.float64)[kept]))
+    if weight is None:
+        return float(kept.size)
+    return math.fsum(np.asarray(weight, np.float64)[kept].tolist())
+
+
+def overflowing_rows(case: Case) -> np.ndarray:
+    """Rows whose shifted logit z_i - max z overflows the dtype where the effective
+    target has mass (weights and smoothing included)."""
+    z = case.logits.astype(np.float64)
+    big = ref.float_format(case.dtype).max
+    with np.errstate(all="ignore"):
+        finite = np.where(np.isfinite(z), z, np.nan)
+        top = np.nanmax(np.where(np.isnan(finite), -np.inf, finite), axis=1, keepdims=True)
+        gap = np.abs(finite - top) > big
+    if case.target_kind == "indices":
+        mass = np.zeros(z.shape, dtype=bool)
+        valid = (case.target >= 0) & (case.target < case.num_classes)
+        mass[np.flatnonzero(valid), case.target[valid]] = True
+        if case.options.get("label_smoothing"):
+            mass[:] = True
+    else:
+        mass = case.target.astype(np.float64) != 0
+        if case.options.get("label_smoothing"):
+            mass[:] = True
+    return np.any(gap & mass, axis=1)
+
 
 
 @dataclass
@@ -222,30 +248,8 @@ class Truth:
             self._values[key] = grading.decode(self.exact(function))
         return self._values[key]
 
-    def overflowing_rows(self) -> np.ndarray:
-        """Rows whose shifted logit z_i - max z overflows the dtype where the effective
-        target has mass (weights and smoothing included)."""
-        case = self.case
-        z = case.logits.astype(np.float64)
-        big = ref.float_format(case.dtype).max
-        with np.errstate(all="ignore"):
-            finite = np.where(np.isfinite(z), z, np.nan)
-            top = np.nanmax(np.where(np.isnan(finite), -np.inf, finite), axis=1, keepdims=True)
-            gap = np.abs(finite - top) > big
-        if case.target_kind == "indices":
-            mass = np.zeros(z.shape, dtype=bool)
-            valid = (case.target >= 0) & (case.target < case.num_classes)
-            mass[np.flatnonzero(valid), case.target[valid]] = True
-            if case.options.get("label_smoothing"):
-                mass[:] = True
-        else:
-            mass = case.target.astype(np.float64) != 0
-            if case.options.get("label_smoothing"):
-                mass[:] = True
-        return np.any(gap & mass, axis=1)
-
     def _mask_overflowing_rows(self, value: Any) -> Any:
-        rows = self.overflowing_rows()
+        rows = overflowing_rows(self.case)
         if not rows.any():
             return value
         if np.ndim(value) == 0:

@@ -26,6 +26,7 @@ from harness import grading
 from harness.adapters.contract import case_dtype
 from harness.checks import Context, boolean_finding, graded_finding
 from harness.findings import Finding
+from harness.truth import mean_denominator
 
 #: Rows of a case re-run one at a time by the batch-invariance check.
 BATCH_ROWS = 3
@@ -205,16 +206,8 @@ def _reductions(ctx: Context) -> Iterator[Finding]:
         yield finding
 
 
-def _denominator(ctx: Context) -> float | None:
-    case = ctx.case
-    if case.target_kind != "indices":
-        return float(case.num_rows)
-    weight = case.options.get("weight")
-    ignore = case.options.get("ignore_index")
-    kept = [int(t) for t in case.target if ignore is None or int(t) != ignore]
-    if weight is None:
-        return float(len(kept))
-    return math.fsum(float(weight[t]) for t in kept)
+def _denominator(ctx: Context) -> float:
+    return mean_denominator(ctx.case)
 
 
 def _mean(total: float, ctx: Context) -> float | None:
