@@ -47,6 +47,7 @@ import numpy as np
 from tabulate import tabulate
 
 from references import fd, gold
+from references.precision import standard_precision
 
 __all__ = [
     "AGREEMENT_PREC",
@@ -95,6 +96,7 @@ class Agreement(NamedTuple):
     unresolved: int
 
 
+@standard_precision
 def agreement_digits(analytic: Any, estimate: Any, error: Any = None) -> Agreement:
     """Worst digits of agreement between ``analytic`` and ``estimate`` (module docstring).
 
@@ -764,6 +766,7 @@ FORMULAS: dict[str, Callable[[Sequence[Case], _Context], AuditRow]] = {
 }
 
 
+@standard_precision
 def run_audit(
     only: Iterable[str] | None = None,
     *,

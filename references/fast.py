@@ -119,7 +119,7 @@ from typing import Any, NamedTuple
 import mpmath
 import numpy as np
 
-from references import gold
+from references import gold, portable
 from references.gold import UNDEFINED
 
 __all__ = [
@@ -129,6 +129,7 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_grad",
     "log_softmax",
+    "log_dd",
     "logsumexp",
     "softmax",
     "undefined_rows",
@@ -608,7 +609,7 @@ def _posinf_limits(z: np.ndarray, n_posinf: np.ndarray, dtype: Any) -> tuple[Any
         lh, ll = _log1p_dd((count - 1).astype(_F), np.zeros(len(count)))
         log_share = -_dd_to_ld(lh, ll)[:, None]
     else:
-        log_share = -np.log(count.astype(_F))[:, None]
+        log_share = -_log1p_dd((count - 1).astype(_F), np.zeros(len(count)))[0][:, None]
     hit = z == np.inf
     p = np.where(hit, share, dtype(0))
     return p, 1 - p, np.where(hit, log_share, dtype(-np.inf))
@@ -650,9 +651,11 @@ def _log1p_dd(sh: np.ndarray, sl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log1p(sh + sl) for sh >= 0 as a double-double, relative error ~2**-66 or better.
 
     s < 2**-5: 2 atanh(w) = 2 (w + w**3/3 + ...), w = s / (2 + s) < 2**-6, the series
-    after w in float64. Otherwise: longdouble log1p refined by one Newton step
-    L += ((1 + s) - exp(L)) / exp(L) with the double-double exp kernel (its ~2**-71 relative
-    error is an absolute error in L, <= 2**-66 relative for L >= 2**-5)."""
+    after w in float64. Otherwise: a float64 log1p (``references.portable``: a few ulps,
+    the same bits on every machine, where NumPy's log1p is not) refined by one Newton step
+    L += ((1 + s) - exp(L)) / exp(L) with the double-double exp kernel (the seed's 2**-50
+    error becomes 2**-100; the kernel's ~2**-71 relative error is an absolute error in L,
+    <= 2**-66 relative for L >= 2**-5)."""
     with np.errstate(all="ignore"):
         th, tl = _dd_add(np.full_like(sh, 2.0), np.zeros_like(sh), sh, sl)
         wh, wl = _dd_div(sh, sl, th, tl)
@@ -660,14 +663,33 @@ def _log1p_dd(sh: np.ndarray, sl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         series = w2 * (1 / 3 + w2 * (1 / 5 + w2 * (1 / 7 + w2 * (1 / 9 + w2 * (
             1 / 11 + w2 * (1 / 13 + w2 / 15))))))
         small = _fast_two_sum(2 * wh, 2 * wl + 2 * wh * series)
-        l0 = np.log1p(sh.astype(_LD) + sl.astype(_LD))
-        l0h, l0l = _ld_to_dd(l0)
+        l0h = portable.log1p(sh + sl)
+        l0l = np.zeros_like(l0h)
         eh, el = _exp_dd(np.where(np.isfinite(l0h), l0h, 0.0), l0l)
         ah, al = _two_sum(1.0, sh)
         residual = (ah - eh) + ((al + sl) - el)
         large = _fast_two_sum(l0h, l0l + residual / eh)
         use_small = ~(sh >= 2.0**-5)
         return np.where(use_small, small[0], large[0]), np.where(use_small, small[1], large[1])
+
+
+def log_dd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(x) for positive finite float64 x as a double-double, ~2**-66 relative or better.
+
+    x = m 2**e with m in [1/2, 1) (exact); log m from a float64 seed
+    (``references.portable``) refined by one Newton step with the double-double exp
+    kernel (m - exp(L) is exact, Sterbenz), plus e ln 2 with ln 2 to 159 bits."""
+    tab = _tables()
+    x = np.asarray(x, _F)
+    with np.errstate(all="ignore"):
+        m, e = np.frexp(x)
+        l0 = portable.log(m)
+        eh, el = _exp_dd(l0)
+        lm = _fast_two_sum(l0, ((m - eh) - el) / eh)
+        # e ln2 = e N (c1 + c2 + c3): e N c1 is exact for |e N| < 2**27
+        ef = e.astype(_F) * _N
+        ph, pl = _two_sum(ef * tab.c1, ef * tab.c2)
+        return _dd_add(ph, pl + ef * tab.c3, *lm)
 
 
 def _dd_full(value: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1349,6 +1371,25 @@ def _gold_cross_entropy(a: np.ndarray, o: _Options, name: str) -> Any:
 # ---------------------------------------------------------------------- the float64 work
 
 
+#: The float64 work's exp carries its values times 2**_PLAIN_S inside the kernel, so that
+#: results down to float64's subnormals come out of one final scaling.
+_PLAIN_S = 64
+
+
+def _plain_exp_into(dh: np.ndarray, dl: np.ndarray, out: np.ndarray, ws: _Scratch) -> None:
+    """out = exp(dh + dl) in float64 for d = dh + dl <= 0 (or NaN), with the table kernel:
+    within about an ulp, and the same bits on every machine (NumPy's exp is not)."""
+    x = np.maximum(dh, _CLAMP, out=ws.f[3])  # exp is 0 below _CLAMP; NaN stays NaN
+    low = None
+    if dl is not None:
+        low = ws.f[4]
+        np.copyto(low, dl)
+        np.copyto(low, 0.0, where=dh < _CLAMP)
+    _exp_into(x, low, out, ws.f[6], ws, _PLAIN_S, True)
+    out += ws.f[6]
+    out *= 2.0**-_PLAIN_S
+
+
 class _Plain:
     """The float64 work: the same formulas in plain float64 (d = z - m kept exact, so
     exp(d) = exp(dh) (1 + dl) stays relatively accurate), in blocks, float64 outputs."""
@@ -1394,10 +1435,7 @@ class _Plain:
                 ws = _scratch((rs.stop - rs.start, cs.stop - cs.start))
                 dh, dl = self._d_block(rs, cs, ws)
                 e = self.e[rs, cs] if self.e is not None else ws.f[5]
-                np.exp(dh, out=e)
-                if dl.any():
-                    dl *= e
-                    e += dl
+                _plain_exp_into(dh, dl, e, ws)
                 col = self.j[rs] - cs.start
                 inside = np.flatnonzero((col >= 0) & (col < cs.stop - cs.start))
                 e[inside, col[inside]] = 0.0
@@ -1408,8 +1446,9 @@ class _Plain:
 
     @functools.cached_property
     def L(self) -> np.ndarray:
+        s = self.sums()
         with np.errstate(all="ignore"):
-            return np.log1p(self.sums())
+            return np.where(np.isfinite(s), _log1p_dd(s, np.zeros_like(s))[0], s)
 
     def _special(self, out: np.ndarray, which: int) -> np.ndarray:
         kinds = self.kinds
@@ -1448,9 +1487,7 @@ class _Plain:
             np.divide(self.e[rs, cs], self.den[rs, None], out=out)
             return
         dh, dl = self._d_block(rs, cs, ws)
-        np.exp(dh, out=out)
-        dl *= out
-        out += dl
+        _plain_exp_into(dh, dl, out, ws)
         out /= self.den[rs, None]
 
     @functools.cached_property
@@ -1462,8 +1499,9 @@ class _Plain:
         rows = np.arange(self.shape[0])
         with np.errstate(all="ignore"):
             dh, dl = _two_sum(self.z[rows, cols].astype(_F), -self.m)
-            e = np.exp(dh)
-            return e + e * np.where(np.isfinite(dl), dl, 0.0)
+            e = np.empty(len(rows))
+            _plain_exp_into(dh, np.where(np.isfinite(dl), dl, 0.0), e, _scratch(e.shape))
+            return e
 
     def softmax(self) -> np.ndarray:
         self.sums(keep=True)

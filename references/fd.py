@@ -82,6 +82,8 @@ import ml_dtypes
 import mpmath
 import numpy as np
 
+from references.precision import standard_precision
+
 __all__ = [
     "DEFAULT_DIGITS",
     "FDEstimate",
@@ -254,6 +256,7 @@ def _perturbed(x: np.ndarray, v: np.ndarray, exp: int, sign: int) -> np.ndarray:
     return out
 
 
+@standard_precision
 def directional_derivative(
     f: Function,
     x: Any,
@@ -396,6 +399,7 @@ def _richardson(
     return FDEstimate(value, error)
 
 
+@standard_precision
 def jacobian(f: Function, x: Any, **options: Any) -> FDEstimate:
     """All partial derivatives of ``f`` at ``x``: shape ``f(x).shape + x.shape``.
 
@@ -490,7 +494,9 @@ def directional_derivative_rows(
     rows = np.ones(x.shape[0]) if scale is None else np.asarray(scale, np.float64)
     if rows.shape != (x.shape[0],) or not np.all((rows > 0) & np.isfinite(rows)):
         raise ValueError("scale must hold one positive finite length per row")
-    h0 = 2.0 ** (round(math.log2(u ** 0.2)) + np.floor(np.log2(rows)))[:, None]
+    # h0 = 2**(round(log2(u) / 5) + floor(log2(scale))): both exponents read exactly
+    # (frexp), never through a log whose last bit could move the step with the machine
+    h0 = np.ldexp(1.0, round((math.frexp(u)[1] - 1) / 5) + (np.frexp(rows)[1] - 1))[:, None]
     moving = v != 0
     xs = np.where(moving, x, 0)
     x_size = np.sum(np.abs(xs), axis=1).astype(np.float64)

@@ -60,6 +60,8 @@ import numpy as np
 from mpmath import mpf
 from mpmath.libmp import from_man_exp
 
+from references.precision import standard_precision
+
 __all__ = [
     "DEFAULT_PREC",
     "GOLD_BITS",
@@ -386,6 +388,7 @@ def _pack_scalars(values: list[Any], single: bool) -> Any:
     return out
 
 
+@standard_precision
 def logsumexp(logits: Any, *, prec: int | None = None) -> Any:
     """log sum_k exp(z_k) per row, exactly.
 
@@ -412,6 +415,7 @@ def logsumexp(logits: Any, *, prec: int | None = None) -> Any:
     return _pack_scalars([row_lse(z) for z in rows], single)
 
 
+@standard_precision
 def softmax(logits: Any, *, prec: int | None = None) -> np.ndarray:
     """p_i = exp(z_i) / sum_k exp(z_k) per row, exactly.
 
@@ -428,6 +432,7 @@ def softmax(logits: Any, *, prec: int | None = None) -> np.ndarray:
     return _pack([_with_prec(p, lambda z=z: _softmax_row(z).p) for z in rows], single, k)
 
 
+@standard_precision
 def log_softmax(logits: Any, *, prec: int | None = None) -> np.ndarray:
     """l_i = z_i - logsumexp(z) per row, exactly (d_i - log1p(s): no cancellation).
 
@@ -447,6 +452,7 @@ def log_softmax(logits: Any, *, prec: int | None = None) -> np.ndarray:
     return _pack([_with_prec(p, lambda z=z: _softmax_row(z).logp) for z in rows], single, k)
 
 
+@standard_precision
 def softmax_jacobian(logits: Any, *, prec: int | None = None) -> np.ndarray:
     """J_ij = dp_i/dz_j = p_i (delta_ij - p_j), i.e. diag(p) - p p^T, per row: (N, K, K).
 
@@ -513,6 +519,7 @@ def _denominator(prep: _Prepared) -> mpf:
     return total
 
 
+@standard_precision
 def cross_entropy(
     logits: Any,
     target: Any,
@@ -569,6 +576,7 @@ def cross_entropy(
         return UNDEFINED if den == 0 else total / den
 
 
+@standard_precision
 def cross_entropy_grad(
     logits: Any,
     target: Any,
@@ -622,6 +630,7 @@ def _divide(value: Any, den: mpf) -> Any:
     return value / den
 
 
+@standard_precision
 def cross_entropy_hessian(logits: Any, target: Any, *, prec: int | None = None) -> np.ndarray:
     """The Hessian of the row loss wrt the logits: (sum y) (diag(p) - p p^T), (N, K, K).
 
@@ -662,6 +671,7 @@ def _probs_rows(probs: Any, target: Any) -> tuple[list[list[mpf]], list[_Target]
     return rows, _targets(target, len(rows), k, single, None), single
 
 
+@standard_precision
 def cross_entropy_from_probs(probs: Any, target: Any, *, prec: int | None = None) -> Any:
     """L = -sum_i y_i log(yhat_i) per row from probabilities (no clipping: y > 0 at
     yhat = 0 gives +inf; 0 log 0 = 0).
@@ -690,6 +700,7 @@ def cross_entropy_from_probs(probs: Any, target: Any, *, prec: int | None = None
     return _pack_scalars([row_loss(r, t) for r, t in zip(rows, targets, strict=True)], single)
 
 
+@standard_precision
 def cross_entropy_grad_wrt_probs(probs: Any, target: Any, *,
                                  prec: int | None = None) -> np.ndarray:
     """dL/dyhat_i = -y_i / yhat_i per row: the unfused route (0 where y_i = 0).

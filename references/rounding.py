@@ -50,6 +50,8 @@ import mpmath
 import numpy as np
 from mpmath import libmp
 
+from references.precision import standard_precision
+
 __all__ = [
     "EXPONENT_CLAMP",
     "ExactValues",
@@ -239,6 +241,7 @@ def _round_decoded(d: tuple[int, bool, int, int], fmt: FloatFormat) -> float:
     return -value if negative else value
 
 
+@standard_precision
 def round_to(values: Any, dtype: Any) -> np.ndarray:
     """Correctly round exact values to ``dtype`` (round to nearest, ties to even).
 
@@ -284,6 +287,7 @@ def _ulp_exponent(man: int, exp: int, fmt: FloatFormat) -> int:
     return e - fmt.precision + 1
 
 
+@standard_precision
 def ulp(x: Any, dtype: Any) -> mpmath.mpf:
     """The spacing of ``dtype``'s values at the exact value ``x``, as an exact ``mpf``.
 
@@ -355,6 +359,7 @@ def _ulp_error_one(c: float, x: tuple[int, bool, int, int], fmt: FloatFormat) ->
     )
 
 
+@standard_precision
 def ulp_error(candidate: Any, exact: Any) -> np.ndarray:
     """Error of each candidate element in ulps of the candidate's dtype.
 
