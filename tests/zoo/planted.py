@@ -240,6 +240,33 @@ class IgnoredMeanNanGradient(Textbook):
         return grad
 
 
+@provides(*_CE)
+class SumReductionNan(Textbook):
+    """reduction="sum" accumulates in a way that gives NaN (an uninitialized or
+    overflowing accumulator); "none" and the gradient are right. The self-consistency
+    differences call the forward with "sum" and must report the NaN, not skip the check."""
+
+    name = "sum-reduction-nan"
+
+    def reduce_loss(self, losses: np.ndarray, denominator: Any, reduction: str) -> Any:
+        if reduction == "sum":
+            return losses.dtype.type(np.nan)
+        return super().reduce_loss(losses, denominator, reduction)
+
+
+@provides(*_CE)
+class SumReductionRaises(Textbook):
+    """The signature accepts ``reduction`` but "sum" raises (only "none" and "mean" were
+    implemented): a declared option that fails is a finding of every check that uses it."""
+
+    name = "sum-reduction-raises"
+
+    def reduce_loss(self, losses: np.ndarray, denominator: Any, reduction: str) -> Any:
+        if reduction == "sum":
+            raise RuntimeError("reduction='sum' is not implemented")
+        return super().reduce_loss(losses, denominator, reduction)
+
+
 # ---------------------------------------------------------------------- -inf and NaN
 
 

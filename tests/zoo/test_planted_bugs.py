@@ -88,6 +88,10 @@ PLANTS: tuple[Plant, ...] = (
           whole_batch=True),
     Plant(P.IgnoredMeanNanGradient, "tiny-spread", "float16",  # a case with every row ignored
           (("ignored-mean", "cross_entropy_grad"),)),
+    Plant(P.SumReductionNan, "moderate", "float64",
+          (("self-fd", "cross_entropy_grad"), ("reduction", "cross_entropy"))),
+    Plant(P.SumReductionRaises, "moderate", "float64",
+          (("self-fd", "cross_entropy_grad"), ("reduction", "cross_entropy"))),
     # -inf and NaN
     Plant(P.NanLossAtMasked, "masked", "float64", (("value", "cross_entropy"),)),
     Plant(P.ClippedProbs, "masked", "float64",
