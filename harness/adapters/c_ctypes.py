@@ -2,8 +2,9 @@
 
 C code is compiled on first use with the system compiler (``$CC``, else ``cc``, ``gcc`` or
 ``clang``) as ``-O2 -fPIC -shared`` (never ``-ffast-math``) into a cache directory
-(``$XDG_CACHE_HOME/xentcheck`` or ``~/.cache/xentcheck``), keyed by a hash of the source,
-the header, the flags and the compiler, and called through ctypes. The C signatures are
+(``$XDG_CACHE_HOME/xentcheck`` or ``~/.cache/xentcheck``), keyed by a hash of everything
+the compiler reads (the preprocessed source: every included header and macro), the flags
+and the compiler, and called through ctypes. The C signatures are
 those of ``csrc/xentcheck.h``; a library is bound to whichever of them it defines.
 
 - ``c`` (:func:`load`): ``csrc/xentcheck_ref.c``, the careful reference in C; every
@@ -148,11 +149,8 @@ def _writable_folder() -> Path:
     return fallback
 
 
-_compiled_paths: dict[tuple[str, ...], tuple[Path, str]] = {}
-
-
 def compile_library(source: str | os.PathLike[str], *, extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile ``source`` into the cache (once per source, header, flags and compiler).
+    """Compile ``source`` into the cache (once per preprocessed source, flags and compiler).
 
     Raises AdapterUnavailable when there is no compiler and CAdapterError (with the
     compiler's messages) when compilation fails.
@@ -160,27 +158,32 @@ def compile_library(source: str | os.PathLike[str], *, extra_flags: tuple[str, .
     return _compile(Path(source), extra_flags)[0]
 
 
+def _run_compiler(command: list[str], what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CAdapterError(f"could not run the C compiler {command[0]}: {exc}") from exc
+    if done.returncode != 0:
+        messages = (done.stderr or done.stdout).strip()
+        raise CAdapterError(f"{what} failed ({shlex.join(command)}):\n{messages[-4000:]}")
+    return done
+
+
 def _compile(source: Path, extra_flags: tuple[str, ...]) -> tuple[Path, str]:
-    """(library path, compiler version) for ``source``, compiling when not cached."""
-    stat = source.stat()
-    memo_key = (
-        str(source.resolve()),
-        str(stat.st_mtime_ns),
-        str(stat.st_size),
-        os.environ.get("CC", ""),
-        os.environ.get("PATH", ""),
-        os.environ.get("XDG_CACHE_HOME", ""),
-        *extra_flags,
-    )
-    if memo_key in _compiled_paths and _compiled_paths[memo_key][0].exists():
-        return _compiled_paths[memo_key]
+    """(library path, compiler version) for ``source``, compiling when not cached.
+
+    The cache key is everything the compiler reads: the preprocessed source (so every
+    header it includes, the user's own too, and every macro), the flags, the compiler's
+    path and its version. Editing an included header therefore rebuilds the library."""
     compiler = find_compiler()
     version = _compiler_version(compiler)
     flags = (*CFLAGS, *extra_flags)
+    include = ["-I", str(CSRC)]
+    preprocessed = _run_compiler(
+        [*compiler, *flags, *include, "-E", str(source)], f"preprocessing {source}").stdout
     digest = hashlib.sha256()
     for part in (
-        source.read_bytes(),
-        HEADER.read_bytes(),
+        preprocessed.encode(),
         " ".join(flags).encode(),
         os.path.realpath(compiler[0]).encode(),
         " ".join(compiler[1:]).encode(),
@@ -194,19 +197,13 @@ def _compile(source: Path, extra_flags: tuple[str, ...]) -> tuple[Path, str]:
         target = _writable_folder() / name
     if not target.exists():
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        command = [*compiler, *flags, "-I", str(CSRC), "-o", str(partial), str(source), "-lm"]
+        command = [*compiler, *flags, *include, "-o", str(partial), str(source), "-lm"]
         try:
-            built = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise CAdapterError(f"could not run the C compiler {compiler[0]}: {exc}") from exc
-        if built.returncode != 0:
+            _run_compiler(command, f"compiling {source}")
+        except CAdapterError:
             partial.unlink(missing_ok=True)
-            messages = (built.stderr or built.stdout).strip()
-            raise CAdapterError(
-                f"compiling {source} failed ({shlex.join(command)}):\n{messages[-4000:]}"
-            )
+            raise
         os.replace(partial, target)  # atomic: concurrent workers never see a partial file
-    _compiled_paths[memo_key] = (target, version or compiler[0])
     return target, version or compiler[0]
 
 

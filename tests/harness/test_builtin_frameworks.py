@@ -552,10 +552,9 @@ def test_compiled_libraries_are_cached(
 ) -> None:
     first = c_ctypes.compile_library(EXAMPLE_C)
     stamp = first.stat().st_mtime_ns
-    monkeypatch.setattr(c_ctypes, "_compiled_paths", {})  # forget the in-process memo
 
     def no_compiling(command: list[str], **kwargs: Any) -> Any:
-        if "--version" not in command:
+        if "--version" not in command and "-E" not in command:
             raise AssertionError(f"recompiled a cached library: {command}")
         return _real_run(command, **kwargs)
 
@@ -563,6 +562,26 @@ def test_compiled_libraries_are_cached(
     monkeypatch.setattr(c_ctypes.subprocess, "run", no_compiling)
     assert c_ctypes.compile_library(EXAMPLE_C) == first
     assert first.stat().st_mtime_ns == stamp
+
+
+def test_editing_an_included_header_rebuilds_the_library(
+    compile_cache: Path, tmp_path: Path
+) -> None:
+    """The cache key covers what the compiler read: a header the source includes, edited
+    after a first build, gives a new library (a stale one would keep the old behaviour)."""
+    header = tmp_path / "my_scale.h"
+    source = tmp_path / "scaled.c"
+    source.write_text(
+        '#include "xentcheck.h"\n#include "my_scale.h"\n'
+        "int xc_logsumexp(const double *x, double *out, int64_t n, int64_t k) {\n"
+        "  for (int64_t i = 0; i < n; i++) out[i] = SCALE * x[i * k];\n  return 0;\n}\n")
+    x = np.array([[3.0, 1.0]])
+    header.write_text("#define SCALE 1.0\n")
+    first = c_ctypes.compile_library(source)
+    assert c_ctypes.load_user(str(source)).logsumexp(x).tolist() == [3.0]
+    header.write_text("#define SCALE 2.0\n")
+    assert c_ctypes.compile_library(source) != first
+    assert c_ctypes.load_user(str(source)).logsumexp(x).tolist() == [6.0]
 
 
 def test_user_library_without_xentcheck_symbols_is_refused(
