@@ -34,7 +34,14 @@ import numpy as np
 
 from harness.adapters.contract import DTYPES, OPTIONS, REDUCTIONS, case_dtype, dtype_name
 
-__all__ = ["CASE_FORMAT", "TARGET_KINDS", "Case", "decode_floats", "encode_floats"]
+__all__ = [
+    "CASE_FORMAT",
+    "TARGET_KINDS",
+    "Case",
+    "decode_floats",
+    "encode_floats",
+    "fingerprint_cases",
+]
 
 #: How a case's target is given: class indices (int64, ``(N,)``) or one of the probability
 #: forms (``(N, K)`` in the case dtype): exactly one 1 per row; non-negative rows summing
@@ -320,13 +327,18 @@ class Case:
             opts,
         )
 
-    def digest(self) -> str:
-        """A short hash of the contents (dtype, shape, bits of every array, options)."""
+    def fingerprint(self) -> str:
+        """The SHA-256 of the contents (dtype, shape, target kind, the bits of every array,
+        options), ids and provenance left out: equal fingerprints, equal inputs."""
         h = hashlib.sha256()
         for part in self._content():
             h.update(repr(part).encode() if not isinstance(part, bytes) else part)
             h.update(b"\x00")
-        return h.hexdigest()[:16]
+        return h.hexdigest()
+
+    def digest(self) -> str:
+        """A short hash of the contents: the first 16 digits of :meth:`fingerprint`."""
+        return self.fingerprint()[:16]
 
     def same_as(self, other: Case) -> bool:
         """Whether ``other`` is the same case bit for bit (ids, provenance and contents)."""
@@ -387,6 +399,14 @@ class Case:
             f"<Case {self.case_id}: logits {self.shape} {self.dtype}, "
             f"target {self.target_kind}, options {{{opts}}}>"
         )
+
+
+def fingerprint_cases(cases: Sequence[Case]) -> str:
+    """The SHA-256 of a set of cases' contents, independent of their order and ids."""
+    h = hashlib.sha256()
+    for digest in sorted(case.fingerprint() for case in cases):
+        h.update(digest.encode())
+    return h.hexdigest()
 
 
 def _exact_sum(values: np.ndarray) -> Fraction:

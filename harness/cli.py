@@ -1,7 +1,14 @@
 """The ``xentcheck`` command line.
 
-Exit codes: 0 conformant (or the command succeeded), 1 nonconformant or regressed,
-2 usage or setup error (one clear line on stderr, never a traceback).
+Exit codes, each meaning one thing (so that CI can tell a finding from a crash):
+
+- 0: conformant (or the command succeeded);
+- 1: nonconformant, or regressed against a baseline;
+- 2: usage, setup or input-file error: a bad option, an adapter that cannot be loaded, a
+  corrupted pinned corpus or report, an unwritable ``--out``, a floating-point
+  environment that is not IEEE's default; one line on stderr, never a traceback;
+- 3: internal error: one line on stderr naming the file that holds the traceback;
+- 130 / 143: interrupted by SIGINT / SIGTERM (the previous reports are left as they were).
 
 With ``run --baseline FILE`` the exit code reflects regressions against the baseline only
 (see :mod:`harness.compare`): known failures recorded in the baseline do not fail a CI job,
@@ -11,7 +18,12 @@ anything newly failing or a max_ulp growth beyond the slack does.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +33,32 @@ from harness import options
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+def say(text: str) -> None:
+    """Print a line of output; a reader that went away (``xentcheck run | head``) silences
+    the rest of the output, but never stops the run or its reports."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 class UsageError(Exception):
     """A user mistake: reported as one line with exit code 2."""
+
+
+class InternalError(Exception):
+    """Something of xentcheck's own failed (not the user's input, not a candidate's fault):
+    one line with exit code 3."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` (workers, temporary
+    report folders) runs on the way out, as for SIGINT."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,7 +82,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from harness.adapters import format_adapter_list, list_adapters
 
-    print(format_adapter_list(list_adapters()))
+    say(format_adapter_list(list_adapters()))
     return EXIT_OK
 
 
@@ -87,8 +121,9 @@ def _builtin_names() -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness import runner, strategies
+    from harness import grading, runner, strategies
     from harness.adapters.contract import DTYPES, AdapterSpecError
+    from harness.fpenv import FloatingPointEnvironmentError
 
     baseline = _load_report(args.baseline, "--baseline") if args.baseline else None
     dtypes = args.dtype or list(DTYPES)
@@ -105,9 +140,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             strategies.load_corpus(args.cases)
         except ValueError as err:
             raise UsageError(str(err)) from None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out} is a file; give a directory for the reports")
+    try:
+        grading.load_budgets(args.budgets)
+        runner.load_pinned()
+    except ValueError as err:  # BudgetError, PinnedCasesError
+        raise UsageError(str(err)) from None
+    out = _writable_out(args.out, "--out")
     # Without --adapter: every built-in, each loaded in its own worker only (the ones that
     # cannot start there, e.g. torch-cuda without a GPU, are left out of the report).
     adapters = args.adapter or _builtin_names()
@@ -121,50 +159,72 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.max_examples:
             hunts = _hunt(args, args.adapter or _default_adapters(), dtypes)
             settings["extra_cases"] = _hunted_cases(hunts)
-    except AdapterSpecError as err:
-        raise UsageError(str(err)) from None
-    try:
         if args.jobs > 1:
             data = runner.run_parallel(adapters, jobs=args.jobs, **settings)
         else:
             data = runner.run(adapters, progress=progress, **settings).to_dict()
-    except AdapterSpecError as err:
+    except (AdapterSpecError, FloatingPointEnvironmentError) as err:
         raise UsageError(str(err)) from None
+    except runner.RunError as err:
+        raise InternalError(str(err)) from None
     if hunts:
         data["hunts"] = [h.to_dict() for h in hunts]
+    code = _print_verdicts(data)  # before writing: a full disk must not hide them
     _write_reports(data, out)
-    code = _print_verdicts(data, out)
+    say(f"{data['cases']} cases in {data['seconds']:.1f} s; reports in {out}/")
+    if args.pin and hunts:
+        _pin(hunts)
     if baseline is not None:
         return _guard(baseline, data, args.ulp_slack)
     return code
 
 
-def _write_reports(data: dict[str, Any], out: Path) -> None:
-    """Write every report format that exists (JSON, Markdown; HTML and JUnit when present)."""
-    import importlib
-    import importlib.util
+def _writable_out(path: str, what: str) -> Path:
+    """The reports folder, created; a UsageError before any work when it cannot be
+    written (a run's results must never be lost at the end)."""
+    from harness import report
 
-    from harness.report import json_report, markdown
-
-    writers: list[Any] = [json_report, markdown]
-    for name in ("harness.report.html", "harness.report.junit"):
-        if importlib.util.find_spec(name) is not None:
-            writers.append(importlib.import_module(name))
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{what} {path} is a file; give a directory for the reports")
     try:
-        for writer in writers:
-            writer.write(data, out)
+        report.check_writable(out)
     except OSError as err:
-        raise UsageError(f"cannot write the reports to {out}: {err.strerror or err}") from None
+        raise UsageError(f"{what} {path}: cannot write reports there "
+                         f"({err.strerror or err})") from None
+    return out
 
 
-def _print_verdicts(data: dict[str, Any], out: Path) -> int:
-    """One line per adapter and a summary; EXIT_OK when every adapter passed."""
+def _write_reports(data: dict[str, Any], out: Path, *, stem: str | None = None,
+                   with_json: bool = True) -> list[Path]:
+    """Write the report set (all of it or nothing; see :mod:`harness.report`)."""
+    from harness import report
+
+    try:
+        return report.write_set(data, out, stem=stem or report.STEM, with_json=with_json)
+    except OSError as err:
+        raise UsageError(f"cannot write the reports to {out}/ ({err.strerror or err}); "
+                         "the reports there are as they were") from None
+
+
+def _pin(hunts: list[Any]) -> None:
+    from harness import hunt, runner
+
+    try:
+        added = hunt.pin(_hunted_cases(hunts))
+    except OSError as err:
+        raise UsageError(f"--pin: cannot write {runner.PINNED_CASES} "
+                         f"({err.strerror or err}); the reports are written") from None
+    say(f"pinned {added} new worst cases in harness/data/pinned_cases.jsonl")
+
+
+def _print_verdicts(data: dict[str, Any]) -> int:
+    """One line per adapter; EXIT_OK when every adapter passed."""
     for adapter in data["adapters"]:
         failing = sum(1 for r in adapter["results"] if not r["passed"])
         extra = f" ({adapter['reason']})" if adapter.get("reason") else (
             f" ({failing} failing results)" if failing else "")
-        print(f"{adapter['name']:<12} {adapter['verdict']}{extra}")
-    print(f"{data['cases']} cases in {data['seconds']:.1f} s; reports in {out}/")
+        say(f"{adapter['name']:<12} {adapter['verdict']}{extra}")
     conformant = all(a["verdict"] == "pass" for a in data["adapters"])
     return EXIT_OK if conformant else EXIT_FAIL
 
@@ -190,9 +250,9 @@ def _guard(baseline: dict[str, Any], current: dict[str, Any], ulp_slack: float) 
 
     try:
         comparison = compare(baseline, current, ulp_slack=ulp_slack)
-    except (KeyError, TypeError, ValueError) as err:
-        raise UsageError(f"cannot compare the reports: malformed result ({err!r})") from None
-    print(comparison.format())
+    except ValueError as err:
+        raise UsageError(f"cannot compare the reports: {err}") from None
+    say(comparison.format())
     return EXIT_FAIL if comparison.regressed else EXIT_OK
 
 
@@ -205,32 +265,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_merge(args: argparse.Namespace) -> int:
     from harness.merge import merge
 
-    out = Path(args.out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"OUT_DIR {args.out_dir} is a file; give a directory for the reports")
+    out = _writable_out(args.out_dir, "OUT_DIR")
     shards = [_load_report(path, "SHARD") for path in args.shards]
     try:
-        data = merge(shards)
+        data = merge(shards, names=args.shards)
     except ValueError as err:
-        raise UsageError(f"cannot merge {', '.join(args.shards)}: {err}") from None
-    except (KeyError, TypeError) as err:
-        raise UsageError(f"cannot merge {', '.join(args.shards)}: malformed report "
-                         f"({err!r})") from None
+        raise UsageError(f"cannot merge: {err}") from None
+    code = _print_verdicts(data)
     _write_reports(data, out)
-    return _print_verdicts(data, out)
+    say(f"{data['cases']} cases merged from {len(shards)} shards; reports in {out}/")
+    return code
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """Re-render a JSON report's Markdown, HTML and JUnit beside it (or in --out), named
+    after it: ``x/other.json`` gives ``x/other.md``, ... The JSON itself is never written."""
     data = _load_report(args.json, "JSON")
-    out = Path(args.out) if args.out else Path(args.json).parent
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out} is a file; give a directory for the reports")
-    try:
-        _write_reports(data, out)
-    except (KeyError, TypeError) as err:
-        raise UsageError(f"{args.json}: malformed report ({err!r})") from None
-    written = sorted(p.name for p in out.glob("conformance.*"))
-    print(f"re-rendered {', '.join(written)} in {out}/")
+    source = Path(args.json)
+    stem = source.name[:-len(".json")] if source.name.endswith(".json") else source.stem
+    out = _writable_out(args.out, "--out") if args.out else source.parent
+    written = _write_reports(data, out, stem=stem, with_json=False)
+    say(f"re-rendered {', '.join(p.name for p in written)} in {out}/")
     return EXIT_OK
 
 
@@ -277,12 +332,9 @@ def _hunt(args: argparse.Namespace, adapters: list[str], dtypes: list[str]) -> l
                             max_examples=args.max_examples, seed=args.seed,
                             profile=args.profile, timeout=args.timeout,
                             budgets_path=args.budgets, max_classes=args.max_classes)
-    if args.pin:
-        added = hunt.pin(_hunted_cases(results))
-        print(f"pinned {added} new worst cases in harness/data/pinned_cases.jsonl")
     for result in results:
         if result.found_failure:
-            print(f"hunt: {result.summary()}")
+            say(f"hunt: {result.summary()}")
     return results
 
 
@@ -318,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xentcheck",
         description="Verify softmax / cross-entropy implementations against exact references.",
     )
+    import harness
+
+    parser.add_argument("--version", action="version", version=f"xentcheck {harness.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     audit = sub.add_parser(
         "audit", help="prove every derivation of the references by finite differences"
@@ -358,8 +413,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def save_traceback(exc: BaseException) -> Path | None:
+    """Write ``exc``'s traceback to a new file in the temporary folder; its path (None
+    when nothing could be written)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"xentcheck-traceback-{time.strftime('%Y%m%d-%H%M%S')}-",
+                                    suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(f"xentcheck {' '.join(sys.argv[1:])}\n\n{text}")
+    except OSError:
+        return None
+    return Path(name)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding application): leave it alone
+        pass
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -367,11 +445,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return int(args.func(args))
     except UsageError as err:
-        print(f"xentcheck: error: {err}", file=sys.stderr)
+        print(f"xentcheck: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except InternalError as err:
+        print(f"xentcheck: internal error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("xentcheck: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("xentcheck: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as exc:  # a bug of xentcheck's: one line, the traceback in a file
+        path = save_traceback(exc)
+        where = f"; traceback in {path}" if path else ""
+        print(f"xentcheck: internal error: {type(exc).__name__}: {_one_line(exc)}{where}",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 if __name__ == "__main__":

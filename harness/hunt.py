@@ -57,6 +57,7 @@ from harness.cases import Case
 from harness.checks import Context, fault_finding, graded_finding, rows_of
 from harness.findings import Worst
 from harness.truth import MAX_JACOBIAN_CLASSES, Truth
+from references import portable
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES",
@@ -226,7 +227,7 @@ _BROKEN = _Score(LOG2_CAP, LOG2_CAP, math.inf, math.inf, "broken", True)
 
 def _log2(values: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.clip(np.log2(values), -LOG2_CAP, LOG2_CAP)
+        return np.clip(portable.log2(values), -LOG2_CAP, LOG2_CAP)
 
 
 def _margins(grades: grading.ElementGrades, policy: grading.Profile,

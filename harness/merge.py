@@ -1,8 +1,10 @@
-"""Merge conformance reports of shards (``xentcheck merge``, ``run --jobs``).
+"""Merge conformance reports of shards (``xentcheck merge``) and of ``run --jobs`` parts.
 
 Results are added up per (adapter, check, function, dtype, regime) exactly as a single
 run adds up its findings, so the shards of a run merge into that run's report (timings
-aside).
+aside). :func:`merge` first checks that the reports are the shards of one run, each once
+and none missing (each records its ``I/N`` and the fingerprints of its cases);
+:func:`combine` adds up parts that are known to be so.
 """
 
 from __future__ import annotations
@@ -60,10 +62,7 @@ def _verdict(adapter: dict[str, Any]) -> str:
     return "fail" if any(not r["passed"] for r in adapter["results"]) else "pass"
 
 
-def merge(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One report from the reports of the shards of a run (same settings but the shard)."""
-    if not reports:
-        raise ValueError("nothing to merge")
+def _same_run(reports: Sequence[dict[str, Any]]) -> None:
     first = reports[0]
     for other in reports[1:]:
         if other.get("schema") != first.get("schema"):
@@ -72,6 +71,18 @@ def merge(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         theirs = {k: v for k, v in other["settings"].items() if k != "shard"}
         if mine != theirs:
             raise ValueError("cannot merge reports of runs with different settings")
+        if other["platform"].get("xentcheck") != first["platform"].get("xentcheck"):
+            raise ValueError("cannot merge reports of different xentcheck versions")
+
+
+def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from reports of disjoint parts of one run (``run --jobs`` parts, or the
+    shards :func:`merge` has checked): results added up as a single run adds up its
+    findings, so the parts give that run's report (timings aside)."""
+    if not reports:
+        raise ValueError("nothing to merge")
+    _same_run(reports)
+    first = reports[0]
     adapters: dict[str, dict[str, Any]] = {}
     for report in reports:
         for adapter in report["adapters"]:
@@ -95,6 +106,7 @@ def merge(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         adapter["results"] = [index[k] for k in sorted(index)]
         adapter["verdict"] = _verdict(adapter)
         merged_adapters.append(adapter)
+    skipped = {s["name"]: s for r in reports for s in r.get("skipped") or ()}
     settings = {**first["settings"], "shard": None}
     return {
         "schema": first["schema"],
@@ -102,5 +114,49 @@ def merge(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "settings": settings,
         "cases": sum(r["cases"] for r in reports),
         "seconds": max(r.get("seconds", 0.0) for r in reports),
+        "inputs": sorted(i for r in reports for i in r.get("inputs") or ()),
+        "skipped": [skipped[name] for name in sorted(skipped)],
         "adapters": merged_adapters,
     }
+
+
+def merge(shards: Sequence[dict[str, Any]], names: Sequence[str] | None = None
+          ) -> dict[str, Any]:
+    """One report from the reports of the shards of one run (``run --shard I/N``).
+
+    Refused with a one-line ``ValueError``: a report that is not a shard, shards of
+    different runs (settings, xentcheck version, N), a shard given twice, a missing shard,
+    shards that share a case. ``names`` (the files, for messages) default to ``#1``, ..."""
+    if not shards:
+        raise ValueError("nothing to merge")
+    labels = list(names) if names is not None else [f"#{i}" for i in range(1, len(shards) + 1)]
+    seen: dict[int, str] = {}
+    count = None
+    for label, shard in zip(labels, shards, strict=True):
+        text = shard["settings"].get("shard")
+        if not text:
+            raise ValueError(f"{label} is not a shard (its run had no --shard I/N)")
+        index, _, total = str(text).partition("/")
+        if not (index.isdigit() and total.isdigit()):
+            raise ValueError(f"{label}: shard {text!r} is not I/N")
+        i, n = int(index), int(total)
+        if count is not None and n != count:
+            raise ValueError(f"{label} is shard {i}/{n}, the others are of {count}")
+        count = n
+        if i in seen:
+            raise ValueError(f"shard {i}/{n} is given twice ({seen[i]} and {label})")
+        seen[i] = label
+        if "inputs" not in shard:
+            raise ValueError(f"{label} records no inputs (written by an older xentcheck)")
+    assert count is not None
+    missing = sorted(set(range(1, count + 1)) - set(seen))
+    if missing:
+        raise ValueError(f"shard{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(f'{i}/{count}' for i in missing)} missing")
+    owner: dict[str, str] = {}
+    for label, shard in zip(labels, shards, strict=True):
+        for case_id, *_ in shard["inputs"]:
+            if case_id in owner:
+                raise ValueError(f"case {case_id!r} is in both {owner[case_id]} and {label}")
+            owner[case_id] = label
+    return combine(shards)

@@ -38,6 +38,34 @@ def positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+#: The largest K of a sample (a large LLM vocabulary, 2**17): ``--max-classes`` above it is
+#: refused, as :func:`harness.strategies.sample` refuses it.
+MAX_CLASSES = 131072
+
+#: The largest seed: SeedSequence takes any non-negative integer, but a seed is a number a
+#: person types and a report prints; 2**63 - 1 keeps it an int64 everywhere.
+MAX_SEED = 2**63 - 1
+
+
+def bounded(kind: type, low: float, high: float, what: str = "a number") -> Callable[[str], Any]:
+    """An argparse ``type``: a finite number of ``kind`` within [low, high] (NaN, inf and
+    anything outside refused with one line)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:  # False for NaN too
+            shown = (f"{low:g}", f"{high:g}") if kind is float else (low, high)
+            raise argparse.ArgumentTypeError(
+                f"expected {what} in [{shown[0]}, {shown[1]}], got {text!r}")
+        return value
+
+    parse.__name__ = f"bounded_{kind.__name__}"
+    return parse
+
+
 @dataclass(frozen=True)
 class Option:
     """One run option: what both argparse and pytest's ``parser.addoption`` are given.
@@ -100,11 +128,13 @@ RUN_OPTIONS: tuple[Option, ...] = (
            help="float64, float32, float16, bfloat16 (repeatable; default all)"),
     Option("regime", repeatable=True, metavar="REGIME",
            help="a named input regime (repeatable; default all)"),
-    Option("seed", type=int, default=0, help="seed of the fixed samples"),
-    Option("timeout", type=positive(float), default=60.0, metavar="S",
-           help="seconds one adapter call may take (default 60)"),
-    Option("max-classes", type=positive(int), metavar="K",
-           help="largest K of the samples (131072 for vocabulary-sized rows)"),
+    Option("seed", type=bounded(int, 0, MAX_SEED, "a whole number"), default=0,
+           help="seed of the fixed samples (default 0)"),
+    Option("timeout", type=bounded(float, 1e-3, 86400.0, "seconds"), default=60.0,
+           metavar="S", help="seconds one adapter call may take (default 60)"),
+    Option("max-classes", type=bounded(int, 1, MAX_CLASSES, "a number of classes"),
+           metavar="K", help=f"largest K of the samples (up to {MAX_CLASSES}, for "
+                             "vocabulary-sized rows)"),
     Option("budgets", metavar="FILE", help="per-adapter accuracy budgets (JSON)"),
 )
 

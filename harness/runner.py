@@ -20,14 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from harness import grading, strategies
+from harness import fpenv, grading, strategies
 from harness.adapters import contract
 from harness.cases import Case
 from harness.checks import Context, families
 from harness.findings import Finding, Result
 from harness.truth import Truth
 
-SCHEMA = "xentcheck-conformance/1"
+#: The report schema. /2 added the input fingerprints (``inputs``), the versions of
+#: xentcheck and Hypothesis, NumPy's SIMD targets, the report id and the built-ins left out.
+SCHEMA = "xentcheck-conformance/2"
 
 #: Worst cases found by hunting, replayed by every run (one Case JSON per line).
 PINNED_CASES = Path(__file__).resolve().parent / "data" / "pinned_cases.jsonl"
@@ -76,12 +78,19 @@ class AdapterReport:
 
 @dataclass
 class RunReport:
-    """Everything a run found: the settings, the platform and each adapter's results."""
+    """Everything a run found: the settings, the platform and each adapter's results.
+
+    ``inputs`` fingerprints every case the run graded (``[case id, dtype, regime,
+    SHA-256 of its contents]``), so that reports compare like with like and shards merge
+    only with their own run; ``skipped`` names the built-ins a default run left out and
+    why (their framework is not installed)."""
 
     settings: dict[str, Any]
     adapters: list[AdapterReport]
     cases: int
     seconds: float = 0.0
+    inputs: list[list[str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def conformant(self) -> bool:
@@ -95,31 +104,94 @@ class RunReport:
             "settings": self.settings,
             "cases": self.cases,
             "seconds": round(self.seconds, 3),
+            "inputs": sorted(self.inputs),
+            "skipped": list(self.skipped),
             "adapters": [a.to_dict() for a in self.adapters],
         }
 
 
+def simd_targets() -> list[str]:
+    """The SIMD code NumPy dispatches to in this process (e.g. ``["X86_V3", "X86_V4"]``):
+    it decides the last bits of NumPy-based candidates' results, never the harness's."""
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # pragma: no cover - NumPy < 2
+        return []
+    features = getattr(umath, "__cpu_features__", {})
+    return [name for name in getattr(umath, "__cpu_dispatch__", ()) if features.get(name)]
+
+
 def platform_info(adapters: Sequence[AdapterReport] = ()) -> dict[str, Any]:
+    import hypothesis
     import mpmath
     import numpy
 
+    import harness
+
     return {
+        "xentcheck": harness.__version__,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "mpmath": mpmath.__version__,
+        "hypothesis": hypothesis.__version__,
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "system": platform.system(),
+        "simd": simd_targets(),
         "adapter_versions": {a.name: a.version for a in adapters},
     }
 
 
+class RunError(RuntimeError):
+    """A run could not be completed (a process of it died); the message is one line."""
+
+
+class PinnedCasesError(ValueError):
+    """The pinned-cases file cannot be read: the one-line message names the file and line."""
+
+
 def load_pinned(path: Path = PINNED_CASES) -> list[Case]:
-    """The pinned worst cases (one Case JSON per line); none if the file is absent."""
+    """The pinned worst cases (one Case JSON per line); none if the file is absent.
+    Raises :class:`PinnedCasesError` naming the line of a corrupted file (a merge
+    conflict's markers, a truncated line)."""
     if not path.exists():
         return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return [Case.from_json(line) for line in lines]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PinnedCasesError(f"{path}: cannot be read ({exc})") from None
+    cases = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            cases.append(Case.from_json(line))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            shown = line if len(line) <= 40 else line[:37] + "..."
+            raise PinnedCasesError(
+                f"{path}:{number}: not a pinned case ({type(exc).__name__}: "
+                f"{str(exc)[:120]}): {shown!r}") from None
+    return cases
+
+
+def fingerprints(cases: Iterable[Case]) -> list[list[str]]:
+    """``[case id, dtype, regime, SHA-256 of the contents]`` of each case."""
+    return [[c.case_id, c.dtype, c.regime, c.fingerprint()] for c in cases]
+
+
+def unique_names(handles: Sequence[Any]) -> list[str]:
+    """The report name of each adapter: its own name, or ``name (spec)`` where two adapters
+    of one run share a name (``v1/impl.py`` and ``v2/impl.py`` are both ``impl``). The
+    same spec given twice is refused with :class:`AdapterSpecError`."""
+    from harness.adapters.contract import AdapterSpecError
+
+    specs = [h.spec for h in handles]
+    for spec in specs:
+        if specs.count(spec) > 1:
+            raise AdapterSpecError(f"adapter {spec!r} is given twice")
+    names = [str.__str__(h.name) for h in handles]
+    return [f"{name} ({spec})" if names.count(name) > 1 else name
+            for name, spec in zip(names, specs, strict=True)]
 
 
 def build_cases(*, dtypes: Sequence[str], regimes: Sequence[str], seed: int = 0,
@@ -136,8 +208,8 @@ def build_cases(*, dtypes: Sequence[str], regimes: Sequence[str], seed: int = 0,
     if cases_file is not None:
         for dtype in dtypes:
             cases.extend(strategies.load_corpus(cases_file, dtype=dtype))
-    if pinned:
-        cases.extend(c for c in load_pinned() if c.dtype in dtypes)
+    if pinned:  # the pinned cases of the regimes and dtypes asked for
+        cases.extend(c for c in load_pinned() if c.dtype in dtypes and c.regime in regimes)
     return cases
 
 
@@ -185,33 +257,46 @@ def run(
 
     ``adapters``: built-in names, specs (``pkg.mod:attr``, ``file.py:attr``, ``c:file.c``)
     or adapter objects. Raises :class:`~harness.adapters.contract.AdapterSpecError` for a
-    spec that cannot be resolved (a usage error); an adapter that cannot be started is
-    reported with verdict ``error`` and the run goes on, or left out of the report with
-    ``skip_unavailable`` (how a default run treats a built-in whose framework is absent).
+    spec that cannot be resolved or is given twice (a usage error); an adapter that cannot
+    be started is reported with verdict ``error`` and the run goes on, or left out of the
+    report (named in ``skipped``) with ``skip_unavailable`` (how a default run treats a
+    built-in whose framework is absent). Two adapters with one name are told apart as
+    ``name (spec)``. Raises :class:`~harness.fpenv.FloatingPointEnvironmentError` when the
+    floating-point environment of this process is not IEEE's default, at the start or
+    after an in-process adapter changed it.
     """
     from harness.adapters.registry import open_adapter
 
     started = time.monotonic()
+    fpenv.check("before the run")
     policy = grading.profile(profile, ulp_budget=ulp_budget)
     budgets = grading.load_budgets(budgets_path)
     cases = shard_of(build_cases(dtypes=dtypes, regimes=regimes, seed=seed,
                                  cases_file=cases_file, max_classes=max_classes)
                      + list(extra_cases), shard)
     cases = part_of(cases, part)  # this process's part of a --jobs run
-    handles = [open_adapter(a, timeout=timeout) for a in adapters]
+    handles: list[Any] = []
     reports: list[AdapterReport] = []
+    skipped: list[dict[str, str]] = []
     try:
+        for adapter in adapters:
+            handles.append(open_adapter(adapter, timeout=timeout))
+        kept = []
         for handle in handles:
             handle.wait()
             if skip_unavailable and handle.unavailable is not None:
+                skipped.append({"name": handle.name, "reason": handle.unavailable})
                 continue
+            kept.append(handle)
+        names = unique_names(kept)
+        for handle, name in zip(kept, names, strict=True):
             reports.append(AdapterReport(
-                name=handle.name, spec=handle.spec, version=handle.version,
+                name=name, spec=handle.spec, version=handle.version,
                 dtypes=tuple(handle.dtypes), provides=sorted(handle.provides),
                 unavailable=handle.unavailable))
-        by_name = {r.name: r for r in reports}
-        live = [(h, by_name[h.name]) for h in handles
-                if h.name in by_name and by_name[h.name].unavailable is None]
+        live = [(h, r) for h, r in zip(kept, reports, strict=True) if r.unavailable is None]
+        in_process = any(not h.isolated for h, _ in live)
+        fpenv.check("while loading the adapters")
         checks = families()
         for number, case in enumerate(cases, 1):
             if progress is not None:
@@ -227,6 +312,8 @@ def run(
                     for family in checks.values():
                         for finding in family(ctx):
                             report.add(finding)
+                if in_process and not handle.isolated:
+                    fpenv.check(f"by the in-process adapter {report.name!r}")
     finally:
         # workers exit concurrently (each takes a moment to tear its framework down)
         with ThreadPoolExecutor(max_workers=max(1, len(handles))) as pool:
@@ -237,7 +324,8 @@ def run(
         "shard": f"{shard[0]}/{shard[1]}" if shard else None, "timeout": timeout,
         "max_classes": max_classes,
     }
-    return RunReport(settings, reports, len(cases), time.monotonic() - started)
+    return RunReport(settings, reports, len(cases), time.monotonic() - started,
+                     inputs=fingerprints(cases), skipped=skipped)
 
 
 def _run_part(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -251,14 +339,20 @@ def run_parallel(adapters: Sequence[str], *, jobs: int, **kwargs: Any) -> dict[s
     the JSON-ready report (as ``run(...).to_dict()`` would)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    from harness.merge import merge
+    from harness.merge import combine
 
     kwargs.pop("progress", None)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        parts = list(pool.map(_run_part, [dict(kwargs, adapters=list(adapters),
-                                               part=(i, jobs)) for i in range(1, jobs + 1)]))
-    merged = merge(parts)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            parts = list(pool.map(_run_part, [dict(kwargs, adapters=list(adapters),
+                                                   part=(i, jobs))
+                                              for i in range(1, jobs + 1)]))
+    except BrokenProcessPool:
+        raise RunError("a --jobs process died before finishing its part (killed, e.g. "
+                       "for memory?); nothing was graded") from None
+    merged = combine(parts)
     merged["settings"]["shard"] = kwargs.get("shard") and "{}/{}".format(*kwargs["shard"])
     return merged

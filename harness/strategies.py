@@ -14,6 +14,13 @@ stable across versions, and turns them into numbers itself, so the same seed giv
 same cases byte for byte on every run and machine, independent of Hypothesis and its
 database; case ``i`` does not depend on how many cases are asked for.
 
+Samples are portable: only operations that IEEE 754 rounds exactly (integers, ``+ - * /``,
+``ldexp``, casts) and constants computed with mpmath go into them, never NumPy's or the
+libm's ``exp``/``log``/``cos``, whose last bits change with the CPU's SIMD code
+(:mod:`references.portable`; normal deviates come from integer sums).
+``harness/data/sample_fingerprints.json`` holds the SHA-256 of
+every default sample; the tests regenerate them, also with NumPy's SIMD dispatch turned off.
+
 Logits are generated in float64 and cast to the case dtype with ``astype`` (ml_dtypes
 rounds float64 to bfloat16 through float32), except where a regime needs exact values of
 the dtype: the neighbours of log(max) in ``overflow-edge``, the ulp steps of
@@ -30,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,6 +49,8 @@ import numpy as np
 
 from harness.adapters.contract import DTYPES, OPTIONS, REDUCTIONS, dtype_name
 from harness.cases import TARGET_KINDS, Case
+from harness.options import MAX_CLASSES
+from references import portable
 from references.rounding import float_format
 
 __all__ = [
@@ -80,8 +88,8 @@ REGIMES: tuple[str, ...] = (
     "corpus",
 )
 
-#: The largest K any strategy or sample makes: a large LLM vocabulary (2**17).
-MAX_CLASSES = 131072
+# MAX_CLASSES (from harness.options, where the CLI reads it without importing NumPy):
+# the largest K any strategy or sample makes, a large LLM vocabulary (2**17).
 #: The vocabulary sizes of ``wide``; a sample holds those up to ``max_classes``
 #: (:data:`WIDE_DEFAULT_MAX_CLASSES` unless given).
 WIDE_SIZES: tuple[int, ...] = (1024, 4096, 32768, 131072)
@@ -152,7 +160,7 @@ def _format(dtype: Any) -> _Format:
         raise InvalidArgument(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     f = float_format(name)
     uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[f.dtype.itemsize]
-    return _Format(name, f.dtype, f.precision, f.max, math.log(f.max), uint)
+    return _Format(name, f.dtype, f.precision, f.max, portable.constant_log(f.max), uint)
 
 
 def overflow_edge(dtype: Any) -> float:
@@ -218,10 +226,8 @@ class _StreamSource:
         return np.argsort(self._raw(n), kind="stable")[:count].astype(np.int64)
 
     def noise(self, shape: Any) -> np.ndarray:
-        # Box-Muller: standard normal deviates from two uniforms
-        u1 = 1.0 - self._unit(shape)
-        u2 = self._unit(shape)
-        return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+        # approximately standard normal deviates, in exact integer arithmetic
+        return _irwin_hall(self._raw((*_as_shape(shape), 6)))
 
 
 def _as_shape(shape: Any) -> tuple[int, ...]:
@@ -286,8 +292,22 @@ class _DrawSource:
 _Source = _StreamSource | _DrawSource
 
 
+def _irwin_hall(raw: np.ndarray) -> np.ndarray:
+    """Approximately standard normal deviates from raw 64-bit draws of shape ``(*S, 6)``:
+    (the sum of twelve uniform 32-bit integers) / 2**32 - 6, the Irwin-Hall distribution
+    (mean 0, variance 1, |x| < 6), from the two halves of six draws. The sum is an exact
+    integer below 2**36, so the deviate is exact too: the same on every machine."""
+    raw = np.asarray(raw, dtype=np.uint64)
+    halves = (raw >> np.uint64(32)) + (raw & np.uint64(0xFFFFFFFF))
+    total = halves.sum(axis=-1, dtype=np.uint64).astype(np.int64) - 6 * (1 << 32)
+    return np.ldexp(total.astype(np.float64), -32)
+
+
 def _log_uniform(src: _Source, lo: float, hi: float, shape: Any) -> np.ndarray:
-    return np.exp(src.floats(math.log(lo), math.log(hi), shape))
+    # 2**t with t uniform in [log2 lo, log2 hi], clipped to [lo, hi] (the last ulps of 2**t)
+    a, b = portable.constant_log2(lo), portable.constant_log2(hi)
+    u = src.floats(0.0, 1.0, shape)
+    return np.clip(portable.exp2(a * (1.0 - u) + b * u), lo, hi)
 
 
 def _signs(src: _Source, shape: Any) -> np.ndarray:
@@ -340,9 +360,7 @@ def _overflow_edge(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
 
 def _huge(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
     # magnitudes log-uniform in [100 log(max), max]: beyond `large`, up to the format's max
-    lo = 100 * fmt.log_max
-    with np.errstate(over="ignore"):  # exp(log(max)) may round above max: clipped
-        mag = np.minimum(np.exp(src.floats(math.log(lo), math.log(fmt.max), (n, k))), fmt.max)
+    mag = _log_uniform(src, 100 * fmt.log_max, fmt.max, (n, k))
     z = (_signs(src, (n, k)) * mag).astype(fmt.dtype)  # <= max rounds to <= max: finite
     top = np.array([fmt.max]).astype(fmt.dtype)[0]
     for i in range(n):
@@ -360,7 +378,7 @@ def _huge(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
 def _dominant_min_gap(fmt: _Format) -> float:
     # p ln 2 is the gap at which 1 - p_max falls below the unit roundoff; gaps from half
     # that up to DOMINANT_MAX_GAP cover p_max just below 1, rounding to 1, and underflow
-    return 0.5 * fmt.precision * math.log(2.0)
+    return 0.5 * fmt.precision * portable.LN2
 
 
 def _dominant(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:

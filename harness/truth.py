@@ -29,8 +29,9 @@ import references as ref
 from harness import grading
 from harness.adapters.contract import case_dtype
 from harness.cases import Case
-from references import fast, fd
+from references import fast, fd, portable
 from references.gold import UNDEFINED
+from references.precision import standard_precision
 
 #: Largest K for which the (N, K, K) softmax Jacobian is computed and checked; beyond it
 #: the Jacobian is too large to be worth holding, and the fused gradient covers the rows.
@@ -58,6 +59,8 @@ STEP_BITS = 48
 #: smoothing term, a wrong divisor) misses by far more; the fast tier's formulas are also
 #: checked against gold to 1e-3 ulp in the tests.
 FAST_CERTIFICATE_DIGITS = {"longdouble": 8.0, "float64": 6.0}
+
+_LN10 = portable.constant_log(10.0)
 
 _LOGITS_FUNCTIONS = ("logsumexp", "softmax", "log_softmax", "softmax_jacobian")
 _TARGET_FUNCTIONS = ("cross_entropy", "cross_entropy_grad")
@@ -157,6 +160,7 @@ class Truth:
     # ------------------------------------------------------------------ inputs
 
     @property
+    @standard_precision
     def probs(self) -> np.ndarray:
         """The probabilities the from-probs functions are called with: the exact softmax of
         the logits, correctly rounded to the case dtype (so exact zeros occur where the
@@ -202,6 +206,7 @@ class Truth:
 
     # ------------------------------------------------------------------ exact values
 
+    @standard_precision
     def exact(self, function: str) -> Any:
         """The reference output of ``function``: in the gold tier an object array (or a
         scalar) of exact mpf, ``UNDEFINED`` where nothing is graded; in the fast tier a
@@ -241,6 +246,7 @@ class Truth:
             value = getattr(self._fast_reference(), function)()
         return value
 
+    @standard_precision
     def decoded(self, function: str) -> grading.ExactValues:
         """:meth:`exact` decoded once for the vectorized grading of every adapter."""
         key = f"decoded:{function}"
@@ -260,6 +266,7 @@ class Truth:
 
     # ------------------------------------------------------------------ certificates
 
+    @standard_precision
     def certificate(self, function: str) -> Certificate:
         """The finite-difference certificate of the gold derivative ``function``."""
         if function not in self._certificates:
@@ -358,12 +365,14 @@ class Truth:
                            np.sum(np.abs(terms), axis=1)[rows]).astype(np.float64)
         resolved = np.maximum(diff, estimate.error[rows])
         with np.errstate(divide="ignore", invalid="ignore"):
-            per_row = np.where(diff <= estimate.error[rows],
-                               -np.log10(resolved / scale), -np.log10(diff / scale))
-        per_row = np.where(scale == 0, np.inf, per_row)
-        digits = float(np.min(per_row))
+            per_row = np.where(diff <= estimate.error[rows], resolved / scale, diff / scale)
+        per_row = np.where(scale == 0, 0.0, per_row)
+        worst = float(np.max(per_row))  # NaN propagates: a certificate then fails
         needed = FAST_CERTIFICATE_DIGITS[work]
-        return Certificate(function, digits >= needed, digits, int(rows.sum()),
+        # decided by a comparison, not through a log whose last bit varies by machine
+        holds = worst <= 10.0**-needed
+        digits = math.inf if worst == 0 else -float(portable.log(np.array(worst))) / _LN10
+        return Certificate(function, holds, digits, int(rows.sum()),
                            f"{work} differences, one direction per row")
 
 
@@ -380,7 +389,19 @@ def _from_probs(function: str, probs: np.ndarray, target: np.ndarray, work: str)
     with np.errstate(divide="ignore", invalid="ignore"):
         if function == "cross_entropy_grad_wrt_probs":
             return np.where(y == 0, dtype(0), -y / p)
-        return -np.sum(np.where(y == 0, dtype(0), y * np.log(p)), axis=1)
+        return -np.sum(np.where(y == 0, dtype(0), y * _log(p)), axis=1)
+
+
+def _log(p: np.ndarray) -> np.ndarray:
+    """log p in p's type (longdouble or float64) from the fast tier's double-double log:
+    the same bits on every machine, where NumPy's log changes with the CPU."""
+    p64 = np.asarray(p, np.float64)
+    usable = np.isfinite(p64) & (p64 > 0)
+    hi, lo = fast.log_dd(np.where(usable, p64, 1.0))
+    value = hi.astype(p.dtype) + lo.astype(p.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(usable, value, np.where(p64 == 0, -np.inf, np.where(
+            p64 == np.inf, np.inf, np.nan))).astype(p.dtype)
 
 
 def _finite_rows(x: np.ndarray, derivative: np.ndarray) -> np.ndarray:

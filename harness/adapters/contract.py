@@ -258,8 +258,11 @@ def check_result(
     value: np.ndarray | None = None
     if isinstance(result, np.generic):
         value = np.asarray(result)
-    elif isinstance(result, np.ndarray):
+    elif type(result) is np.ndarray:
         value = result
+    elif isinstance(result, np.ndarray):  # np.matrix, a masked array, a custom subclass
+        faults.append(Fault("wrong-type", f"returned {_describe_type(result)}, an ndarray "
+                                          "subclass, not a plain NumPy array"))
     else:
         faults.append(Fault("wrong-type", f"returned {_describe_type(result)}, not a NumPy array"))
     first = inputs[0]
@@ -274,8 +277,8 @@ def check_result(
                     f"returned dtype {value.dtype.name}, expected {first.dtype.name}",
                 )
             )
-        if value.dtype.kind not in "fcV" or value.dtype.hasobject:
-            value = None  # object or integer arrays are not values anyone can grade
+        if value.dtype.kind not in "fcV" or value.dtype.hasobject or value.dtype.names:
+            value = None  # object, integer or structured arrays are not values to grade
     if after_call is not None:
         pairs = enumerate(zip(inputs, after_call, strict=True))
         changed = [i for i, (before, after) in pairs if not _same_bits(before, after)]

@@ -3,10 +3,15 @@
 :class:`WorkerHandle` keeps one worker process per adapter alive across calls. The worker
 is ``python -c ...`` started with :class:`subprocess.Popen` in its own session (not
 ``fork``: the parent may hold threads of torch, jax or BLAS), loads the adapter from its
-spec, and answers calls over two private pipes. Each message is a pickle (protocol 5)
-whose array buffers travel out of band: written straight from the array's memory and read
-straight into a fresh buffer, so an array is copied once per direction. The adapter's own
-``print`` output goes to stderr, never into the protocol.
+spec, and answers calls over two private pipes. A call travels to the worker as a pickle
+(protocol 5) whose array buffers go out of band. What comes back is plain data only
+(:func:`send_plain`): a JSON header of strings, numbers, lists and dicts, with each array
+as its dtype name (from a fixed list), its shape and its raw bytes. Nothing the worker
+sends is ever unpickled in the grading process, so an adapter cannot run code there (an
+ndarray subclass or ``np.matrix`` is reported as ``wrong-type`` inside the worker). An
+array is copied once per direction. Every reply must arrive whole within the call's
+timeout: a worker that sends part of a message and stalls times out like a silent one.
+The adapter's own ``print`` output goes to stderr, never into the protocol.
 
 A call that segfaults or aborts (``crashed``), exits (``exited``) or does not answer
 within its timeout (``timeout``: the worker's process group is killed) is reported as such;
@@ -25,6 +30,8 @@ POSIX only (pipes are polled with ``select``).
 from __future__ import annotations
 
 import fcntl
+import json
+import math
 import os
 import pickle
 import select
@@ -43,7 +50,10 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from harness.adapters.contract import (
+    DTYPES,
+    FAULT_KINDS,
     FUNCTIONS,
+    OPTIONS,
     AdapterInfo,
     AdapterSpecError,
     AdapterUnavailable,
@@ -110,6 +120,129 @@ def receive_message(stream: BinaryIO) -> Any:
     header = _read_exact(stream, sizes[0])
     buffers = [_read_exact(stream, size) for size in sizes[1:]]
     return pickle.loads(header, buffers=buffers)
+
+
+# --------------------------------------------------------------------------- replies: plain data
+
+#: The dtypes an array in a worker's reply may have, by ``np.dtype(...).name``. A value of
+#: any other dtype is not sent (the worker reports it as ``wrong-dtype``).
+PLAIN_DTYPES = frozenset({
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "float128", "complex64", "complex128", "bfloat16",
+})
+_PLAIN_PREFIX = struct.Struct("<II")  # header length, number of buffers
+_MAX_HEADER = 1 << 26  # 64 MiB of JSON: far beyond any reply's strings
+_MAX_BUFFERS = 64
+_MAX_BUFFER = 1 << 40
+
+
+class ProtocolError(Exception):
+    """A worker's reply that is not plain data of the documented form."""
+
+
+def _plain_dtype(name: str) -> np.dtype:
+    if name not in PLAIN_DTYPES:
+        raise ProtocolError(f"array dtype {name!r} is not one a reply may carry")
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def _to_plain(obj: Any, buffers: list[memoryview]) -> Any:
+    if type(obj) is np.ndarray or isinstance(obj, np.generic):  # before float: np.float64
+        array = np.asarray(obj)
+        if not array.flags.c_contiguous:  # (ascontiguousarray would make 0-d arrays 1-d)
+            array = array.copy(order="C")
+        _plain_dtype(array.dtype.name)
+        buffers.append(memoryview(array.reshape(-1).view(np.uint8)))
+        return {"__array__": len(buffers) - 1, "dtype": array.dtype.name,
+                "shape": list(array.shape)}
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return obj
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(item, buffers) for item in obj]
+    if isinstance(obj, dict):
+        return {str.__str__(str(k)): _to_plain(v, buffers) for k, v in obj.items()}
+    raise ProtocolError(f"{type(obj).__name__} is not plain data")
+
+
+def send_plain(stream: BinaryIO, obj: Any) -> None:
+    """Write ``obj`` (None, bool, int, float, str, list, dict, plain NumPy arrays of
+    :data:`PLAIN_DTYPES`) as one message: sizes, a JSON header, each array's bytes."""
+    buffers: list[memoryview] = []
+    header = json.dumps(_to_plain(obj, buffers), separators=(",", ":")).encode("utf-8")
+    sizes = _PLAIN_PREFIX.pack(len(header), len(buffers))
+    sizes += struct.pack(f"<{len(buffers)}Q", *(b.nbytes for b in buffers))
+    if len(header) + sum(b.nbytes for b in buffers) < _SMALL_MESSAGE:
+        _write_all(stream, b"".join([sizes, header, *(b.tobytes() for b in buffers)]))
+    else:
+        _write_all(stream, sizes + header)
+        for buffer in buffers:
+            _write_all(stream, buffer)
+
+
+def _read_before(fd: int, size: int, deadline: float | None) -> bytearray:
+    """``size`` bytes from the raw descriptor ``fd``, all of them before ``deadline``
+    (``time.monotonic()``; None: no limit): ``TimeoutError`` otherwise, ``EOFError`` if the
+    other end closed."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(left, 0.0))
+            if not ready:
+                raise TimeoutError
+        n = os.readv(fd, [view[got:]])
+        if not n:
+            raise EOFError("the other end closed the pipe")
+        got += n
+    return buffer
+
+
+def receive_plain(fd: int, timeout: float | None) -> Any:
+    """Read one message of :func:`send_plain` from the raw descriptor ``fd``, the whole of
+    it within ``timeout`` seconds (None: no limit). Arrays come back as fresh, writable
+    NumPy arrays. Raises ``TimeoutError``, ``EOFError`` or :class:`ProtocolError`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    header_size, count = _PLAIN_PREFIX.unpack(_read_before(fd, _PLAIN_PREFIX.size, deadline))
+    if header_size > _MAX_HEADER or count > _MAX_BUFFERS:
+        raise ProtocolError(f"a reply of {header_size} header bytes and {count} arrays")
+    sizes = struct.unpack(f"<{count}Q", _read_before(fd, 8 * count, deadline))
+    if any(size > _MAX_BUFFER for size in sizes):
+        raise ProtocolError("an array larger than any reply holds")
+    try:
+        header = json.loads(bytes(_read_before(fd, header_size, deadline)).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"the reply's header is not JSON ({exc})") from None
+    buffers = [_read_before(fd, size, deadline) for size in sizes]
+    return _from_plain(header, buffers, 0)
+
+
+def _from_plain(obj: Any, buffers: list[bytearray], depth: int) -> Any:
+    if depth > 16:
+        raise ProtocolError("a reply nested too deeply")
+    if isinstance(obj, list):
+        return [_from_plain(item, buffers, depth + 1) for item in obj]
+    if isinstance(obj, dict):
+        if "__array__" not in obj:
+            return {k: _from_plain(v, buffers, depth + 1) for k, v in obj.items()}
+        index, name, shape = obj.get("__array__"), obj.get("dtype"), obj.get("shape")
+        if (not isinstance(index, int) or not 0 <= index < len(buffers)
+                or not isinstance(name, str) or not isinstance(shape, list)
+                or not all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ProtocolError("a malformed array in the reply")
+        dtype = _plain_dtype(name)
+        data = buffers[index]
+        if math.prod(shape) * dtype.itemsize != len(data):
+            raise ProtocolError(f"an array of shape {shape} and {len(data)} bytes")
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return obj
 
 
 # --------------------------------------------------------------------------- handles
@@ -294,20 +427,20 @@ class _Worker:
         finally:
             os.close(child_read)
             os.close(child_write)
-        self.reader: BinaryIO = os.fdopen(parent_read, "rb")
+        self.read_fd = parent_read  # raw: replies are read against a deadline
         self.writer: BinaryIO = os.fdopen(parent_write, "wb", buffering=0)
-        self._finalizer = weakref.finalize(self, _kill, self.process, self.reader, self.writer)
+        self._finalizer = weakref.finalize(self, _kill, self.process, self.read_fd,
+                                           self.writer)
         try:
             send_message(self.writer, dict(load_message))
         except OSError:  # it died at start-up; reading its hello will say how
             pass
 
     def receive(self, timeout: float | None) -> Any:
-        """The next message; ``TimeoutError`` if none comes in time, ``EOFError`` if it died."""
-        ready, _, _ = select.select([self.reader], [], [], timeout)
-        if not ready:
-            raise TimeoutError
-        return receive_message(self.reader)
+        """The next reply, whole within ``timeout``: ``TimeoutError`` if it does not come
+        (or stops halfway), ``EOFError`` if the worker died, :class:`ProtocolError` if it
+        is not plain data."""
+        return receive_plain(self.read_fd, timeout)
 
     def death(self) -> Fault:
         """Collect a dead (or dying) worker and say how it ended."""
@@ -335,18 +468,21 @@ class _Worker:
         self._finalizer()
 
 
-def _kill(process: subprocess.Popen, reader: BinaryIO, writer: BinaryIO) -> None:
+def _kill(process: subprocess.Popen, read_fd: int, writer: BinaryIO) -> None:
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGKILL)  # the worker and anything it started
         except (ProcessLookupError, PermissionError):
             process.kill()
         process.wait()
-    for stream in (reader, writer):
-        try:
-            stream.close()
-        except OSError:
-            pass
+    try:
+        writer.close()
+    except OSError:
+        pass
+    try:
+        os.close(read_fd)
+    except OSError:
+        pass
 
 
 class WorkerHandle(AdapterHandle):
@@ -396,6 +532,7 @@ class WorkerHandle(AdapterHandle):
         self._hello_pending = False
         try:
             hello = worker.receive(self.start_timeout)
+            ok, info = _hello(hello)
         except TimeoutError:
             worker.kill()
             self._worker = None
@@ -403,9 +540,14 @@ class WorkerHandle(AdapterHandle):
         except (EOFError, OSError):
             fault = self._worker_died()
             return Fault(fault.kind, f"while loading the adapter: {fault.reason}")
-        if hello["ok"]:
+        except ProtocolError as exc:
+            worker.kill()
+            self._worker = None
+            return Fault("unavailable", one_line(f"the worker's answer to loading is not "
+                                                 f"plain data: {exc}"))
+        if ok:
             if self._info is None:
-                self._info = hello["info"]
+                self._info = info
             return None
         worker.close()
         self._worker = None
@@ -474,7 +616,7 @@ class WorkerHandle(AdapterHandle):
             start = time.perf_counter()
             try:
                 send_message(worker.writer, ("call", function, list(arrays), dict(kwargs)))
-                reply = worker.receive(timeout)
+                value, faults = _reply(worker.receive(timeout))
             except TimeoutError:
                 worker.kill()
                 self._worker = None
@@ -484,8 +626,15 @@ class WorkerHandle(AdapterHandle):
                 return None, (fault,), None
             except (EOFError, OSError):  # died mid-call (BrokenPipeError is an OSError)
                 return None, (self._worker_died(),), None
-            value, faults = reply
-            return value, tuple(faults), time.perf_counter() - start
+            except ProtocolError as exc:  # not plain data: the stream cannot be trusted
+                worker.kill()
+                self._worker = None
+                self.deaths += 1
+                fault = Fault("wrong-type", one_line(f"the worker's reply is not plain data "
+                                                     f"({exc}); worker killed"))
+                self._last_death = fault
+                return None, (fault,), None
+            return value, faults, time.perf_counter() - start
 
     def close(self) -> None:
         with self._lock:
@@ -498,6 +647,68 @@ class WorkerHandle(AdapterHandle):
         what = self._load.get("spec") or "<object>"
         state = "running" if self._worker is not None else "stopped"
         return f"<WorkerHandle {what} {state}, {self.deaths} deaths>"
+
+
+def _text(value: Any, what: str, none: bool = False) -> Any:
+    if value is None and none:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(f"{what} is not a string")
+    return value
+
+
+def _hello(message: Any) -> tuple[bool, AdapterInfo | None]:
+    """(ok, the adapter's info) from a worker's answer to loading, checked field by field."""
+    if not isinstance(message, dict) or not isinstance(message.get("ok"), bool):
+        raise ProtocolError("the answer to loading is not {ok: ...}")
+    if not message["ok"]:
+        _text(message.get("kind"), "kind")
+        message["message"] = one_line(_text(message.get("message"), "message"))
+        return False, None
+    info = message.get("info")
+    if not isinstance(info, dict):
+        raise ProtocolError("no adapter info")
+    provides = info.get("provides")
+    if not isinstance(provides, dict) or not all(
+            f in FUNCTIONS and isinstance(o, list) and all(x in OPTIONS for x in o)
+            for f, o in provides.items()):
+        raise ProtocolError("'provides' is not a map of contract functions to options")
+    dtypes = info.get("dtypes")
+    if not isinstance(dtypes, list) or not all(d in DTYPES for d in dtypes):
+        raise ProtocolError("'dtypes' is not a list of case dtypes")
+    return True, AdapterInfo(
+        name=_text(info.get("name"), "name"), spec=_text(info.get("spec"), "spec"),
+        provides={f: tuple(o) for f, o in provides.items()}, dtypes=tuple(dtypes),
+        version=_text(info.get("version"), "version", none=True),
+        unavailable=_text(info.get("unavailable"), "unavailable", none=True),
+        source=_text(info.get("source"), "source"))
+
+
+def _reply(message: Any) -> tuple[np.ndarray | None, tuple[Fault, ...]]:
+    """The value and faults of a worker's reply to a call, checked field by field."""
+    if not isinstance(message, dict) or not isinstance(message.get("faults"), list):
+        raise ProtocolError("the reply is not {value, faults}")
+    value = message.get("value")
+    if value is not None and not isinstance(value, np.ndarray):
+        raise ProtocolError("the reply's value is not an array")
+    faults = []
+    for item in message["faults"]:
+        if not isinstance(item, dict) or item.get("kind") not in FAULT_KINDS:
+            raise ProtocolError("a fault of no known kind")
+        faults.append(Fault(item["kind"], one_line(_text(item.get("reason"), "reason")),
+                            _text(item.get("detail", ""), "detail")))
+    return value, tuple(faults)
+
+
+def _fault_plain(fault: Fault) -> dict[str, str]:
+    return {"kind": fault.kind, "reason": fault.reason, "detail": fault.detail}
+
+
+def _info_plain(info: AdapterInfo) -> dict[str, Any]:
+    return {"name": info.name, "spec": info.spec,
+            "provides": {f: list(o) for f, o in info.provides.items()},
+            "dtypes": list(info.dtypes), "version": info.version,
+            "unavailable": info.unavailable, "source": info.source}
 
 
 def _load_message(spec: str | None, adapter_object: Any) -> dict[str, Any]:
@@ -553,7 +764,7 @@ def worker_main(read_fd: int, write_fd: int) -> None:
         else:
             adapter = registry._materialize(pickle.loads(load["pickled"]), "<object>")
             info = registry.describe(adapter, spec=registry._object_spec(adapter), source="object")
-        hello: dict[str, Any] = {"ok": True, "info": info}
+        hello: dict[str, Any] = {"ok": True, "info": _info_plain(info)}
     except AdapterSpecError as exc:
         hello = {"ok": False, "kind": "spec", "message": one_line(str(exc))}
     except AdapterUnavailable as exc:
@@ -561,7 +772,14 @@ def worker_main(read_fd: int, write_fd: int) -> None:
     except (Exception, SystemExit) as exc:
         message = one_line(f"failed to load: {type(exc).__name__}: {exc}")
         hello = {"ok": False, "kind": "unavailable", "message": message}
-    send_message(writer, hello)
+    try:
+        _serve(adapter, hello, reader, writer)
+    except (BrokenPipeError, ConnectionError):
+        pass  # the grading process went away: nobody is left to answer
+
+
+def _serve(adapter: Any, hello: dict[str, Any], reader: BinaryIO, writer: BinaryIO) -> None:
+    send_plain(writer, hello)
     if not hello["ok"]:
         return
     while True:
@@ -571,8 +789,10 @@ def worker_main(read_fd: int, write_fd: int) -> None:
             return
         _, function, arrays, kwargs = message
         value, faults = invoke(adapter, function, arrays, kwargs)
-        try:
-            send_message(writer, (value, faults))
-        except (pickle.PicklingError, TypeError, ValueError, AttributeError) as exc:
-            reason = one_line(f"returned an array that cannot be sent back: {exc}")
-            send_message(writer, (None, (*faults, Fault("wrong-dtype", reason))))
+        plain = [_fault_plain(f) for f in faults]
+        if value is not None and value.dtype.name not in PLAIN_DTYPES:
+            if not any(f.kind == "wrong-dtype" for f in faults):
+                plain.append(_fault_plain(Fault(
+                    "wrong-dtype", f"returned dtype {value.dtype.name}, not a float dtype")))
+            value = None  # not sent: only numeric arrays of known dtypes cross back
+        send_plain(writer, {"value": value, "faults": plain})

@@ -337,7 +337,7 @@ def _safe_getattr(obj: Any, name: str) -> Any:
 def _name(adapter: Any, spec: str) -> str:
     name = _safe_getattr(adapter, "name")
     if isinstance(name, str) and name:
-        return name
+        return str.__str__(name)  # a plain str: a subclass could run code where it is used
     if spec.startswith("<") and spec.endswith(">"):  # an object passed through the API
         return spec[1:-1]
     if spec.startswith("c:"):

@@ -1,10 +1,38 @@
 """Report writers, one module per format, all rendering the one JSON-ready structure that
-:meth:`harness.runner.RunReport.to_dict` builds."""
+:meth:`harness.runner.RunReport.to_dict` builds, and the writing of a report set.
+
+A run's reports are one set: ``conformance.json``, ``.md``, ``.html`` and ``.junit.xml``
+(:func:`write_set`). Every file of a set carries the same report id (the first 16 hex
+digits of the SHA-256 of the JSON report's content), and a set is written as a whole or
+not at all: every file is rendered in memory first, written into a fresh folder beside
+the target, and moved into place with SIGINT and SIGTERM held back until the last one is
+there. A failed render, a full disk or an interrupt leaves the previous set as it was.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib
+import json
 import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+#: The file name of a run's reports, less the format's suffix.
+STEM = "conformance"
+
+#: The writer modules, by the suffix of the file each writes.
+WRITERS: dict[str, str] = {
+    ".json": "harness.report.json_report",
+    ".md": "harness.report.markdown",
+    ".html": "harness.report.html",
+    ".junit.xml": "harness.report.junit",
+}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -17,3 +45,72 @@ def write_atomic(path: Path, text: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def report_id(data: dict[str, Any]) -> str:
+    """The id every file of a report set carries: a digest of the JSON report's content
+    (without the id itself), so that a file can be matched with the JSON it came from."""
+    content = {k: v for k, v in data.items() if k != "report_id"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def render_set(data: dict[str, Any], *, with_json: bool = True) -> dict[str, str]:
+    """Every format's text (by suffix), rendered in memory; ``data`` gains its report id."""
+    data["report_id"] = report_id(data)
+    texts = {}
+    for suffix, module in WRITERS.items():
+        if suffix == ".json" and not with_json:
+            continue
+        texts[suffix] = importlib.import_module(module).render(data)
+    return texts
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (main thread, POSIX); elsewhere a
+    no-op."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def write_set(data: dict[str, Any], out_dir: Path, *, stem: str = STEM,
+              with_json: bool = True) -> list[Path]:
+    """Write the report set of ``data`` into ``out_dir`` as ``stem`` + each suffix: all of
+    it or, on any error or interrupt, nothing (the files already there stay as they were).
+    Without ``with_json`` only the renderings are written (``xentcheck report``). Raises
+    ``OSError`` when the folder cannot be written."""
+    texts = render_set(data, with_json=with_json)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".xentcheck-new-", dir=out_dir))
+    try:
+        staged = []
+        for suffix, text in texts.items():
+            path = staging / f"{stem}{suffix}"
+            path.write_text(text, encoding="utf-8")
+            staged.append(path)
+        written = []
+        with _signals_held():
+            for path in staged:
+                target = out_dir / path.name
+                os.replace(path, target)
+                written.append(target)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_writable(out_dir: Path) -> None:
+    """Raise ``OSError`` (with the reason) unless reports can be written into ``out_dir``:
+    it is created if need be, and a file is made and removed there."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(prefix=".xentcheck-probe-", dir=out_dir):
+        pass

@@ -517,7 +517,8 @@ def render(data: dict[str, Any]) -> str:
                f"{_e(', '.join(s['dtypes']))}, regimes {_e(', '.join(s['regimes']))}. "
                f"Python {_e(p.get('python'))}, NumPy {_e(p.get('numpy'))}, mpmath "
                f"{_e(p.get('mpmath'))} on {_e(p.get('machine'))}; "
-               f"{_e(data.get('seconds'))} s.")
+               f"{_e(data.get('seconds'))} s. Report <code>{_e(data.get('report_id', '-'))}"
+               "</code> (every file of the set carries it).")
     body = "\n".join([
         "<h1>xentcheck conformance report</h1>", f"<p>{summary}</p>",
         "<h2>Verdicts</h2>", verdicts(data),
@@ -532,6 +533,7 @@ def render(data: dict[str, Any]) -> str:
     ])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<title>xentcheck conformance report</title>\n"
+            f'<meta name="xentcheck-report-id" content="{_e(data.get("report_id", ""))}">\n'
             f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 

@@ -1,21 +1,42 @@
-"""``conformance.json``: the run as schema-versioned JSON (DESIGN.md §8)."""
+"""``conformance.json``: the run as schema-versioned JSON (DESIGN.md §8), and reading it back.
+
+:func:`load` is what every command that takes a report (``compare``, ``merge``,
+``report``, ``run --baseline``) reads it with: strict JSON (no ``NaN`` or ``Infinity``,
+which JSON does not have; inf and NaN figures travel as the strings ``"inf"``,
+``"nan"``), nesting within a fixed depth, and every field a tool or writer reads checked
+for its type (:func:`validate`), so a malformed file is a one-line error naming the field,
+never a crash halfway through writing.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.report import write_atomic
+from harness.report import STEM, write_atomic
 
-FILENAME = "conformance.json"
+SUFFIX = ".json"
+FILENAME = STEM + SUFFIX
+
+#: Deepest nesting a report has (a worst case's index inside a result inside an adapter);
+#: anything much deeper is not a report, and is refused before Python's recursion limit.
+MAX_DEPTH = 12
+
+_GRADES = ("exact", "faithful", "ulp≤N", "stable", "holds", "unstable", "violated", "broken")
+_VERDICTS = ("pass", "fail", "error")
 
 
 def render(data: dict[str, Any]) -> str:
-    """Compact JSON (a default run holds ~8000 results), one adapter per line."""
-    head = {k: v for k, v in data.items() if k != "adapters"}
-    lines = [json.dumps(a, separators=(",", ":"), allow_nan=False) for a in data["adapters"]]
+    """Compact JSON (a default run holds ~8000 results): one adapter per line, one input
+    fingerprint per line."""
+    head = {k: v for k, v in data.items() if k not in ("adapters", "inputs")}
     text = json.dumps(head, indent=1, allow_nan=False)[:-2]
+    if "inputs" in data:
+        inputs = [json.dumps(i, separators=(",", ":")) for i in data["inputs"]]
+        text += ',\n "inputs": [\n' + ",\n".join(inputs) + "\n]"
+    lines = [json.dumps(a, separators=(",", ":"), allow_nan=False) for a in data["adapters"]]
     return text + ',\n "adapters": [\n' + ",\n".join(lines) + "\n]}\n"
 
 
@@ -25,16 +46,179 @@ def write(data: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (inf and NaN figures are the strings \"inf\", \"nan\")")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """The nesting depth of ``value``, without recursion (stops past ``limit``)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
 def load(path: str | Path) -> dict[str, Any]:
-    """Read a conformance.json back; a one-line ValueError if it is not one."""
+    """Read and check a conformance.json; a one-line ``ValueError`` if it is not one."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except IsADirectoryError:
+        raise ValueError(f"{p}: is a directory, not a JSON report") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{p}: cannot be read ({err})") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError(f"{p}: nested too deeply to be a report") from None
+    except ValueError as err:  # JSONDecodeError is one
         raise ValueError(f"{p}: not a readable JSON report ({err})") from None
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith(
             "xentcheck-conformance/"):
         raise ValueError(f"{p}: not a xentcheck conformance report (no schema)")
+    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise ValueError(f"{p}: nested too deeply to be a report")
+    try:
+        validate(data)
+    except ValueError as err:
+        raise ValueError(f"{p}: malformed report: {err}") from None
     return data
+
+
+# ------------------------------------------------------------------------- validation
+# A field's check is a function (value, where) that raises ValueError naming ``where``.
+
+Check = Callable[[Any, str], None]
+
+
+def _kind(*types: type, none: bool = False, what: str = "") -> Check:
+    def check(value: Any, where: str) -> None:
+        if value is None and none:
+            return
+        if isinstance(value, bool) and bool not in types:
+            raise ValueError(f"{where} is {value!r}, expected {what}")
+        if not isinstance(value, types):
+            raise ValueError(f"{where} is {_shown(value)}, expected {what}")
+    return check
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)[:40]
+    return f"{text}..." if len(text) == 40 else text
+
+
+_STR = _kind(str, what="a string")
+_OPT_STR = _kind(str, none=True, what="a string or null")
+_INT = _kind(int, what="an integer")
+_OPT_INT = _kind(int, none=True, what="an integer or null")
+_NUMBER = _kind(int, float, what="a number")
+_BOOL = _kind(bool, what="true or false")
+
+
+def _figure(value: Any, where: str) -> None:
+    """A max_ulp, ratio or the like: a number, "inf", "-inf", "nan" or null."""
+    if value is None or value in ("inf", "-inf", "nan"):
+        return
+    _NUMBER(value, where)
+
+
+def _one_of(choices: tuple[str, ...], none: bool = False) -> Check:
+    def check(value: Any, where: str) -> None:
+        if value is None and none:
+            return
+        if value not in choices:
+            raise ValueError(f"{where} is {_shown(value)}, expected one of {', '.join(choices)}")
+    return check
+
+
+def _list(item: Check) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            raise ValueError(f"{where} is {_shown(value)}, expected a list")
+        for i, v in enumerate(value):
+            item(v, f"{where}[{i}]")
+    return check
+
+
+def _mapping(value_check: Check) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} is {_shown(value)}, expected an object")
+        for k, v in value.items():
+            value_check(v, f"{where}.{k}")
+    return check
+
+
+def _record(fields: dict[str, Check], optional: dict[str, Check] | None = None,
+            none: bool = False) -> Check:
+    def check(value: Any, where: str) -> None:
+        if value is None and none:
+            return
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} is {_shown(value)}, expected an object")
+        for name, field in fields.items():
+            if name not in value:
+                raise ValueError(f"{where} has no {name!r}")
+            field(value[name], f"{where}.{name}")
+        for name, field in (optional or {}).items():
+            if name in value:
+                field(value[name], f"{where}.{name}")
+    return check
+
+
+_WORST = _record(
+    {"case": _STR, "row": _OPT_INT, "index": _list(_INT), "got": _OPT_STR,
+     "expected": _OPT_STR, "ulp": _figure, "ratio": _figure, "allowed_ulp": _figure,
+     "reproducer": _STR},
+    {"input": _list(_STR), "severity": _INT}, none=True)
+
+_RESULT = _record({
+    "check": _STR, "function": _STR, "dtype": _STR, "regime": _STR,
+    "grade": _one_of(_GRADES, none=True), "passed": _BOOL, "cases": _INT, "failed": _INT,
+    "grades": _mapping(_INT), "max_ulp": _figure, "max_ratio": _figure, "worst": _WORST,
+    "reproducer": _OPT_STR, "notes": _list(_STR), "budget": _OPT_STR,
+})
+
+_ADAPTER = _record({
+    "name": _STR, "spec": _STR, "version": _OPT_STR, "verdict": _one_of(_VERDICTS),
+    "reason": _OPT_STR, "dtypes": _list(_STR), "provides": _list(_STR),
+    "results": _list(_RESULT),
+}, {"not_provided": _list(_STR)})
+
+_SETTINGS = _record({
+    "profile": _STR, "ulp_budget": _figure, "seed": _INT, "dtypes": _list(_STR),
+    "regimes": _list(_STR), "cases_file": _OPT_STR, "shard": _OPT_STR, "timeout": _figure,
+    "max_classes": _OPT_INT,
+})
+
+_PLATFORM = _record(
+    {"python": _STR, "numpy": _STR, "mpmath": _STR, "machine": _STR},
+    {"adapter_versions": _mapping(_OPT_STR), "simd": _list(_STR), "system": _STR,
+     "processor": _STR, "xentcheck": _STR, "hypothesis": _STR})
+
+#: An input fingerprint: [case id, dtype, regime, SHA-256 of the contents].
+_INPUT = _list(_STR)
+
+_REPORT = _record(
+    {"schema": _STR, "platform": _PLATFORM, "settings": _SETTINGS, "cases": _INT,
+     "seconds": _figure, "adapters": _list(_ADAPTER)},
+    {"inputs": _list(_INPUT), "report_id": _STR, "skipped": _list(_record(
+        {"name": _STR, "reason": _STR})), "hunts": _list(_kind(dict, what="an object"))})
+
+
+def validate(data: Any) -> None:
+    """Raise a one-line ``ValueError`` naming the first field of ``data`` that is not what
+    a conformance report holds there (types of every field the tools and writers read)."""
+    _REPORT(data, "report")
+    for i, item in enumerate(data.get("inputs") or ()):
+        if len(item) != 4:
+            raise ValueError(f"report.inputs[{i}] has {len(item)} fields, expected 4")

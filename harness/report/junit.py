@@ -96,10 +96,13 @@ def build(data: dict[str, Any]) -> ET.Element:
                 failure = ET.SubElement(case, "failure", message=_x(failure_message(r)),
                                         type=_x(r["grade"]))
                 failure.text = _x(failure_text(r))
+        props = ET.Element("properties")
         version = a.get("version")
         if version:
-            props = ET.Element("properties")
             ET.SubElement(props, "property", name="version", value=_x(version))
+        if data.get("report_id"):
+            ET.SubElement(props, "property", name="report_id", value=_x(data["report_id"]))
+        if len(props):
             suite.insert(0, props)
         for key, value in counts.items():
             suite.set(key, str(value))

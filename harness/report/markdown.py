@@ -171,7 +171,8 @@ def render(data: dict[str, Any]) -> str:
         f"Profile `{s['profile']}` (N = {s['ulp_budget']} ulp), seed {s['seed']}, "
         f"{data['cases']} cases, dtypes {', '.join(s['dtypes'])}, "
         f"regimes {', '.join(s['regimes'])}. Python {p['python']}, NumPy {p['numpy']}, "
-        f"mpmath {p['mpmath']} on {p['machine']}.",
+        f"mpmath {p['mpmath']} on {p['machine']}. Report `{data.get('report_id', '-')}` "
+        "(every file of the set carries it).",
         "## Verdicts", verdicts(data),
         "## Scoreboard\n\nWorst accuracy grade against the exact truth over every dtype and "
         "regime (checks `value` and `gradient`); ✗ marks a failing result, — not provided.",
