@@ -1,4 +1,65 @@
-"""Root pytest configuration: keep fixture adapters (which crash on purpose) out of doctest
-collection; they are loaded by the tests that need them."""
+"""Root pytest configuration.
+
+- Fixture adapters (which crash on purpose) stay out of doctest collection; the tests that
+  need them load them.
+- No test leaves a process behind: the test process makes itself the "child subreaper" of
+  everything it starts (Linux), so a process orphaned by a worker is re-parented to it
+  rather than to init; at the end of the session any process still its child fails the
+  run, named, and is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
 
 collect_ignore_glob = ["tests/harness/fixtures/*", "examples/*", "benchmarks/*"]
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def living_children(pid: int | None = None) -> list[tuple[int, str]]:
+    """(pid, command line) of every process whose parent is ``pid`` (default: this one)
+    and that is not a zombie."""
+    parent = os.getpid() if pid is None else pid
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    left = living_children()
+    if not left:
+        return
+    for pid, cmdline in left:
+        print(f"\nprocess left behind by the tests: {pid} {cmdline[:200]}", file=sys.stderr)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

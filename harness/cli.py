@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import options
+from harness.signals import Terminated, raise_on_sigterm
+from harness.text import terminal
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -39,10 +41,12 @@ EXIT_TERMINATED = 143
 
 
 def say(text: str) -> None:
-    """Print a line of output; a reader that went away (``xentcheck run | head``) silences
-    the rest of the output, but never stops the run or its reports."""
+    """Print a line of output, control characters shown escaped (adapter names, reasons
+    and report fields are untrusted: :func:`harness.text.terminal`); a reader that went
+    away (``xentcheck run | head``) silences the rest of the output, but never stops the
+    run or its reports."""
     try:
-        print(text, flush=True)
+        print(terminal(text, keep_newlines=True), flush=True)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
@@ -56,9 +60,6 @@ class InternalError(Exception):
     one line with exit code 3."""
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every ``finally`` (workers, temporary
-    report folders) runs on the way out, as for SIGINT."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,7 +83,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from harness.adapters import format_adapter_list, list_adapters
 
-    say(format_adapter_list(list_adapters()))
+    say(format_adapter_list(list_adapters(timeout=args.timeout)))
     return EXIT_OK
 
 
@@ -409,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     _add_compare_parsers(sub)
     listing = sub.add_parser("list", help="list the adapters xentcheck can find")
+    from harness.adapters.registry import LIST_TIMEOUT
+
+    listing.add_argument("--timeout", type=options.bounded(float, 1e-3, 86400.0, "seconds"),
+                         default=LIST_TIMEOUT, metavar="S",
+                         help=f"seconds each adapter may take to load in its worker "
+                              f"(default {LIST_TIMEOUT:g}; slower ones are listed unavailable)")
     listing.set_defaults(func=_cmd_list)
     return parser
 
@@ -427,17 +434,9 @@ def save_traceback(exc: BaseException) -> Path | None:
     return Path(name)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    previous = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (an embedding application): leave it alone
-        pass
+    previous = raise_on_sigterm()  # SIGTERM unwinds like SIGINT: workers killed, sets whole
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -459,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of xentcheck's: one line, the traceback in a file
         path = save_traceback(exc)
         where = f"; traceback in {path}" if path else ""
-        print(f"xentcheck: internal error: {type(exc).__name__}: {_one_line(exc)}{where}",
+        print(f"xentcheck: internal error: {type(exc).__name__}: {_one_line(exc)}"
+              f"{terminal(where)}",
               file=sys.stderr)
         return EXIT_INTERNAL
     finally:
@@ -468,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = terminal(" ".join(str(exc).split()))
     return text if len(text) <= 500 else text[:497] + "..."
 
 

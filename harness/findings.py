@@ -193,6 +193,8 @@ def exact_text(value: Any) -> str:
 
 
 def input_row(array: np.ndarray, row: int | None) -> list[str]:
+    if row is not None and array.ndim > 1 and not 0 <= row < array.shape[0]:
+        return []  # an empty batch (N = 0) has no row to show
     values = array if row is None or array.ndim == 1 else array[row]
     flat = np.asarray(values).reshape(-1)
     shown = encode_floats(flat[:SHOWN_ENTRIES])

@@ -56,6 +56,17 @@ def _key(worst: dict[str, Any]) -> tuple:
     return worst_key(int(grade_severity), ulp, worst["case"], list(worst["index"]))
 
 
+def _merge_not_run(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Calls not run, per function, added up (the first reason kept)."""
+    out = {item["function"]: dict(item) for item in a}
+    for item in b:
+        if item["function"] in out:
+            out[item["function"]]["calls"] += item["calls"]
+        else:
+            out[item["function"]] = dict(item)
+    return [out[f] for f in sorted(out)]
+
+
 def _verdict(adapter: dict[str, Any]) -> str:
     if adapter.get("reason"):
         return "error"
@@ -88,11 +99,12 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for adapter in report["adapters"]:
             name = adapter["name"]
             if name not in adapters:
-                adapters[name] = {**adapter, "results": []}
+                adapters[name] = {**adapter, "results": [], "not_run": []}
                 adapters[name]["_index"] = {}
             target = adapters[name]
             if adapter.get("reason") and not target.get("reason"):
                 target["reason"] = adapter["reason"]
+            target["not_run"] = _merge_not_run(target["not_run"], adapter.get("not_run") or [])
             for result in adapter["results"]:
                 key = (result["check"], result["function"], result["dtype"], result["regime"])
                 index = target["_index"]

@@ -27,6 +27,7 @@ from harness.adapters.contract import FUNCTIONS, AdapterSpecError
 from harness.adapters.registry import open_adapter
 from harness.cases import Case, encode_floats
 from harness.findings import exact_text
+from harness.text import terminal
 from harness.truth import Truth
 
 #: The calls a case expression may make, by every name they are written with.
@@ -118,13 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         case = load_case(text)
     except ValueError as err:
-        print(f"repro: error: cannot read the case: {' '.join(str(err).split())}",
+        print(terminal(f"repro: error: cannot read the case: {' '.join(str(err).split())}"),
               file=sys.stderr)
         return 2
     try:
         return _reproduce(spec, function, case)
     except AdapterSpecError as err:
-        print(f"repro: error: {err}", file=sys.stderr)
+        print(terminal(f"repro: error: {err}"), file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (| head): what it read is all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -133,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.cli import save_traceback
 
         path = save_traceback(exc)
-        print(f"repro: internal error: {type(exc).__name__}: {exc}"
-              f"{f'; traceback in {path}' if path else ''}", file=sys.stderr)
+        print(terminal(f"repro: internal error: {type(exc).__name__}: {exc}"
+                       f"{f'; traceback in {path}' if path else ''}"), file=sys.stderr)
         return 3
 
 
@@ -144,10 +145,11 @@ def _reproduce(spec: str, function: str, case: Case) -> int:
     with open_adapter(spec) as handle:
         handle.wait()
         outcome = handle.call(function, *arrays, **options)
-    print(f"{spec} {function} on {case.case_id} ({case.dtype}, options {options or 'none'})")
+    print(terminal(f"{spec} {function} on {case.case_id} ({case.dtype}, "
+                   f"options {options or 'none'})"))
     if not outcome.ok:
         for fault in outcome.faults:
-            print(f"  fault: {fault}")
+            print(terminal(f"  fault: {fault}"))
         return 1
     exact = truth.exact(function)
     got = outcome.value

@@ -50,6 +50,8 @@ class AdapterReport:
     provides: list[str] = field(default_factory=list)
     unavailable: str | None = None
     results: dict[tuple[str, str, str, str, str], Result] = field(default_factory=dict)
+    #: function -> [calls not made, why]: the function (or adapter) was quarantined
+    not_run: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -71,6 +73,8 @@ class AdapterReport:
             "verdict": self.verdict, "reason": self.unavailable,
             "dtypes": list(self.dtypes), "provides": list(self.provides),
             "not_provided": not_provided,
+            "not_run": [{"function": f, "calls": int(n), "reason": str(why)}
+                        for f, (n, why) in sorted(self.not_run.items())],
             "results": [r.to_dict() for r in sorted(self.results.values(),
                                                      key=lambda r: r.key)],
         }
@@ -314,6 +318,14 @@ def run(
                             report.add(finding)
                 if in_process and not handle.isolated:
                     fpenv.check(f"by the in-process adapter {report.name!r}")
+        for handle, report in live:
+            report.not_run = {f: list(v) for f, v in handle.not_run.items()}
+    except BaseException:
+        # interrupted (SIGINT, SIGTERM) or failed: every worker's process group is killed
+        # at once, no grace period, so that nothing of the run outlives it
+        for handle in handles:
+            handle.kill()
+        raise
     finally:
         # workers exit concurrently (each takes a moment to tear its framework down)
         with ThreadPoolExecutor(max_workers=max(1, len(handles))) as pool:
@@ -328,31 +340,96 @@ def run(
                      inputs=fingerprints(cases), skipped=skipped)
 
 
-def _run_part(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return run(**kwargs).to_dict()
+#: Seconds an interrupted --jobs process gets to kill its workers and exit on SIGTERM
+#: before it is killed.
+PART_GRACE = 5.0
+
+
+def _part_main(kwargs: dict[str, Any], conn: Any) -> None:
+    """A ``--jobs`` process: run its part and send the report back. SIGTERM and SIGINT
+    unwind through :func:`run`'s cleanup (its workers' process groups are killed)."""
+    from harness.adapters.contract import AdapterSpecError
+    from harness.signals import raise_on_sigterm
+
+    raise_on_sigterm()
+    try:
+        message: tuple[Any, ...] = ("ok", run(**kwargs).to_dict())
+    except (AdapterSpecError, fpenv.FloatingPointEnvironmentError) as exc:
+        message = ("usage", type(exc).__name__, str(exc))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+        message = ("error", type(exc).__name__, str(exc))
+    try:
+        conn.send(message)
+    except (OSError, ValueError):
+        pass  # the parent is gone
+    finally:
+        conn.close()
 
 
 def run_parallel(adapters: Sequence[str], *, jobs: int, **kwargs: Any) -> dict[str, Any]:
-    """:func:`run` split over ``jobs`` local processes (cases dealt round-robin), merged.
+    """:func:`run` split over ``jobs`` local processes (whole dtypes each where possible,
+    see :func:`part_of`), merged into one report (as ``run(...).to_dict()`` would give).
 
-    Adapters must be specs (names or paths), since each process loads its own. Returns
-    the JSON-ready report (as ``run(...).to_dict()`` would)."""
+    Adapters must be specs (names or paths), since each process loads its own. A process
+    that dies raises :class:`RunError`; an interrupt (SIGINT, SIGTERM) ends every process
+    within :data:`PART_GRACE` seconds, their workers with them, and propagates."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing.connection import wait
 
+    from harness.adapters.contract import AdapterSpecError
     from harness.merge import combine
 
     kwargs.pop("progress", None)
     context = multiprocessing.get_context("spawn")
+    processes: list[Any] = []
+    parts: dict[int, dict[str, Any]] = {}
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            parts = list(pool.map(_run_part, [dict(kwargs, adapters=list(adapters),
-                                                   part=(i, jobs))
-                                              for i in range(1, jobs + 1)]))
-    except BrokenProcessPool:
-        raise RunError("a --jobs process died before finishing its part (killed, e.g. "
-                       "for memory?); nothing was graded") from None
-    merged = combine(parts)
+        pending: dict[Any, tuple[int, Any]] = {}
+        for i in range(1, jobs + 1):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_part_main, args=(dict(kwargs, adapters=list(adapters), part=(i, jobs)),
+                                         sender), name=f"xentcheck-part-{i}")
+            process.start()
+            sender.close()
+            processes.append(process)
+            pending[receiver] = (i, process)
+        while pending:
+            for ready in wait([*pending, *(p.sentinel for _, p in pending.values())]):
+                for receiver, (i, process) in list(pending.items()):
+                    if ready not in (receiver, process.sentinel):
+                        continue
+                    if not receiver.poll():
+                        if process.is_alive():
+                            continue
+                        raise RunError(
+                            f"a --jobs process died before finishing its part (exit code "
+                            f"{process.exitcode}: killed, e.g. for memory?); nothing was graded")
+                    try:
+                        message = receiver.recv()
+                    except EOFError:
+                        raise RunError("a --jobs process died before finishing its part "
+                                       f"(exit code {process.exitcode}); nothing was graded"
+                                       ) from None
+                    del pending[receiver]
+                    receiver.close()
+                    if message[0] == "usage":
+                        raise AdapterSpecError(message[2])
+                    if message[0] == "error":
+                        if message[1] in ("KeyboardInterrupt", "Terminated"):
+                            raise KeyboardInterrupt
+                        raise RunError(f"a --jobs process failed: {message[1]}: {message[2]}")
+                    parts[i] = message[1]
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: it kills its workers on the way out
+        deadline = time.monotonic() + PART_GRACE
+        for process in processes:
+            process.join(max(deadline - time.monotonic(), 0.0))
+            if process.is_alive():
+                process.kill()
+                process.join()
+    merged = combine([parts[i] for i in sorted(parts)])
     merged["settings"]["shard"] = kwargs.get("shard") and "{}/{}".format(*kwargs["shard"])
     return merged

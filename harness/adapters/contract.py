@@ -71,6 +71,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "mutated-input",  # an input array differs bitwise after the call
     "not-provided",  # the adapter lacks the function or an option the call needs
     "unavailable",  # the adapter could not be loaded or its worker not (re)started
+    "not-run",  # not called: the function (or adapter) is quarantined after hangs/crashes
 )
 
 

@@ -44,7 +44,7 @@ import time
 import types
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -69,8 +69,9 @@ DEFAULT_TIMEOUT = 60.0
 #: Seconds a worker may take to start and load its adapter: importing torch or jax on a
 #: cold machine, or compiling the C sources on first use, takes tens of seconds.
 DEFAULT_START_TIMEOUT = 300.0
-#: Worker deaths (crash, exit, timeout) after which a handle stops restarting its worker.
-DEFAULT_MAX_RESTARTS = 50
+#: Worker deaths (crash, exit, timeout) after which a handle stops calling its adapter:
+#: a crashing adapter costs at most this many restarts.
+DEFAULT_MAX_RESTARTS = 6
 
 _SMALL_MESSAGE = 1 << 16  # below this, a message is joined and written in one syscall
 
@@ -185,19 +186,31 @@ def send_plain(stream: BinaryIO, obj: Any) -> None:
             _write_all(stream, buffer)
 
 
-def _read_before(fd: int, size: int, deadline: float | None) -> bytearray:
+#: Seconds between looks at whether the worker is still alive while waiting for a reply
+#: (a process it started may hold the pipe open after it died: no end-of-file comes).
+_LIVENESS_POLL = 0.2
+
+
+def _read_before(fd: int, size: int, deadline: float | None,
+                 alive: Callable[[], bool] | None = None) -> bytearray:
     """``size`` bytes from the raw descriptor ``fd``, all of them before ``deadline``
     (``time.monotonic()``; None: no limit): ``TimeoutError`` otherwise, ``EOFError`` if the
-    other end closed."""
+    other end closed or ``alive()`` says the writer is gone."""
     buffer = bytearray(size)
     view = memoryview(buffer)
     got = 0
     while got < size:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([fd], [], [], max(left, 0.0))
-            if not ready:
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            wait = left if alive is None else min(left if left is not None else _LIVENESS_POLL,
+                                                  _LIVENESS_POLL)
+            ready, _, _ = select.select([fd], [], [], wait)
+            if ready:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError
+            if alive is not None and not alive():
+                raise EOFError("the worker is gone")
         n = os.readv(fd, [view[got:]])
         if not n:
             raise EOFError("the other end closed the pipe")
@@ -205,22 +218,28 @@ def _read_before(fd: int, size: int, deadline: float | None) -> bytearray:
     return buffer
 
 
-def receive_plain(fd: int, timeout: float | None) -> Any:
+def receive_plain(fd: int, timeout: float | None,
+                  alive: Callable[[], bool] | None = None) -> Any:
     """Read one message of :func:`send_plain` from the raw descriptor ``fd``, the whole of
-    it within ``timeout`` seconds (None: no limit). Arrays come back as fresh, writable
-    NumPy arrays. Raises ``TimeoutError``, ``EOFError`` or :class:`ProtocolError`."""
+    it within ``timeout`` seconds (None: no limit); ``alive`` (if given) is asked now and
+    then whether the writer still runs. Arrays come back as fresh, writable NumPy arrays.
+    Raises ``TimeoutError``, ``EOFError`` or :class:`ProtocolError`."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    header_size, count = _PLAIN_PREFIX.unpack(_read_before(fd, _PLAIN_PREFIX.size, deadline))
+
+    def read(size: int) -> bytearray:
+        return _read_before(fd, size, deadline, alive)
+
+    header_size, count = _PLAIN_PREFIX.unpack(read(_PLAIN_PREFIX.size))
     if header_size > _MAX_HEADER or count > _MAX_BUFFERS:
         raise ProtocolError(f"a reply of {header_size} header bytes and {count} arrays")
-    sizes = struct.unpack(f"<{count}Q", _read_before(fd, 8 * count, deadline))
+    sizes = struct.unpack(f"<{count}Q", read(8 * count))
     if any(size > _MAX_BUFFER for size in sizes):
         raise ProtocolError("an array larger than any reply holds")
     try:
-        header = json.loads(bytes(_read_before(fd, header_size, deadline)).decode("utf-8"))
+        header = json.loads(bytes(read(header_size)).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"the reply's header is not JSON ({exc})") from None
-    buffers = [_read_before(fd, size, deadline) for size in sizes]
+    buffers = [read(size) for size in sizes]
     return _from_plain(header, buffers, 0)
 
 
@@ -340,8 +359,15 @@ class AdapterHandle:
     ) -> tuple[np.ndarray | None, tuple[Fault, ...], float | None]:
         raise NotImplementedError
 
+    #: function -> [calls not run, the reason] (see :class:`WorkerHandle`'s quarantine)
+    not_run: dict[str, list[Any]] = {}
+
     def close(self) -> None:
         """Release the worker, if any. Calling again is harmless."""
+
+    def kill(self) -> None:
+        """Stop at once (an interrupted run); for a worker, no grace period."""
+        self.close()
 
     def __enter__(self) -> AdapterHandle:
         return self
@@ -410,7 +436,9 @@ def _signal_name(number: int) -> str:
 
 
 class _Worker:
-    """One worker process and its two pipes."""
+    """One worker process (the leader of its own session and process group) and its two
+    pipes. Everything it and its descendants in that group do ends with it: the group is
+    killed when the worker is killed, restarted or closed, on every path."""
 
     def __init__(self, load_message: Mapping[str, Any]) -> None:
         parent_read, child_write = os.pipe()
@@ -424,69 +452,128 @@ class _Worker:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        except BaseException:
+            for fd in (parent_read, parent_write):
+                os.close(fd)
+            raise
         finally:
             os.close(child_read)
             os.close(child_write)
         self.read_fd = parent_read  # raw: replies are read against a deadline
-        self.writer: BinaryIO = os.fdopen(parent_write, "wb", buffering=0)
+        self.write_fd = parent_write  # non-blocking: calls are written against one too
+        os.set_blocking(parent_write, False)
         self._finalizer = weakref.finalize(self, _kill, self.process, self.read_fd,
-                                           self.writer)
+                                           self.write_fd)
         try:
-            send_message(self.writer, dict(load_message))
-        except OSError:  # it died at start-up; reading its hello will say how
+            self.send(dict(load_message), timeout=DEFAULT_START_TIMEOUT)
+        except (OSError, TimeoutError):  # it died at start-up; reading its hello says how
             pass
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, obj: Any, timeout: float | None) -> None:
+        """Write one call, all of it within ``timeout`` (a worker that stops reading times
+        out like one that stops answering): ``TimeoutError``, or ``OSError`` if it died."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for part in _message_parts(obj):
+            _write_before(self.write_fd, part, deadline)
 
     def receive(self, timeout: float | None) -> Any:
         """The next reply, whole within ``timeout``: ``TimeoutError`` if it does not come
-        (or stops halfway), ``EOFError`` if the worker died, :class:`ProtocolError` if it
-        is not plain data."""
-        return receive_plain(self.read_fd, timeout)
+        (or stops halfway), ``EOFError`` if the worker died (also when a process it
+        started still holds the pipe open), :class:`ProtocolError` if it is not plain
+        data."""
+        return receive_plain(self.read_fd, timeout, alive=self.alive)
 
     def death(self) -> Fault:
-        """Collect a dead (or dying) worker and say how it ended."""
+        """Collect a dead (or dying) worker, its process group too, and say how it ended."""
         try:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.kill()
             return Fault("exited", "worker closed its pipe and did not exit; killed")
-        self.close()
+        self.kill()  # what it started goes with it
         if code < 0:
             return Fault("crashed", f"worker killed by {_signal_name(-code)}")
         return Fault("exited", f"worker exited with code {code}")
 
     def kill(self) -> None:
+        """Kill the worker's process group (the worker and what it started) and reap it."""
         self._finalizer()
 
     def close(self, grace: float = 2.0) -> None:
-        """Let the worker exit on end-of-file, and kill it if it does not."""
+        """Let the worker exit on end-of-file (``grace`` seconds at most), then kill its
+        process group: nothing it started outlives it."""
         if self.process.poll() is None:
             try:
-                self.writer.close()
+                os.close(self.write_fd)
                 self.process.wait(timeout=grace)
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self._finalizer()
 
 
-def _kill(process: subprocess.Popen, read_fd: int, writer: BinaryIO) -> None:
-    if process.poll() is None:
+def _message_parts(obj: Any) -> list[memoryview | bytes]:
+    """:func:`send_message`'s bytes as parts: sizes, the pickle, each out-of-band buffer."""
+    buffers: list[pickle.PickleBuffer] = []
+    header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    parts = [memoryview(header), *(b.raw() for b in buffers)]
+    sizes = struct.pack(f"<I{len(parts)}Q", len(parts), *(p.nbytes for p in parts))
+    if sum(p.nbytes for p in parts) < _SMALL_MESSAGE:
+        return [b"".join([sizes, *parts])]
+    return [sizes, *parts]
+
+
+def _write_before(fd: int, data: Any, deadline: float | None) -> None:
+    """Write all of ``data`` to the non-blocking ``fd`` before ``deadline``."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
         try:
-            os.killpg(process.pid, signal.SIGKILL)  # the worker and anything it started
-        except (ProcessLookupError, PermissionError):
-            process.kill()
-        process.wait()
+            written = os.write(fd, view)
+        except BlockingIOError:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError from None
+            select.select([], [fd], [], left)
+            continue
+        view = view[written:]
+
+
+def _kill(process: subprocess.Popen, read_fd: int, write_fd: int) -> None:
+    # The group first, whether or not the worker is still there: a process it started
+    # keeps the group (and its number) alive, and must not outlive the run.
     try:
-        writer.close()
-    except OSError:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass
-    try:
-        os.close(read_fd)
-    except OSError:
-        pass
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for fd in (read_fd, write_fd):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+#: Consecutive failures (a timeout, a crash, an exit) of one function after which a
+#: handle stops calling it: its remaining calls are ``not-run``, with the reason.
+QUARANTINE_AFTER = 2
+#: Timeouts in all after which a handle stops calling its adapter at all: a hanging
+#: adapter costs at most this many timeouts.
+MAX_TIMEOUTS = 3
 
 
 class WorkerHandle(AdapterHandle):
-    """An adapter in a persistent worker process, restarted after it dies or hangs."""
+    """An adapter in a persistent worker process, restarted after it dies or hangs, and
+    quarantined when it keeps doing so.
+
+    Quarantine: after :data:`QUARANTINE_AFTER` consecutive timeouts or deaths of one
+    function, that function is not called again; after :data:`MAX_TIMEOUTS` timeouts or
+    ``max_restarts`` deaths in all, the adapter is not called again. Such calls come
+    back at once as ``not-run`` with the reason, and :attr:`not_run` counts them per
+    function, for the reports."""
 
     isolated = True
 
@@ -505,6 +592,12 @@ class WorkerHandle(AdapterHandle):
         self.start_timeout = start_timeout
         self.max_restarts = max_restarts
         self.deaths = 0
+        self.timeouts = 0
+        #: function -> [calls not run, the reason]
+        self.not_run: dict[str, list[Any]] = {}
+        self._streaks: dict[str, int] = {}
+        self._quarantined: dict[str, str] = {}
+        self._given_up: str | None = None
         self._load = _load_message(spec, adapter_object)
         self._info: AdapterInfo | None = None
         self._spec_error: str | None = None
@@ -536,6 +629,8 @@ class WorkerHandle(AdapterHandle):
         except TimeoutError:
             worker.kill()
             self._worker = None
+            self.deaths += 1
+            self._last_death = Fault("timeout", "did not load in time")
             return Fault("timeout", f"worker did not load the adapter in {self.start_timeout:g} s")
         except (EOFError, OSError):
             fault = self._worker_died()
@@ -543,6 +638,7 @@ class WorkerHandle(AdapterHandle):
         except ProtocolError as exc:
             worker.kill()
             self._worker = None
+            self.deaths += 1
             return Fault("unavailable", one_line(f"the worker's answer to loading is not "
                                                  f"plain data: {exc}"))
         if ok:
@@ -591,13 +687,27 @@ class WorkerHandle(AdapterHandle):
         if self._worker is not None and not self._hello_pending:
             return None
         if self._worker is None:
-            if self.deaths > self.max_restarts:
-                last = f" (last: {self._last_death})" if self._last_death else ""
-                return Fault("unavailable", f"gave up after {self.deaths} worker deaths{last}")
             failure = self._start()
             if failure is not None:
                 return failure
         return self._await_hello()
+
+    # quarantine ------------------------------------------------------------
+    def _blocked(self, function: str) -> str | None:
+        """Why ``function`` is not called any more (None: it is)."""
+        return self._given_up or self._quarantined.get(function)
+
+    def _failed(self, function: str, fault: Fault) -> None:
+        """Count a timeout or death of ``function``; quarantine what keeps failing."""
+        streak = self._streaks[function] = self._streaks.get(function, 0) + 1
+        if streak >= QUARANTINE_AFTER and function not in self._quarantined:
+            self._quarantined[function] = one_line(
+                f"not called after {streak} failures in a row (last: {fault})")
+        if self.timeouts >= MAX_TIMEOUTS:
+            self._given_up = f"not called after {self.timeouts} timeouts (last: {fault})"
+        elif self.deaths >= self.max_restarts:
+            last = f" (last: {self._last_death})" if self._last_death else ""
+            self._given_up = one_line(f"gave up after {self.deaths} worker deaths{last}")
 
     # calling ---------------------------------------------------------------
     def _call(
@@ -608,24 +718,37 @@ class WorkerHandle(AdapterHandle):
         timeout: float | None,
     ) -> tuple[np.ndarray | None, tuple[Fault, ...], float | None]:
         with self._lock:
+            blocked = self._blocked(function)
+            if blocked is not None:
+                counted = self.not_run.setdefault(function, [0, blocked])
+                counted[0] += 1
+                return None, (Fault("not-run", blocked),), None
             fault = self._ensure_worker()
             if fault is not None:
+                if fault.kind != "unavailable":  # it died or hung while restarting
+                    self._failed(function, fault)
                 return None, (fault,), None
             worker = self._worker
             assert worker is not None
             start = time.perf_counter()
+            deadline = None if timeout is None else time.monotonic() + timeout
             try:
-                send_message(worker.writer, ("call", function, list(arrays), dict(kwargs)))
-                value, faults = _reply(worker.receive(timeout))
+                worker.send(("call", function, list(arrays), dict(kwargs)), timeout)
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                value, faults = _reply(worker.receive(left))
             except TimeoutError:
                 worker.kill()
                 self._worker = None
                 self.deaths += 1
+                self.timeouts += 1
                 self._last_death = Fault("timeout", f"no answer within {timeout:g} s")
                 fault = Fault("timeout", f"no answer within {timeout:g} s; worker killed")
+                self._failed(function, fault)
                 return None, (fault,), None
             except (EOFError, OSError):  # died mid-call (BrokenPipeError is an OSError)
-                return None, (self._worker_died(),), None
+                fault = self._worker_died()
+                self._failed(function, fault)
+                return None, (fault,), None
             except ProtocolError as exc:  # not plain data: the stream cannot be trusted
                 worker.kill()
                 self._worker = None
@@ -633,8 +756,18 @@ class WorkerHandle(AdapterHandle):
                 fault = Fault("wrong-type", one_line(f"the worker's reply is not plain data "
                                                      f"({exc}); worker killed"))
                 self._last_death = fault
+                self._failed(function, fault)
                 return None, (fault,), None
+            self._streaks[function] = 0
             return value, faults, time.perf_counter() - start
+
+    def kill(self) -> None:
+        """Stop at once: kill the worker's process group, no grace (an interrupted run)."""
+        with self._lock:
+            self._closed = True
+            if self._worker is not None:
+                self._worker.kill()
+                self._worker = None
 
     def close(self) -> None:
         with self._lock:

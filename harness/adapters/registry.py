@@ -396,32 +396,49 @@ def _unavailable(name: str, spec: str, source: str, reason: str) -> AdapterInfo:
     )
 
 
-def _info_for(name: str, source: str) -> AdapterInfo:
+#: Seconds ``list`` waits for one adapter to load in its worker (importing torch or jax
+#: on a cold machine takes several): a slower one is listed as unavailable.
+LIST_TIMEOUT = 60.0
+
+
+def _info_in_worker(handle: AdapterHandle, name: str, source: str) -> AdapterInfo:
     try:
-        obj, _ = load_adapter(name)
-        return describe(obj, spec=name, source=source)
-    except AdapterUnavailable as exc:
-        return _unavailable(name, name, source, one_line(str(exc)))
+        info = handle.wait()
     except AdapterSpecError as exc:
         return _unavailable(name, name, source, one_line(str(exc)))
-    except Exception as exc:
-        return _unavailable(name, name, source, one_line(f"failed to load: {_exc(exc)}"))
+    if info.unavailable is not None:
+        return _unavailable(name, name, source, info.unavailable)
+    return AdapterInfo(name=info.name, spec=name, provides=info.provides, dtypes=info.dtypes,
+                       version=info.version, source=source)
 
 
-def list_adapters() -> list[AdapterInfo]:
-    """Every built-in and every entry-point adapter, loaded here, with what it provides.
+def list_adapters(*, timeout: float = LIST_TIMEOUT) -> list[AdapterInfo]:
+    """Every built-in and every entry-point adapter, each loaded in a worker process of its
+    own (all at once), with what it provides.
 
-    Adapters that cannot be used say why in ``unavailable`` (framework not installed,
-    no C compiler, an entry point that fails to import).
+    An adapter that cannot be used says why in ``unavailable``: framework not installed, no
+    C compiler, an entry point that fails to import, exits or crashes while loading, or
+    takes longer than ``timeout`` seconds to load. Nothing of an adapter runs here.
     """
-    infos = [_info_for(name, "built-in") for name in BUILTINS]
+    names = [(name, "built-in") for name in BUILTINS]
+    infos: dict[str, AdapterInfo] = {}
     for name in sorted(_entry_points()):
         if name in BUILTINS:
             reason = f"entry point name {name!r} is taken by a built-in adapter"
-            infos.append(_unavailable(name, name, "entry point", reason))
+            infos[f"entry point:{name}"] = _unavailable(name, name, "entry point", reason)
         else:
-            infos.append(_info_for(name, "entry point"))
-    return infos
+            names.append((name, "entry point"))
+    handles = [(name, source, WorkerHandle(spec=name, start_timeout=timeout))
+               for name, source in names]
+    try:
+        for name, source, handle in handles:
+            infos[f"{source}:{name}"] = _info_in_worker(handle, name, source)
+    finally:
+        for _, _, handle in handles:
+            handle.close()
+    order = [f"{source}:{name}" for name, source in names]
+    order += [key for key in infos if key not in order]
+    return [infos[key] for key in order]
 
 
 _OPTION_ABBREVIATIONS = {
@@ -433,8 +450,11 @@ _OPTION_ABBREVIATIONS = {
 
 
 def format_adapter_list(infos: Iterable[AdapterInfo]) -> str:
-    """A plain-text table of adapters (tabulate): provides, options, dtypes, version, status."""
+    """A plain-text table of adapters (tabulate): provides, options, dtypes, version, status.
+    Names, versions and reasons come from the adapters: shown terminal-safe."""
     from tabulate import tabulate
+
+    from harness.text import terminal
 
     rows = []
     for info in infos:
@@ -445,13 +465,13 @@ def format_adapter_list(infos: Iterable[AdapterInfo]) -> str:
         )
         rows.append(
             [
-                info.name,
+                terminal(info.name),
                 info.source,
-                info.version or "-",
+                terminal(info.version or "-"),
                 " ".join(info.dtypes) or "-",
                 "all" if len(functions) == len(FUNCTIONS) else " ".join(functions) or "-",
                 " ".join(_OPTION_ABBREVIATIONS[o] for o in options) or "-",
-                "ok" if info.unavailable is None else f"unavailable: {info.unavailable}",
+                "ok" if info.unavailable is None else terminal(f"unavailable: {info.unavailable}"),
             ]
         )
     headers = ["adapter", "source", "version", "dtypes", "provides", "CE options", "status"]

@@ -35,8 +35,9 @@ REPRODUCER_CHARS = 6000
 #: Most logits a reproducer serializes to find out (cases and rows beyond it are named).
 REPRODUCER_ELEMENTS = 4096
 
-#: Faults that mean the adapter simply does not do this: no finding at all.
-SILENT_FAULTS = ("not-provided",)
+#: Faults that give no finding: the adapter does not do this, or the call was not made
+#: because the function or adapter is quarantined (counted apart, as "not run").
+SILENT_FAULTS = ("not-provided", "not-run")
 
 
 @dataclass

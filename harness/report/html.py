@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from html import escape
@@ -34,6 +35,7 @@ from typing import Any
 from harness.adapters.contract import FUNCTIONS
 from harness.report import write_atomic
 from harness.report.markdown import _ORDER, ACCURACY_CHECKS, _rank, _ulp
+from harness.text import terminal
 
 FILENAME = "conformance.html"
 
@@ -140,8 +142,17 @@ def verdicts(data: dict[str, Any]) -> str:
                      _td(a["verdict"], cls=f"verdict-{_e(a['verdict'])}"),
                      _td(failing, cls="num"), _td(len(a["results"]), cls="num"),
                      _td(a.get("reason") or "")])
-    return _table(["adapter", "spec", "version", "verdict", "failing results", "results",
-                   "reason"], rows, cls="verdicts")
+    table = _table(["adapter", "spec", "version", "verdict", "failing results", "results",
+                    "reason"], rows, cls="verdicts")
+    quarantined = [[_td(a["name"]), _td(n["function"]), _td(n["calls"], cls="num"),
+                    _td(n["reason"])]
+                   for a in data["adapters"] for n in a.get("not_run") or ()]
+    if quarantined:
+        table += ("<p>Not run (the function or adapter hung or crashed again and again, and "
+                  "was not called any more):</p>"
+                  + _table(["adapter", "function", "calls", "reason"], quarantined,
+                           cls="not-run"))
+    return table
 
 
 def _grade_cell(grade: str | None, failed: bool) -> str:
@@ -338,13 +349,16 @@ def _points(a: dict[str, Any]) -> list[tuple[str, float, float | None]]:
 
 
 def _safe(text: str) -> str:
-    """Text for matplotlib labels: ``$`` would start mathtext."""
-    return text.replace("$", r"\$")
+    """Text for matplotlib labels: control characters shown escaped (they are no glyphs),
+    and ``$`` would start mathtext."""
+    return terminal(" ".join(text.split())).replace("$", r"\$")
 
 
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a missing glyph is the label's business, not ours
+        fig.savefig(buf, format="png", dpi=90)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f"data:image/png;base64,{data}"
 

@@ -192,7 +192,8 @@ _ADAPTER = _record({
     "name": _STR, "spec": _STR, "version": _OPT_STR, "verdict": _one_of(_VERDICTS),
     "reason": _OPT_STR, "dtypes": _list(_STR), "provides": _list(_STR),
     "results": _list(_RESULT),
-}, {"not_provided": _list(_STR)})
+}, {"not_provided": _list(_STR), "not_run": _list(_record(
+    {"function": _STR, "calls": _INT, "reason": _STR}))})
 
 _SETTINGS = _record({
     "profile": _STR, "ulp_budget": _figure, "seed": _INT, "dtypes": _list(_STR),

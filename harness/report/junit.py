@@ -96,6 +96,13 @@ def build(data: dict[str, Any]) -> ET.Element:
                 failure = ET.SubElement(case, "failure", message=_x(failure_message(r)),
                                         type=_x(r["grade"]))
                 failure.text = _x(failure_text(r))
+        for n in a.get("not_run") or ():
+            case = ET.SubElement(suite, "testcase", name=_x(f"{n['function']}[not run]"),
+                                 classname=classname)
+            ET.SubElement(case, "skipped", message=_x(f"{n['calls']} calls not run: "
+                                                      f"{n['reason']}"))
+            counts["tests"] += 1
+            counts["skipped"] = counts.get("skipped", 0) + 1
         props = ET.Element("properties")
         version = a.get("version")
         if version:
@@ -104,10 +111,10 @@ def build(data: dict[str, Any]) -> ET.Element:
             ET.SubElement(props, "property", name="report_id", value=_x(data["report_id"]))
         if len(props):
             suite.insert(0, props)
+        counts.setdefault("skipped", 0)
         for key, value in counts.items():
             suite.set(key, str(value))
-            totals[key] += value
-        suite.set("skipped", "0")
+            totals[key] = totals.get(key, 0) + value
     for key, value in totals.items():
         root.set(key, str(value))
     if data.get("seconds") is not None:

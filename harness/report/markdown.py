@@ -1,7 +1,10 @@
 """``conformance.md``: the scoreboard, max-ulp tables per dtype, edge behaviour, failures.
 
 Rendered with tabulate from the JSON-ready run data, so it can be re-rendered later from
-``conformance.json`` (``xentcheck report``).
+``conformance.json`` (``xentcheck report``). Every value from the data (adapter names,
+versions, reasons, notes, inputs, reproducers: a report may come from anyone) goes
+through :func:`harness.text.markdown_cell` or :func:`harness.text.markdown_code`, so no
+raw HTML, ``|`` or newline reaches the rendered page.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from tabulate import tabulate
 
 from harness.adapters.contract import FUNCTIONS
 from harness.report import write_atomic
+from harness.text import markdown_cell as _c
+from harness.text import markdown_code as _code
 
 FILENAME = "conformance.md"
 
@@ -42,17 +47,24 @@ def _ulp(value: Any) -> str:
 
 def _label(adapter: dict[str, Any]) -> str:
     version = adapter.get("version")
-    return f"{adapter['name']} {version}" if version else adapter["name"]
+    return _c(f"{adapter['name']} {version}" if version else adapter["name"])
 
 
 def verdicts(data: dict[str, Any]) -> str:
     rows = []
     for a in data["adapters"]:
         failing = sum(1 for r in a["results"] if not r["passed"])
-        rows.append([a["name"], a.get("version") or "", a["verdict"],
-                     failing, len(a["results"]), a.get("reason") or ""])
-    return tabulate(rows, ["adapter", "version", "verdict", "failing results", "results",
-                           "reason"], tablefmt="github")
+        rows.append([_c(a["name"]), _c(a.get("version") or ""), _c(a["verdict"]),
+                     failing, len(a["results"]), _c(a.get("reason") or "")])
+    table = tabulate(rows, ["adapter", "version", "verdict", "failing results", "results",
+                            "reason"], tablefmt="github")
+    quarantined = [f"- **{_c(a['name'])}** {_code(n['function'])}: {n['calls']} calls not "
+                   f"run: {_c(n['reason'])}"
+                   for a in data["adapters"] for n in a.get("not_run") or ()]
+    if quarantined:
+        table += ("\n\nNot run (the function or adapter hung or crashed again and again, "
+                  "and was not called any more):\n\n" + "\n".join(quarantined))
+    return table
 
 
 def scoreboard(data: dict[str, Any]) -> str:
@@ -72,7 +84,7 @@ def scoreboard(data: dict[str, Any]) -> str:
             failed = any(not r["passed"] for r in results)
             row.append(f"{worst}{' ✗' if failed else ''}")
         rows.append(row)
-    return tabulate(rows, ["function"] + [a["name"] for a in adapters], tablefmt="github")
+    return tabulate(rows, ["function"] + [_c(a["name"]) for a in adapters], tablefmt="github")
 
 
 def max_ulp_tables(data: dict[str, Any]) -> str:
@@ -99,7 +111,7 @@ def max_ulp_tables(data: dict[str, Any]) -> str:
                 elif infinite:
                     row.append("inf")
                 else:
-                    row.append(_ulp(max(numeric)) if numeric else "—")
+                    row.append(_c(_ulp(max(numeric))) if numeric else "—")
             rows.append(row)
         parts.append(f"### {dtype}\n\n" + tabulate(
             rows, ["function"] + [_label(a) for a in adapters], tablefmt="github"))
@@ -119,18 +131,21 @@ def behaviour(data: dict[str, Any]) -> str:
                 seen[(situation, r["function"])][a["name"]].add(what)
     if not seen:
         return "No ungraded situations came up in this run."
-    rows = [[situation, function] + [", ".join(sorted(seen[(situation, function)][name]))
-                                     or "—" for name in adapters]
+    rows = [[_c(situation), _c(function)]
+            + [_c(", ".join(sorted(seen[(situation, function)][name]))) or "—"
+               for name in adapters]
             for situation, function in sorted(seen)]
-    return tabulate(rows, ["situation", "function"] + adapters, tablefmt="github")
+    return tabulate(rows, ["situation", "function"] + [_c(a) for a in adapters],
+                    tablefmt="github")
 
 
 def failures(data: dict[str, Any], limit: int = 200) -> str:
     lines = []
     count = 0
     for a in data["adapters"]:
+        name = _c(a["name"])
         if a["verdict"] == "error":
-            lines.append(f"- **{a['name']}**: could not be run: {a.get('reason')}")
+            lines.append(f"- **{name}**: could not be run: {_c(a.get('reason'))}")
             continue
         for r in a["results"]:
             if r["passed"]:
@@ -139,25 +154,26 @@ def failures(data: dict[str, Any], limit: int = 200) -> str:
             if count > limit:
                 continue
             w = r.get("worst") or {}
-            head = (f"- **{a['name']}** `{r['function']}` [{r['dtype']}-{r['regime']}] "
-                    f"check `{r['check']}`: {r['grade']}, {r['failed']} of {r['cases']} rows "
-                    f"failed; max {_ulp(r['max_ulp'])} ulp, ratio {_ulp(r['max_ratio'])}")
+            head = (f"- **{name}** {_code(r['function'])} [{_c(r['dtype'])}-{_c(r['regime'])}] "
+                    f"check {_code(r['check'])}: {_c(r['grade'])}, {r['failed']} of "
+                    f"{r['cases']} rows failed; max {_c(_ulp(r['max_ulp']))} ulp, ratio "
+                    f"{_c(_ulp(r['max_ratio']))}")
             lines.append(head)
             if r["notes"]:
-                lines.append(f"  - {r['notes'][0]}")
+                lines.append(f"  - {_c(r['notes'][0])}")
+            reproducer = w.get("reproducer") or ""
+            shown = reproducer[:300] + ("..." if len(reproducer) > 300 else "")
             if w and w["got"] is None and w["expected"] is None:
-                lines.append(f"  - case `{w['case']}` row {w['row']}")
-                lines.append(f"  - input: `{' '.join(w['input'])}`")
-                lines.append(f"  - reproduce: `{w['reproducer'][:300]}"
-                             f"{'...' if len(w['reproducer']) > 300 else ''}`")
+                lines.append(f"  - case {_code(w['case'])} row {_c(w['row'])}")
+                lines.append(f"  - input: {_code(' '.join(w.get('input') or []))}")
+                lines.append(f"  - reproduce: {_code(shown)}")
             elif w:
-                lines.append(f"  - worst: case `{w['case']}` row {w['row']} index {w['index']}: "
-                             f"got `{w['got']}`, should be `{w['expected']}` "
-                             f"({_ulp(w['ulp'])} ulp, ratio {_ulp(w['ratio'])}, "
-                             f"bound {_ulp(w['allowed_ulp'])} ulp)")
-                lines.append(f"  - input: `{' '.join(w['input'])}`")
-                lines.append(f"  - reproduce: `{w['reproducer'][:300]}"
-                             f"{'...' if len(w['reproducer']) > 300 else ''}`")
+                lines.append(f"  - worst: case {_code(w['case'])} row {_c(w['row'])} index "
+                             f"{_c(w['index'])}: got {_code(w['got'])}, should be "
+                             f"{_code(w['expected'])} ({_c(_ulp(w['ulp']))} ulp, ratio "
+                             f"{_c(_ulp(w['ratio']))}, bound {_c(_ulp(w['allowed_ulp']))} ulp)")
+                lines.append(f"  - input: {_code(' '.join(w.get('input') or []))}")
+                lines.append(f"  - reproduce: {_code(shown)}")
     if count > limit:
         lines.append(f"- ... and {count - limit} more (see conformance.json)")
     return "\n".join(lines) if lines else "None: every adapter passed."
@@ -168,11 +184,11 @@ def render(data: dict[str, Any]) -> str:
     p = data["platform"]
     return "\n\n".join([
         "# xentcheck conformance report",
-        f"Profile `{s['profile']}` (N = {s['ulp_budget']} ulp), seed {s['seed']}, "
-        f"{data['cases']} cases, dtypes {', '.join(s['dtypes'])}, "
-        f"regimes {', '.join(s['regimes'])}. Python {p['python']}, NumPy {p['numpy']}, "
-        f"mpmath {p['mpmath']} on {p['machine']}. Report `{data.get('report_id', '-')}` "
-        "(every file of the set carries it).",
+        f"Profile {_code(s['profile'])} (N = {_c(s['ulp_budget'])} ulp), seed {_c(s['seed'])}, "
+        f"{data['cases']} cases, dtypes {_c(', '.join(s['dtypes']))}, "
+        f"regimes {_c(', '.join(s['regimes']))}. Python {_c(p['python'])}, NumPy "
+        f"{_c(p['numpy'])}, mpmath {_c(p['mpmath'])} on {_c(p['machine'])}. Report "
+        f"{_code(data.get('report_id', '-'))} (every file of the set carries it).",
         "## Verdicts", verdicts(data),
         "## Scoreboard\n\nWorst accuracy grade against the exact truth over every dtype and "
         "regime (checks `value` and `gradient`); ✗ marks a failing result, — not provided.",

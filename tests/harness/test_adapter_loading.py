@@ -202,10 +202,10 @@ def test_unavailable_builtin_says_why(
 ) -> None:
     monkeypatch.setitem(BUILTINS, "frobnitz", "unavailable_adapter")
     monkeypatch.setitem(BUILTINS, "ghost", "harness.adapters.no_such_module")
-    listed = {info.name: info for info in list_adapters()}
-    assert listed["frobnitz"].unavailable == "frobnitz is not installed (pip install frobnitz)"
-    assert "harness.adapters.no_such_module is missing" in listed["ghost"].unavailable
-    table = format_adapter_list([listed["frobnitz"]])
+    with open_adapter("ghost", isolated=False) as handle:
+        assert "harness.adapters.no_such_module is missing" in handle.unavailable
+    with open_adapter("frobnitz", isolated=False) as handle:
+        table = format_adapter_list([handle.info])
     assert "unavailable: frobnitz is not installed" in table
 
     # in-process by built-in name; in a worker by file (the worker has the real BUILTINS)

@@ -102,8 +102,36 @@ def test_the_run_goes_on_across_adapters() -> None:
 def test_gives_up_after_max_restarts() -> None:
     with open_adapter(f"{FAULTY}:HardExit", max_restarts=1) as handle:
         kinds = [handle.call("softmax", LOGITS).fault for _ in range(3)]
-    assert [f.kind for f in kinds] == ["exited", "exited", "unavailable"]
-    assert kinds[2].reason.startswith("gave up after 2 worker deaths (last: exited")
+        assert [f.kind for f in kinds] == ["exited", "not-run", "not-run"]
+        assert kinds[2].reason.startswith("gave up after 1 worker deaths (last: exited")
+        assert handle.call("logsumexp", LOGITS).fault.kind == "not-run"  # the whole adapter
+        assert handle.not_run["softmax"][0] == 2 and handle.not_run["logsumexp"][0] == 1
+
+
+def test_a_function_that_keeps_failing_is_quarantined() -> None:
+    """Two consecutive timeouts of softmax: it is not called again (each later call
+    answers at once, "not-run", with the reason), and the adapter's other functions still
+    run; a third timeout anywhere stops the whole adapter."""
+    with open_adapter(f"{FAULTY}:Hang", timeout=HANG_TIMEOUT) as handle:
+        started = time.monotonic()
+        faults = [handle.call("softmax", LOGITS).fault for _ in range(5)]
+        assert time.monotonic() - started < 4 * HANG_TIMEOUT + 3  # two timeouts, not five
+        assert [f.kind for f in faults] == ["timeout", "timeout", "not-run", "not-run",
+                                            "not-run"]
+        assert "not called after 2 failures in a row (last: timeout" in faults[2].reason
+        assert handle.call("logsumexp", LOGITS).ok
+        assert handle.not_run["softmax"][0] == 3
+        assert handle.timeouts == 2
+
+
+def test_a_crashing_function_is_quarantined_after_two_in_a_row() -> None:
+    with open_adapter(f"{FAULTY}:Segfault") as handle:
+        kinds = []
+        for _ in range(3):
+            kinds.append(handle.call("softmax", LOGITS).fault.kind)
+            assert handle.call("logsumexp", LOGITS).ok  # a success of another function
+        assert kinds == ["crashed", "crashed", "not-run"]
+        assert handle.deaths == 2
 
 
 def test_worker_that_crashes_while_loading_is_unavailable(tmp_path: Path) -> None:
