@@ -122,7 +122,7 @@ def _builtin_names() -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness import grading, runner, strategies
+    from harness import defects, grading, runner, strategies
     from harness.adapters.contract import DTYPES, AdapterSpecError
     from harness.fpenv import FloatingPointEnvironmentError
 
@@ -144,7 +144,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         grading.load_budgets(args.budgets)
         runner.load_pinned()
-    except ValueError as err:  # BudgetError, PinnedCasesError
+        defects.cases()
+    except ValueError as err:  # BudgetError, PinnedCasesError, DefectCorpusError
         raise UsageError(str(err)) from None
     out = _writable_out(args.out, "--out")
     # Without --adapter: every built-in, each loaded in its own worker only (the ones that

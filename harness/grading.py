@@ -261,14 +261,15 @@ class _Rows:
 def _rows(z: np.ndarray, uw: float) -> _Rows:
     nan = np.isnan(z).any(axis=1)
     posinf = (z == np.inf).any(axis=1)
-    all_minus_inf = ~np.isfinite(z).any(axis=1) & ~nan & ~posinf
+    # (a row of no classes, K = 0, is not one: its logsumexp -inf is graded)
+    all_minus_inf = ~np.isfinite(z).any(axis=1) & ~nan & ~posinf & (z.shape[1] > 0)
     # NaN rows have NaN exact values, graded by the ulp conventions alone; +inf and all
     # -inf rows are not graded: a benign stand-in keeps the arithmetic quiet.
     bad = nan | posinf | all_minus_inf
     z = np.where(bad[:, None], 0.0, z)
     finite = np.isfinite(z)
     with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
-        m = np.max(np.where(finite, z, -np.inf), axis=1)
+        m = np.max(np.where(finite, z, -np.inf), axis=1, initial=-np.inf)
         d = np.where(finite, z - m[:, None], -np.inf)  # may overflow to -inf: exp = 0
         e = portable.exp(d)  # not np.exp: its last bits change with the CPU
         s = e.sum(axis=1)

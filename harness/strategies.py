@@ -86,6 +86,11 @@ REGIMES: tuple[str, ...] = (
     "single-class",
     "empty",
     "corpus",
+    "near-zero",
+    "long-rows",
+    "ignored",
+    "no-classes",
+    "known-defects",
 )
 
 # MAX_CLASSES (from harness.options, where the CLI reads it without importing NumPy):
@@ -107,6 +112,26 @@ DOMINANT_MAX_GAP = 800.0
 #: The tile of a causal or block mask (as attention kernels tile it): ``masked`` rows with
 #: K > 128 have runs of at least this many -inf.
 MASK_TILE = 128
+#: ``ties``: the magnitudes of ties at large values (and the dtype's largest value).
+BIG_TIES: tuple[float, ...] = (1e4, 1e5, 1e6, 1e7, 1e8)
+#: ``long-rows``: the (N, K) of its cases: uniform rows past bfloat16's 256-term and
+#: float16's 2048-term accumulation limits, K one either side of 1024, 2048 and 65536
+#: (kernel block and grid boundaries), and arrays of 2**16 and 2**17 elements.
+LONG_SHAPES: tuple[tuple[int, int], ...] = (
+    (2, 257), (1, 2049), (2, 1023), (1, 1025), (1, 2047), (1, 65535), (1, 65537),
+    (64, 1024), (2, 65536),
+)
+#: ``ignored``: every case has class-index targets with an ignore_index; each of these
+#: setups (ignore_index, reduction, with weights, with label smoothing, rows: "some" or
+#: the number of rows when every one is ignored) comes once per sample, in order.
+IGNORED_SETUPS: tuple[tuple[str, str, bool, bool, str | int], ...] = (
+    ("-100", "mean", False, False, "some"),
+    ("-100", "mean", False, False, 1),
+    ("class", "mean", True, False, 4),
+    ("class", "mean", False, True, "some"),
+    ("-100", "sum", True, True, "some"),
+    ("-100", "none", False, True, 3),
+)
 #: Rows per case when :func:`load_corpus` chunks a corpus.
 CORPUS_ROWS_PER_CASE = 256
 #: The corpus of the ``corpus`` regime when none is given: 2,500 rows of real MNIST logits
@@ -397,11 +422,28 @@ def _ties(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
     z = (c - src.floats(0.0, 5.0, (n, k))).astype(fmt.dtype)
     top = c.astype(fmt.dtype)
     copied = False
+    big = [m for m in BIG_TIES if m <= fmt.max] + [fmt.max]
     for i in range(n):
-        mode = src.integer(0, 2)
+        mode = src.integer(0, 3)
         if mode == 2 and i > 0:
             z[i] = z[src.integer(0, i - 1)]
             copied = True
+            continue
+        if mode == 3:  # ties at a large magnitude M (1e4 ... 1e8, the dtype's largest):
+            # the rest a few representable steps below, the maximum attained at least twice
+            m = np.array([big[src.integer(0, len(big) - 1)]]).astype(fmt.dtype)
+            negative = src.integer(0, 1) == 1
+            steps = src.integers(1, 8, (k,))
+            if negative and float(m[0]) < fmt.max:
+                z[i] = -_step(np.broadcast_to(m, (k,)), steps, fmt)
+                top_i = -m[0]
+            elif negative:
+                z[i] = -m[0]
+                top_i = -m[0]
+            else:
+                z[i] = _step(np.broadcast_to(m, (k,)), -steps, fmt)
+                top_i = m[0]
+            z[i, src.distinct(k, src.integer(min(2, k), k))] = top_i
             continue
         count = k if mode == 1 else src.integer(min(2, k), k)
         z[i, src.distinct(k, count)] = top[i, 0]
@@ -485,6 +527,44 @@ def _empty(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
     return np.empty((0, k), dtype=fmt.dtype)
 
 
+def _near_zero(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
+    # the maximum is 0, -0 or tiny, every other logit far below it (gaps as in
+    # ``dominant``): logsumexp and the maximum's log_softmax are near 0, where
+    # m + log(sum) loses everything that m + log1p(s) keeps (logsumexp([0, -40]) = 4.2e-18)
+    smallest = float_format(fmt.name).smallest_normal
+    mode = src.integers(0, 2, (n,))
+    tiny = _signs(src, (n,)) * _log_uniform(src, smallest, 1e-3, (n,))
+    top = np.where(mode == 1, tiny, np.where(mode == 2, -0.0, 0.0))
+    gaps = _log_uniform(src, _dominant_min_gap(fmt), DOMINANT_MAX_GAP, (n, k))
+    z = (top[:, None] - gaps).astype(fmt.dtype)
+    z[np.arange(n), src.integers(0, k - 1, (n,))] = top.astype(fmt.dtype)
+    return z
+
+
+def _long_rows(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
+    # constant rows (every term equal: the worst case for an accumulator), constant rows
+    # with a few tokens raised, and rows within a few ulps of a constant
+    z = np.empty((n, k), dtype=fmt.dtype)
+    for i in range(n):
+        mode = src.integer(0, 2)
+        c = np.array([src.real(-5.0, 5.0)]).astype(fmt.dtype)
+        if mode == 2:
+            steps = src.integers(0, TINY_SPREAD_ULPS, (k,))
+            row = _step(np.abs(np.broadcast_to(c, (k,))), steps, fmt)
+            z[i] = np.where(c < 0, -row, row).astype(fmt.dtype)
+            continue
+        z[i] = c[0]
+        if mode == 1:
+            raised = src.distinct(k, min(k, 4))
+            z[i, raised] = (np.float64(c[0]) + src.floats(1.0, 8.0, (raised.size,))).astype(
+                fmt.dtype)
+    return z
+
+
+def _no_classes(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
+    return np.empty((n, 0), dtype=fmt.dtype)
+
+
 class _Regime(NamedTuple):
     build: Callable[[_Source, _Format, int, int], np.ndarray] | None
     rows: tuple[int, int]  # default range of N
@@ -533,7 +613,8 @@ _REGIMES: dict[str, _Regime] = {
     ),
     "ties": _Regime(
         build=_ties, rows=(1, 8), classes=(2, 16), row_limits=_ROWS, class_limits=_ANY,
-        summary="repeated maxima, constant rows and repeated rows",
+        summary="repeated maxima, constant rows and repeated rows, ties at 1e4 ... 1e8 "
+        "and at the dtype's largest value",
         detail=_no_detail,
     ),
     "tiny-spread": _Regime(
@@ -573,6 +654,39 @@ _REGIMES: dict[str, _Regime] = {
     "corpus": _Regime(
         build=None, rows=(1, 8), classes=_ANY, row_limits=(0, 1 << 30), class_limits=_ANY,
         summary="the user's own logits from a .npy/.npz file (default: MNIST logits, K = 10)",
+        detail=_no_detail,
+    ),
+    "near-zero": _Regime(
+        build=_near_zero, rows=(1, 8), classes=(2, 16), row_limits=_ROWS,
+        class_limits=(2, MAX_CLASSES),
+        summary="the maximum is 0, -0 or tiny and every other logit far below: logsumexp "
+        "and log_softmax near 0",
+        detail=lambda f: f"gaps in [{_dominant_min_gap(f):.3g}, {DOMINANT_MAX_GAP:g}]",
+    ),
+    "long-rows": _Regime(
+        build=_long_rows, rows=(1, 128), classes=(257, 65537), row_limits=(1, 4096),
+        class_limits=(2, MAX_CLASSES),
+        summary="uniform rows past the half formats' accumulation limits, K at 1024, 2048 "
+        "and 65536 +- 1, arrays of 2**16 and 2**17 elements",
+        detail=_no_detail,
+    ),
+    "ignored": _Regime(
+        build=_moderate, rows=(1, 8), classes=(2, 16), row_limits=(1, 4096),
+        class_limits=(2, MAX_CLASSES),
+        summary="class indices with ignore_index (-100 or a class): mean without weights, "
+        "every row ignored (N = 1 and more), with label smoothing",
+        detail=_no_detail,
+    ),
+    "no-classes": _Regime(
+        build=_no_classes, rows=(1, 4), classes=(0, 0), row_limits=(1, 4096),
+        class_limits=(0, 0),
+        summary="K = 0: logsumexp is -inf, softmax and log_softmax are empty",
+        detail=_no_detail,
+    ),
+    "known-defects": _Regime(
+        build=None, rows=(1, 64), classes=_ANY, row_limits=(0, 1 << 30), class_limits=_ANY,
+        summary="the inputs of defects reported upstream (harness/data/known_defects.json), "
+        "with their provenance",
         detail=_no_detail,
     ),
 }
@@ -802,9 +916,15 @@ def _plans(
         if lo is not None and hi is not None and lo > hi:
             raise InvalidArgument(f"min_{what}={lo} is greater than max_{what}={hi}")
     bounds = (min_rows, max_rows, min_classes, max_classes, corpus)
+    if regime == "known-defects":
+        raise InvalidArgument("known-defects is a fixed corpus, not a strategy: use "
+                              "sample('known-defects', dtype=...)")
     if regime is not None:
         return (_plan(regime, *bounds),)
-    names = [r for r in REGIMES if r != "corpus" or corpus is not None]
+    # drawn from when no regime is named: every one but the fixed corpus of defects and
+    # K = 0 (which most code that draws logits does not expect); name them to get them
+    names = [r for r in REGIMES if r not in ("known-defects", "no-classes")
+             and (r != "corpus" or corpus is not None)]
     plans = []
     for name in names:
         try:
@@ -816,13 +936,24 @@ def _plans(
     return tuple(plans)
 
 
-def _generate(
-    src: _Source, plan: _Plan, fmt: _Format, slot: int | None
-) -> tuple[np.ndarray, np.ndarray | None]:
+class _Drawn(NamedTuple):
+    logits: np.ndarray
+    anchors: np.ndarray | None  # the labels of corpus rows
+    setup: int | None  # the ``ignored`` setup (an index of IGNORED_SETUPS)
+
+
+def _long_shapes(plan: _Plan) -> list[tuple[int, int]]:
+    (rlo, rhi), (klo, khi) = plan.rows, plan.classes
+    shapes = [(n, k) for n, k in LONG_SHAPES if rlo <= n <= rhi and klo <= k <= khi]
+    return shapes or [(rlo, khi)]
+
+
+def _generate(src: _Source, plan: _Plan, fmt: _Format, slot: int | None) -> _Drawn:
     """Logits of the plan's regime (and the labels of corpus rows), shape drawn first.
 
-    ``slot`` is a sample's case index, which picks the wide size and whether a masked case
-    is long; strategies (``slot=None``) draw those instead.
+    ``slot`` is a sample's case index, which picks the wide size, whether a masked case
+    is long, the long-rows shape and the ignored setup; strategies (``slot=None``) draw
+    those instead.
     """
     (rlo, rhi), (klo, khi) = plan.rows, plan.classes
     if plan.corpus is not None:
@@ -830,8 +961,19 @@ def _generate(
         n = src.integer(rlo, rhi)
         picked = src.integers(0, data.shape[0] - 1, (n,))
         anchors = None if labels is None else labels[picked]
-        return data[picked].astype(fmt.dtype), anchors
-    if plan.name == "wide":
+        return _Drawn(data[picked].astype(fmt.dtype), anchors, None)
+    setup = None
+    if plan.name == "long-rows":
+        shapes = _long_shapes(plan)
+        n, k = shapes[src.integer(0, len(shapes) - 1) if slot is None else slot % len(shapes)]
+    elif plan.name == "ignored":
+        setup = src.integer(0, len(IGNORED_SETUPS) - 1) if slot is None else (
+            slot % len(IGNORED_SETUPS))
+        rows = IGNORED_SETUPS[setup][4]
+        n = min(max(rows, rlo), rhi) if isinstance(rows, int) else src.integer(
+            max(rlo, 2), max(rhi, 2))
+        k = src.integer(klo, khi)
+    elif plan.name == "wide":
         sizes = [s for s in WIDE_SIZES if klo <= s <= khi]
         if slot is None:
             if sizes and src.integer(0, 1) == 0:  # one of the usual vocabulary sizes
@@ -857,7 +999,7 @@ def _generate(
         k = src.integer(klo, khi)
         n = src.integer(rlo, rhi)
     assert plan.spec.build is not None
-    return plan.spec.build(src, fmt, n, k), None
+    return _Drawn(plan.spec.build(src, fmt, n, k), None, setup)
 
 
 # --------------------------------------------------------------------------- targets and options
@@ -925,6 +1067,30 @@ def _make_targets(
     return y.astype(fmt.dtype)
 
 
+def _ignored_case(src: _Source, fmt: _Format, z: np.ndarray, setup: int
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Class-index targets and options of an ``ignored`` case (see IGNORED_SETUPS)."""
+    n, k = z.shape
+    which, reduction, weighted, smoothed, rows = IGNORED_SETUPS[setup]
+    ignore = -100 if which == "-100" else src.integer(0, k - 1)
+    target = _anchors(src, z)
+    if rows == "some":  # at least one row ignored and, with two rows or more, one kept
+        ignored = src.integers(0, 1, (n,)) == 1
+        ignored[0] = True
+        if n > 1:
+            ignored[n - 1] = False
+            target[n - 1] = (ignore + 1) % k if target[n - 1] == ignore else target[n - 1]
+    else:
+        ignored = np.ones(n, dtype=bool)
+    target[ignored] = ignore
+    options: dict[str, Any] = {"ignore_index": ignore, "reduction": reduction}
+    if weighted:
+        options["weight"] = src.floats(0.25, 2.0, (k,)).astype(fmt.dtype)
+    if smoothed:
+        options["label_smoothing"] = src.integer(1, 32) / 64
+    return target, options
+
+
 def _make_options(
     src: _Source, fmt: _Format, k: int, kind: str, names: Sequence[str], *, each_maybe: bool
 ) -> dict[str, Any]:
@@ -946,6 +1112,21 @@ def _make_options(
         else:
             out[name] = REDUCTIONS[src.integer(0, len(REDUCTIONS) - 1)]
     return out
+
+
+def _targets_and_options(
+    src: _Source, fmt: _Format, z: np.ndarray, anchors: np.ndarray | None, setup: int | None,
+    kind: str, names: Sequence[str], *, each_maybe: bool
+) -> tuple[str, np.ndarray, dict[str, Any]]:
+    """(target kind, target, options) of a case: the ``ignored`` setups and K = 0 have
+    their own; every other case gets ``kind`` and options among ``names``."""
+    if setup is not None:
+        target, opts = _ignored_case(src, fmt, z, setup)
+        return "indices", target, opts
+    if z.shape[1] == 0:  # no classes: no class to index, no option to apply
+        return "all-zero", np.zeros(z.shape, dtype=fmt.dtype), {}
+    opts = _make_options(src, fmt, z.shape[1], kind, names, each_maybe=each_maybe)
+    return kind, _make_targets(src, fmt, z, kind, anchors, opts.get("ignore_index")), opts
 
 
 # --------------------------------------------------------------------------- fixed-seed samples
@@ -981,6 +1162,12 @@ def sample(
     _check_count("seed", seed, 0)
     if size is not None:
         _check_count("size", size, 0)
+    if regime == "known-defects":  # a fixed corpus: the seed picks nothing
+        from harness import defects
+
+        chosen = [c for c in defects.cases(fmt.name)
+                  if max_classes is None or c.num_classes <= max_classes]
+        return chosen if size is None else chosen[:size]
     if max_classes is not None:
         _check_count("max_classes", max_classes, 1)
         if max_classes > MAX_CLASSES:
@@ -998,7 +1185,8 @@ def sample(
                 raise InvalidArgument(f"the corpus has K = {plan.classes[0]} > max_classes")
         else:
             plan = _plan(regime, None, None, None, cap, None)
-        default_size = 3 if regime == "empty" else _DEFAULT_SAMPLE_SIZE
+        default_size = {"empty": 3, "long-rows": len(_long_shapes(plan)),
+                        "ignored": len(IGNORED_SETUPS)}.get(regime, _DEFAULT_SAMPLE_SIZE)
     count = default_size if size is None else size
     r, d = REGIMES.index(regime), DTYPES.index(fmt.name)
     call = f"harness.strategies.sample({regime!r}, dtype={fmt.name!r}, seed={seed}"
@@ -1009,11 +1197,10 @@ def sample(
     out = []
     for i in range(count):
         src = _StreamSource(_entropy(seed, regime, fmt.name, i))
-        z, anchors = _generate(src, plan, fmt, slot=i)
-        kind = TARGET_KINDS[(i + r) % len(TARGET_KINDS)]
-        profile = _OPTION_PROFILES[(i + 3 * r + 2 * d) % len(_OPTION_PROFILES)]
-        opts = _make_options(src, fmt, z.shape[1], kind, profile, each_maybe=False)
-        target = _make_targets(src, fmt, z, kind, anchors, opts.get("ignore_index"))
+        z, anchors, setup = _generate(src, plan, fmt, slot=i)
+        kind, target, opts = _targets_and_options(
+            src, fmt, z, anchors, setup, TARGET_KINDS[(i + r) % len(TARGET_KINDS)],
+            _OPTION_PROFILES[(i + 3 * r + 2 * d) % len(_OPTION_PROFILES)], each_maybe=False)
         out.append(
             Case(
                 logits=z,
@@ -1070,8 +1257,7 @@ def logits(
 @st.composite
 def _logits_draws(draw: Any, fmt: _Format, plans: tuple[_Plan, ...]) -> np.ndarray:
     plan = draw(st.sampled_from(plans))
-    z, _ = _generate(_DrawSource(draw), plan, fmt, slot=None)
-    return z
+    return _generate(_DrawSource(draw), plan, fmt, slot=None).logits
 
 
 def targets(
@@ -1192,12 +1378,10 @@ def _case_draws(
     fmt = draw(st.sampled_from(fmts))
     plan = draw(st.sampled_from(plans))
     src = _DrawSource(draw)
-    z, anchors = _generate(src, plan, fmt, slot=None)
-    kind = draw(st.sampled_from(kinds))
-    opts = {}
-    if with_options:
-        opts = _make_options(src, fmt, z.shape[1], kind, OPTIONS, each_maybe=True)
-    target = _make_targets(src, fmt, z, kind, anchors, opts.get("ignore_index"))
+    z, anchors, setup = _generate(src, plan, fmt, slot=None)
+    kind, target, opts = _targets_and_options(
+        src, fmt, z, anchors, setup if with_options else None, draw(st.sampled_from(kinds)),
+        OPTIONS if with_options else (), each_maybe=True)
     case = Case(
         logits=z,
         target=target,

@@ -195,6 +195,8 @@ class Truth:
 
     def _applicable(self, function: str) -> bool:
         case = self.case
+        if case.num_classes == 0:  # the policy defines logsumexp, softmax, log_softmax only
+            return function in ("logsumexp", "softmax", "log_softmax")
         if function == "softmax_jacobian":
             return case.num_classes <= MAX_JACOBIAN_CLASSES
         if function in _PROBS_FUNCTIONS:

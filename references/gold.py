@@ -134,9 +134,11 @@ def _exact_mpf(x: Any) -> mpf:
     return mpmath.mpf(float(x))  # float64 and every narrower format convert exactly
 
 
-def as_matrix(array: Any, what: str, *, kinds: str = "fiuOV") -> tuple[np.ndarray, bool]:
+def as_matrix(array: Any, what: str, *, kinds: str = "fiuOV",
+              no_classes: bool = False) -> tuple[np.ndarray, bool]:
     """``array`` checked to be (N, K) or (K,) of a real dtype (bfloat16 is kind "V"),
-    as (N, K), and whether it was one row. Shared by the tiers of ``references``."""
+    as (N, K), and whether it was one row. K = 0 is refused unless ``no_classes`` (the
+    functions the policy defines there). Shared by the tiers of ``references``."""
     a = np.asarray(array)
     if a.dtype.kind not in kinds or (a.dtype.kind == "V" and a.dtype.itemsize > 8):
         raise ValueError(f"{what} must be a real floating-point array, got dtype {a.dtype}")
@@ -145,14 +147,14 @@ def as_matrix(array: Any, what: str, *, kinds: str = "fiuOV") -> tuple[np.ndarra
     single = a.ndim == 1
     if single:
         a = a[np.newaxis, :]
-    if a.shape[1] == 0:
+    if a.shape[1] == 0 and not no_classes:
         raise ValueError(f"{what} must have at least one class (K >= 1), got shape {a.shape}")
     return a, single
 
 
-def _as_rows(array: Any, what: str) -> tuple[list[list[mpf]], bool]:
+def _as_rows(array: Any, what: str, no_classes: bool = False) -> tuple[list[list[mpf]], bool]:
     """An (N, K) or (K,) float array as exact mpf rows; also whether it was one row."""
-    a, single = as_matrix(array, what)
+    a, single = as_matrix(array, what, no_classes=no_classes)
     if a.dtype.kind == "O" or a.dtype == np.longdouble:
         return [[_exact_mpf(x) for x in row] for row in a], single
     # float64 and narrower (float32, float16, bfloat16) and small ints are exact in float64
@@ -401,11 +403,15 @@ def logsumexp(logits: Any, *, prec: int | None = None) -> Any:
     >>> lse = logsumexp(np.array([[1e308, 1e308], [-np.inf, -np.inf]]))
     >>> [float(v) for v in lse]
     [1e+308, -inf]
+    >>> logsumexp(np.zeros((2, 0))).tolist()  # no classes: the log of an empty sum
+    [mpf('-inf'), mpf('-inf')]
     """
     p = _prec(prec)
-    rows, single = _with_prec(p, lambda: _as_rows(logits, "logits"))
+    rows, single = _with_prec(p, lambda: _as_rows(logits, "logits", no_classes=True))
 
     def row_lse(z: list[mpf]) -> Any:
+        if not z:  # K = 0: the sum of no exponentials is 0, its log -inf
+            return -_INF
         def compute() -> tuple[list[Any], list[mpf] | None]:
             sm = _softmax_row(z)
             return [sm.lse], [sm.lse_scale]
@@ -427,9 +433,10 @@ def softmax(logits: Any, *, prec: int | None = None) -> np.ndarray:
     -5.551115123125776e-17
     """
     p = _prec(prec)
-    rows, single = _with_prec(p, lambda: _as_rows(logits, "logits"))
+    rows, single = _with_prec(p, lambda: _as_rows(logits, "logits", no_classes=True))
     k = np.shape(logits)[-1]
-    return _pack([_with_prec(p, lambda z=z: _softmax_row(z).p) for z in rows], single, k)
+    return _pack([_with_prec(p, lambda z=z: _softmax_row(z).p) if z else [] for z in rows],
+                 single, k)
 
 
 @standard_precision
@@ -447,9 +454,10 @@ def log_softmax(logits: Any, *, prec: int | None = None) -> np.ndarray:
     '-2.0e+308'
     """
     p = _prec(prec)
-    rows, single = _with_prec(p, lambda: _as_rows(logits, "logits"))
+    rows, single = _with_prec(p, lambda: _as_rows(logits, "logits", no_classes=True))
     k = np.shape(logits)[-1]
-    return _pack([_with_prec(p, lambda z=z: _softmax_row(z).logp) for z in rows], single, k)
+    return _pack([_with_prec(p, lambda z=z: _softmax_row(z).logp) if z else [] for z in rows],
+                 single, k)
 
 
 @standard_precision

@@ -42,7 +42,9 @@ def _as_probabilities(target: np.ndarray, like: np.ndarray) -> np.ndarray:
     """A class-index target as one-hot rows of ``like``'s dtype; probabilities unchanged."""
     target = np.asarray(target)
     if target.dtype.kind in "iu":
-        return np.eye(like.shape[1], dtype=like.dtype)[target]
+        y = np.zeros(like.shape, dtype=like.dtype)  # (not np.eye(K)[target]: K**2 memory)
+        y[np.arange(like.shape[0]), target] = 1
+        return y
     return target
 
 

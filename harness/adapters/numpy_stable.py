@@ -21,7 +21,8 @@ gradient 0.
 DESIGN.md §4: 0 log 0 = 0 at -inf logits without target mass; +inf loss and a finite
 gradient where mass meets -inf; a NaN in a row makes that row NaN; +inf logits give the
 limit (one-hot over the +inf entries); an all -inf row has logsumexp -inf and NaN
-elsewhere; invalid class indices and negative probabilities raise ``ValueError``.
+elsewhere; with no classes (K = 0) logsumexp is -inf and softmax and log_softmax are
+empty; invalid class indices and negative probabilities raise ``ValueError``.
 
 Precision: every function computes in the next wider format and rounds once at the end:
 float16 and bfloat16 in float32, float32 in float64, float64 in ``np.longdouble`` (x87
@@ -68,15 +69,17 @@ def load() -> Any:
 # --------------------------------------------------------------------------- helpers
 
 
-def _working(array: Any, what: str = "logits") -> tuple[np.ndarray, np.dtype]:
-    """``array`` converted exactly to its working format, and its own dtype."""
+def _working(array: Any, what: str = "logits", no_classes: bool = False
+             ) -> tuple[np.ndarray, np.dtype]:
+    """``array`` converted exactly to its working format, and its own dtype (K = 0 only
+    with ``no_classes``: the functions the policy defines there)."""
     x = np.asarray(array)
     case = dtype_name(x.dtype)
     if case not in WORKING_DTYPE:
         raise TypeError(f"{what} must be float64, float32, float16 or bfloat16, got {x.dtype}")
     if x.ndim != 2:
         raise ValueError(f"{what} must have shape (N, K), got shape {x.shape}")
-    if x.shape[1] == 0:
+    if x.shape[1] == 0 and not no_classes:
         raise ValueError(f"{what} must have at least one class (K >= 1), got shape {x.shape}")
     return x.astype(WORKING_DTYPE[case]), x.dtype
 
@@ -202,7 +205,9 @@ def _row_gradients(rows: _Rows, u: np.ndarray) -> np.ndarray:
 
 
 def logsumexp(logits: np.ndarray) -> np.ndarray:
-    z, dtype = _working(logits)
+    z, dtype = _working(logits, no_classes=True)
+    if z.shape[1] == 0:  # the log of an empty sum
+        return np.full(z.shape[0], -np.inf, dtype=dtype)
     rows = _Rows(z)
     with _quiet():
         out = rows.m + rows.log1p_s
@@ -211,14 +216,18 @@ def logsumexp(logits: np.ndarray) -> np.ndarray:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z, dtype = _working(logits)
+    z, dtype = _working(logits, no_classes=True)
+    if z.shape[1] == 0:
+        return np.empty(z.shape, dtype=dtype)
     rows = _Rows(z)
     with _quiet():
         return _round(rows.a - rows.log1p_s[:, None], dtype)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z, dtype = _working(logits)
+    z, dtype = _working(logits, no_classes=True)
+    if z.shape[1] == 0:
+        return np.empty(z.shape, dtype=dtype)
     return _round(_Rows(z).softmax(), dtype)
 
 

@@ -46,7 +46,9 @@ def _checked(target: np.ndarray, k: int) -> np.ndarray:
 def _as_probabilities(target: np.ndarray, like: np.ndarray) -> np.ndarray:
     target = _checked(target, like.shape[1])
     if target.dtype.kind in "iu":
-        return np.eye(like.shape[1], dtype=like.dtype)[target]
+        y = np.zeros(like.shape, dtype=like.dtype)  # (not np.eye(K)[target]: K**2 memory)
+        y[np.arange(like.shape[0]), target] = 1
+        return y
     return target
 
 

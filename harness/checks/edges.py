@@ -25,7 +25,7 @@ def situations(case_logits: np.ndarray) -> dict[str, np.ndarray]:
     z = case_logits.astype(np.float64)
     return {
         "+inf logit": np.any(z == np.inf, axis=1) & ~np.any(np.isnan(z), axis=1),
-        "all -inf row": np.all(z == -np.inf, axis=1),
+        "all -inf row": np.all(z == -np.inf, axis=1) & (z.shape[1] > 0),
     }
 
 

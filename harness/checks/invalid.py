@@ -1,7 +1,10 @@
 """Invalid inputs: an out-of-range class index or a negative probability.
 
 Raising is conformant, and so is a non-finite answer for the offending row; a silent
-finite value is a failure (DESIGN.md §4). Run once per case of the ``moderate`` regime.
+finite value is a failure (DESIGN.md §4). The class indices tried are K, -1 (which a
+negative index wraps to class K - 1), -2 and -K - 1, each unless it is the case's
+ignore_index. Run once per case of the ``moderate`` regime (options of every kind) and of
+the ``ignored`` regime (every case with an ignore_index).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from harness.checks import Context, boolean_finding
 from harness.findings import Finding
 
 FUNCTIONS = ("cross_entropy", "cross_entropy_grad")
+#: The regimes whose cases the invalid targets are tried on.
+REGIMES = ("moderate", "ignored")
 
 
 def _variants(ctx: Context) -> list[tuple[str, np.ndarray]]:
@@ -21,7 +26,10 @@ def _variants(ctx: Context) -> list[tuple[str, np.ndarray]]:
     k = case.num_classes
     if case.target_kind == "indices":
         out = []
-        for bad in (k, -2 if case.options.get("ignore_index") != -2 else -3):
+        ignore = case.options.get("ignore_index")
+        for bad in dict.fromkeys((k, -1, -2, -k - 1)):
+            if bad == ignore:
+                continue
             target = case.target.copy()
             target[0] = bad
             out.append((f"class index {bad} with {k} classes", target))
@@ -33,7 +41,7 @@ def _variants(ctx: Context) -> list[tuple[str, np.ndarray]]:
 
 def run(ctx: Context) -> Iterator[Finding]:
     case = ctx.case
-    if case.regime != "moderate" or case.num_rows == 0 or case.num_classes < 2:
+    if case.regime not in REGIMES or case.num_rows == 0 or case.num_classes < 2:
         return
     for function in FUNCTIONS:
         if not ctx.provides(function):

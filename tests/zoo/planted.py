@@ -580,6 +580,168 @@ class GradientThroughLogSoftmax(Textbook):
             return np.exp(self.log_softmax_work(z))
 
 
+# ---------------------------------------------------------------------- input classes
+# Bugs that only one class of input shows: each is missed by every regime that existed
+# before that class was added, and caught by it (test_input_classes.py proves both).
+
+
+@provides("logsumexp")
+class LogsumexpWithoutLog1p(Textbook):
+    """logsumexp = m + log(sum exp(z - m)), the sum taken with the maximum's 1 in it
+    (SciPy before 1.15): log throws away a sum of 1 + tiny, so logsumexp([0, -40]) comes
+    back as 0 instead of 4.2e-18. Within the textbook's bound (it is the textbook's own
+    formula): only `strict` and a maximum near 0 (``near-zero``) separate it."""
+
+    name = "logsumexp-without-log1p"
+
+
+@provides("cross_entropy")
+class LossAsLseMinusTarget(Textbook):
+    """The loss as logsumexp(z) - z_t, one format wider (PyTorch's issue 11752: two
+    logits of 1e8 gave 0 instead of ln 2): the logsumexp is formed at the logits'
+    magnitude, where the ln 2 it carries is below its ulp. Ties at large magnitudes
+    (``ties``) show it; so did ``huge``'s constant rows before them."""
+
+    name = "loss-as-lse-minus-target"
+
+    def working_dtype(self, dtype: np.dtype) -> np.dtype:
+        return np.dtype(np.float64)
+
+    def row_losses(self, logp: np.ndarray, u: np.ndarray) -> np.ndarray:
+        z = self._z
+        with quiet():
+            lse = self.logsumexp_work(z)
+            terms = np.where(u == 0, 0.0, u * (z - lse[:, None]))
+            return -terms.sum(axis=1)
+
+    def cross_entropy(self, logits: np.ndarray, target: np.ndarray, **options: Any
+                      ) -> np.ndarray:
+        self._z = self.to_working(logits)
+        return super().cross_entropy(logits, target, **options)
+
+
+@provides("softmax", "log_softmax", "logsumexp")
+class BlockTailDropped(Textbook):
+    """The row sum is taken in blocks of 1024 and a last block holding a single element
+    is dropped (an off-by-one in a kernel's tail loop): only K = 1025, 2049, 65537, ...
+    (``long-rows``) show it."""
+
+    name = "block-tail-dropped"
+
+    def exp_sum(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e, s = super().exp_sum(d)
+        k = d.shape[1]
+        if k > 1024 and k % 1024 == 1:
+            with quiet():
+                s = s - e[:, -1]
+        return e, s
+
+
+@provides("softmax", "log_softmax")
+class Int16Offsets(Textbook):
+    """Half-precision arrays are addressed with int16 element offsets: beyond 32767
+    elements the offsets wrap and elements are read from the wrong place (large
+    half-precision arrays are where upstream reports found garbage and NaN): only arrays
+    of 2**16 elements and more (``long-rows``) show it."""
+
+    name = "int16-offsets"
+
+    def to_working(self, array: np.ndarray) -> np.ndarray:
+        work = super().to_working(array)
+        if array.dtype == np.float32 or array.dtype == np.float64 or work.size <= 32767:
+            return work
+        flat = work.reshape(-1)
+        offsets = np.arange(flat.size).astype(np.int16).astype(np.int64) % flat.size
+        return flat[offsets].reshape(work.shape)
+
+
+@provides(*_CE)
+class IgnoredMeanOverN(Textbook):
+    """reduction="mean" with an ignore_index and no class weights divides by N, the rows
+    ignored included (PaddlePaddle's issue 48663): only a mean over ignored rows without
+    weights (``ignored``) shows it."""
+
+    name = "ignored-mean-over-n"
+
+    def effective_target(self, target: np.ndarray, z: np.ndarray, **options: Any
+                         ) -> tuple[np.ndarray, Any, np.ndarray]:
+        u, denominator, ignored = super().effective_target(target, z, **options)
+        if options.get("weight") is None and options.get("ignore_index") is not None:
+            denominator = z.dtype.type(z.shape[0])
+        return u, denominator, ignored
+
+
+@provides(*_CE)
+class SmoothingOnIgnoredRows(Textbook):
+    """Ignored rows keep the label-smoothing part of their loss and gradient (PyTorch's
+    issue 73205, tinygrad's pull 3574): only ignore_index with label smoothing and no
+    weights (``ignored``) shows it here."""
+
+    name = "smoothing-on-ignored-rows"
+
+    def effective_target(self, target: np.ndarray, z: np.ndarray, **options: Any
+                         ) -> tuple[np.ndarray, Any, np.ndarray]:
+        u, denominator, ignored = super().effective_target(target, z, **options)
+        eps = options.get("label_smoothing") or 0.0
+        if eps and options.get("weight") is None and ignored.any():
+            u = u.copy()
+            u[ignored] = self.smoothing(z.dtype.type(eps), z.shape[1], z.dtype)
+            ignored = np.zeros_like(ignored)
+        return u, denominator, ignored
+
+
+@provides(*_CE)
+class MinusOneWraps(Textbook):
+    """Class indices are checked with ``t < -1`` instead of ``t < 0``: -1 slips through
+    and wraps to the last class (ONNX Runtime: label -1 scores class C - 1); K and -2 are
+    refused. Only the invalid index -1 shows it."""
+
+    name = "minus-one-wraps"
+
+    def check_target(self, target: np.ndarray, k: int, ignore_index: int | None) -> None:
+        t = np.asarray(target)
+        if t.dtype.kind in "iu" and np.any(t == -1):
+            t = np.where(t == -1, 0, t)
+        super().check_target(t, k, ignore_index)
+
+    def class_targets(self, target: np.ndarray, n: int, k: int, work: np.dtype,
+                      ignored: np.ndarray) -> np.ndarray:
+        return super().class_targets(np.where(target == -1, k - 1, target), n, k, work,
+                                     ignored)
+
+
+@provides(*_CE)
+class AllIgnoredLeaks(Textbook):
+    """When every row of a mean is ignored, the first row's loss and gradient leak out as
+    if it were kept (a fallback for the empty mean): the mean over no target is 0/0 and
+    its gradient 0. Only batches whose every target is ignored (``ignored``) show it."""
+
+    name = "all-ignored-leaks"
+
+    def effective_target(self, target: np.ndarray, z: np.ndarray, **options: Any
+                         ) -> tuple[np.ndarray, Any, np.ndarray]:
+        u, denominator, ignored = super().effective_target(target, z, **options)
+        if ignored.size and ignored.all():
+            u = np.zeros_like(u)
+            u[0, 0] = 1
+            ignored = np.zeros_like(ignored)
+            denominator = z.dtype.type(1)
+        return u, denominator, ignored
+
+
+@provides("logsumexp")
+class EmptyRowsZero(Textbook):
+    """logsumexp of a row with no classes (K = 0) is 0, as if the maximum of nothing were
+    0 and the sum 1: only K = 0 (``no-classes``) shows it; it is -inf."""
+
+    name = "empty-rows-zero"
+
+    def logsumexp(self, logits: np.ndarray) -> np.ndarray:
+        if logits.shape[1] == 0:
+            return np.zeros(logits.shape[0], dtype=logits.dtype)
+        return super().logsumexp(logits)
+
+
 #: Every planted adapter class, in the order of this module.
 ZOO: tuple[type[Textbook], ...] = tuple(
     value for value in list(globals().values())

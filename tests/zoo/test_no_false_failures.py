@@ -68,6 +68,8 @@ def _params() -> list[Any]:
     for adapter in ADAPTERS:
         for dtype in contract.DTYPES:
             for regime in strategies.REGIMES:
+                if not strategies.sample(regime, dtype=dtype):
+                    continue  # no case of that dtype (the defect corpus has no float16 one)
                 key = (adapter, dtype, regime)
                 marks = []
                 if key in KNOWN_FALSE_ACCUSATIONS:

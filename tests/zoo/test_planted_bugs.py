@@ -132,6 +132,21 @@ PLANTS: tuple[Plant, ...] = (
           profile="strict"),
     Plant(P.GradientThroughLogSoftmax, "moderate", "float64",
           (("gradient", "cross_entropy_grad"),), profile="strict"),
+    # input classes (test_input_classes.py: only their own regime shows them)
+    Plant(P.LogsumexpWithoutLog1p, "near-zero", "float64", (("value", "logsumexp"),),
+          profile="strict"),
+    Plant(P.LossAsLseMinusTarget, "ties", "float64", (("value", "cross_entropy"),)),
+    Plant(P.BlockTailDropped, "long-rows", "float32",
+          (("value", "softmax"), ("value", "logsumexp"))),
+    Plant(P.Int16Offsets, "long-rows", "float16", (("value", "softmax"),)),
+    Plant(P.IgnoredMeanOverN, "ignored", "float64",
+          (("value", "cross_entropy"), ("gradient", "cross_entropy_grad")), whole_batch=True),
+    Plant(P.SmoothingOnIgnoredRows, "ignored", "float64", (("value", "cross_entropy"),)),
+    Plant(P.AllIgnoredLeaks, "ignored", "float32", (("ignored-mean", "cross_entropy_grad"),),
+          whole_batch=True),
+    Plant(P.MinusOneWraps, "moderate", "float64",
+          (("invalid-input", "cross_entropy"), ("invalid-input", "cross_entropy_grad"))),
+    Plant(P.EmptyRowsZero, "no-classes", "float32", (("value", "logsumexp"),)),
 )
 
 #: Every check that can fail a result. ``edge`` is not among them: it records what an

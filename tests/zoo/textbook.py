@@ -60,7 +60,7 @@ class Textbook:
     def shift(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(d, m): the shifted logits z - max z and the row maxima."""
         with quiet():
-            m = np.max(z, axis=1) if z.shape[0] else np.zeros(0, z.dtype)
+            m = np.max(z, axis=1, initial=-np.inf) if z.shape[0] else np.zeros(0, z.dtype)
             return z - m[:, None], m
 
     def exp_sum(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +171,8 @@ class Textbook:
     # ------------------------------------------------------------------ the contract
 
     def logsumexp(self, logits: np.ndarray) -> np.ndarray:
+        if logits.shape[1] == 0:  # no classes: the log of an empty sum
+            return np.full(logits.shape[0], -np.inf, dtype=logits.dtype)
         return self.finish(self.logsumexp_work(self.to_working(logits)), logits.dtype)
 
     def softmax(self, logits: np.ndarray) -> np.ndarray:
