@@ -53,7 +53,10 @@ def living_children(pid: int | None = None) -> list[tuple[int, str]]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not sys.platform.startswith("linux"):
         return
-    left = living_children()
+    # Python's own multiprocessing resource tracker (started once by the spawn context of
+    # `--jobs`) lives as long as the interpreter that started it, by design: not a leak
+    left = [(pid, cmd) for pid, cmd in living_children()
+            if "multiprocessing.resource_tracker" not in cmd]
     if not left:
         return
     for pid, cmdline in left:

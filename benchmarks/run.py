@@ -155,7 +155,7 @@ def certify(handle: Any, case: Any, functions: tuple[str, ...]) -> dict[str, Any
     findings = []
     for function in functions:
         if function in derivatives.FUNCTIONS:
-            findings.extend(derivatives.run(ctx, (function,)))
+            findings.extend(derivatives.certified(ctx, "gradient", (function,)))
         else:
             findings.extend(values.graded_outputs(ctx, "value", (function,)))
     return {f"{f.check}:{f.function}": (f.grade, f.max_ulp, f.note) for f in findings}

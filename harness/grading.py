@@ -345,7 +345,8 @@ def _log_softmax_error(r: _Rows, uw: float) -> np.ndarray:
 
 
 def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str, Any],
-            uw: float, xu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            uw: float, xu: np.ndarray, tangent: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(u_w B, Lambda, rows not graded) for the flattened output; ``xu`` = u_w |x|."""
     x = np.asarray(inputs)
     if x.ndim == 1:
@@ -385,8 +386,14 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
         lam = np.broadcast_to((2.5 + r.n / 2)[:, None, None], bound.shape)
         return bound, lam, r.ungraded
 
+    if function in _TANGENT_FUNCTIONS:
+        return _jvp_bounds(function, r, uw, xu, tangent, n_rows, k)
+
     t = _targets(target, options, n_rows, k)
     r_count = (t.u != 0).sum(axis=1)
+    if function in _TARGET_TANGENT_FUNCTIONS:
+        return _ce_directional_bounds(function, r, t, r_count, uw, xu, tangent, n_rows, k,
+                                      reduction)
     if function == "cross_entropy":
         log_u = r.du + uw * r.ell[:, None]  # u |log p_k|
         magnitude = _mul(t.u, log_u).sum(axis=1)  # u |L_n|
@@ -419,6 +426,93 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
             return inner / den + (t.nu + 2) * gu, lam / den + 0.5, r.ungraded
         return inner + gu, lam, r.ungraded
     raise ValueError(f"unknown function {function!r}; expected one of {', '.join(FUNCTIONS)}")
+
+
+_TANGENT_FUNCTIONS = ("softmax_jvp", "log_softmax_jvp")
+_TARGET_TANGENT_FUNCTIONS = ("cross_entropy_jvp", "cross_entropy_hvp")
+
+
+def _directions(r: _Rows, uw: float, tangent: np.ndarray, n_rows: int, k: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(v, s = <p, v>, u-scaled error of s, log_softmax's JVP v - s, its u-scaled error):
+    s from phat (beta each) and K products summed (K u sum |p v|), the subtraction one
+    rounding (u (|v| + |s|): either order of the operations)."""
+    v = np.asarray(tangent, np.float64).reshape(n_rows, k)
+    beta = _softmax_error(r, uw)
+    av = np.abs(v)
+    s = (r.p * v).sum(axis=1)
+    err_s = _mul(beta, av).sum(axis=1) + uw * k * _mul(r.p, av).sum(axis=1)
+    ljvp = v - s[:, None]
+    ljvp_err = err_s[:, None] + uw * (av + np.abs(s)[:, None])
+    return v, s, err_s, ljvp, ljvp_err
+
+
+def _jvp_bounds(function: str, r: _Rows, uw: float, xu: np.ndarray, tangent: Any,
+                n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log_softmax's JVP v_i - <p, v>: B = err_s + (|v_i| + |s|).
+    softmax's JVP p_i (v_i - s), or p_i v_i - p_i s: B = p_i err_s + beta_i (|v_i| + |s|)
+    + p_i (|v_i| + |s|) (the product) + |J_i| (the last rounding): both orders covered.
+    Lambda = 1 + n / 2 (the products' underflows, as softmax's)."""
+    if tangent is None:
+        raise ValueError(f"{function} is graded with its tangent")
+    v, s, err_s, ljvp, ljvp_err = _directions(r, uw, tangent, n_rows, k)
+    lam = np.broadcast_to((1 + r.n / 2)[:, None], (n_rows, k))
+    if function == "log_softmax_jvp":
+        return ljvp_err, lam, r.ungraded
+    beta = _softmax_error(r, uw)
+    spread = np.abs(v) + np.abs(s)[:, None]
+    bound = (_mul(r.p, err_s[:, None]) + _mul(beta, spread) + uw * _mul(r.p, spread)
+             + xu.reshape(n_rows, k))
+    return bound, lam, r.ungraded
+
+
+def _ce_directional_bounds(function: str, r: _Rows, t: _Targets, r_count: np.ndarray,
+                           uw: float, xu: np.ndarray, tangent: Any, n_rows: int, k: int,
+                           reduction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cross_entropy_jvp, per row J = -sum_j u_j (v_j - s) (forward mode through
+    log_softmax) or <S p - u, v> (the gradient applied to v): both routes' errors,
+    B = sum_j |u_j| lerr_j + sum_j c_j |v_j - s| + (r + K) sum_j |u_j| (|v_j| + |s|)
+      + sum_j Bgrad_j |v_j|, Bgrad as cross_entropy_grad's; reduced as the loss is.
+    cross_entropy_hvp, S p_i (v_i - s) (S = sum u): S times softmax's JVP bound, its
+    magnitude times S's own error (r S + sum c), one rounding; mean as the gradient.
+    Lambda = (S + 1)(1 + n / 2) + r / 2 + 1/2 (the underflows of every product)."""
+    if tangent is None:
+        raise ValueError(f"{function} is graded with its tangent")
+    v, s, err_s, ljvp, ljvp_err = _directions(r, uw, tangent, n_rows, k)
+    total = t.u.sum(axis=1)
+    beta = _softmax_error(r, uw)
+    lam_row = (total + 1) * (1 + r.n / 2) + r_count / 2 + 0.5
+    spread = np.abs(v) + np.abs(s)[:, None]
+    if function == "cross_entropy_hvp":
+        sjvp = np.abs(r.p * ljvp)
+        sjvp_err = _mul(r.p, err_s[:, None]) + _mul(beta, spread) + uw * _mul(r.p, spread)
+        inner = (total[:, None] * sjvp_err
+                 + sjvp * (uw * r_count * total + uw * t.c.sum(axis=1))[:, None])
+        inner[t.ignored] = 0.0
+        lam = np.broadcast_to(lam_row[:, None], (n_rows, k)).copy()
+        lam[t.ignored] = 0.5
+        hu = xu.reshape(n_rows, k)
+        if reduction == "mean" and t.den != 0:
+            den = abs(t.den)
+            return inner / den + (t.nu + 2) * hu, lam / den + 0.5, r.ungraded
+        return inner + hu, lam, r.ungraded
+    grad_bound = (total[:, None] * beta
+                  + r.p * (uw * r_count * total + uw * t.c.sum(axis=1))[:, None]
+                  + uw * t.c + uw * np.abs(total[:, None] * r.p - t.u))
+    row = (_mul(t.u, ljvp_err).sum(axis=1) + uw * _mul(t.c, np.abs(ljvp)).sum(axis=1)
+           + uw * (r_count + k) * _mul(t.u, spread).sum(axis=1)
+           + _mul(grad_bound, np.abs(v)).sum(axis=1))
+    magnitude = uw * _mul(t.u, spread).sum(axis=1)
+    row[t.ignored], magnitude[t.ignored], lam_row[t.ignored] = 0.0, 0.0, 0.0
+    if reduction == "none":
+        return row + xu.reshape(n_rows), lam_row, r.ungraded
+    bound = row.sum() + max(int((~t.ignored).sum()) - 1, 0) * magnitude.sum() + xu.sum()
+    ungraded = np.array([r.ungraded.any()])
+    if reduction == "sum":
+        return np.array([bound]), np.array([lam_row.sum()]), ungraded
+    den = abs(t.den) or 1.0  # den = 0: the exact mean is UNDEFINED, not graded
+    return (np.array([bound / den + (t.nu + 1) * magnitude.sum() / den]),
+            np.array([lam_row.sum() / den + 0.5]), ungraded)
 
 
 # ------------------------------------------------------------------------------ grading
@@ -475,6 +569,7 @@ def grade_elements(
     options: Mapping[str, Any] | None = None,
     dtype: Any = None,
     ulp_budget: float = DEFAULT_ULP_BUDGET,
+    tangent: np.ndarray | None = None,
 ) -> ElementGrades:
     """Ulp error, stability ratio and grade of every element of one output.
 
@@ -486,8 +581,8 @@ def grade_elements(
     ``inputs``: the logits, or the probabilities for ``cross_entropy_from_probs`` /
     ``cross_entropy_grad_wrt_probs``, (N, K) or (K,). ``target``, ``options``
     (``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``): as passed to the
-    adapter. ``dtype``: the case dtype (default: the candidate's; a mismatch raises
-    ``ValueError``).
+    adapter. ``tangent``: the direction of a JVP or the vector of an HVP. ``dtype``: the
+    case dtype (default: the candidate's; a mismatch raises ``ValueError``).
 
     The ulp errors are ``references.rounding.ulp_error``'s, bit for bit, computed with
     NumPy from the decoded values.
@@ -511,7 +606,8 @@ def grade_elements(
     with np.errstate(over="ignore", under="ignore"):
         xu = np.ldexp(mant, np.clip(expo - work.precision, -2000, 2000))  # u_w |x|
     with np.errstate(all="ignore"):  # inf and NaN bounds belong to non-finite exact values
-        bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu.ravel())
+        bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu.ravel(),
+                                       tangent)
     bound = np.asarray(bound, np.float64).reshape(cand.shape)
     lam = np.asarray(lam, np.float64).reshape(cand.shape)
 

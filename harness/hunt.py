@@ -333,9 +333,8 @@ class _Hunter:
                                     case.regime)
         with np.errstate(all="ignore"):
             grades = grading.grade_elements(
-                self.function, outcome.value, exact, inputs=args[0],
-                target=args[1] if len(args) > 1 else None, options=options, dtype=case.dtype,
-                ulp_budget=self.policy.ulp_budget)
+                self.function, outcome.value, exact, dtype=case.dtype,
+                ulp_budget=self.policy.ulp_budget, **truth.grading_inputs(self.function))
         verdict = grading.judge(grades, self.policy, budget=budget)
         score = _score(grades, verdict, self.policy, budget)
         if score.failed and self.function in _DERIVATIVES:
@@ -583,10 +582,9 @@ def _report(result: HuntResult, seen: _Seen, handle: Any, policy: grading.Profil
     exact = truth.exact(function)
     if not _usable(outcome):
         return fault_finding(ctx, "hunt", function, outcome, rows_of(exact, seen.case)).worst
-    args, options = truth.arguments(function)
     with np.errstate(all="ignore"):
-        finding = graded_finding(ctx, "hunt", function, outcome.value, exact, inputs=args[0],
-                                 target=args[1] if len(args) > 1 else None, options=options)
+        finding = graded_finding(ctx, "hunt", function, outcome.value, exact,
+                                 **truth.grading_inputs(function))
     return finding.worst
 
 

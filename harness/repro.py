@@ -153,9 +153,8 @@ def _reproduce(spec: str, function: str, case: Case) -> int:
         return 1
     exact = truth.exact(function)
     got = outcome.value
-    graded = grading.grade_elements(function, got, exact, inputs=arrays[0],
-                                    target=arrays[1] if len(arrays) > 1 else None,
-                                    options=options, dtype=case.dtype)
+    graded = grading.grade_elements(function, got, exact, dtype=case.dtype,
+                                    **truth.grading_inputs(function))
     flat_got = np.asarray(got).reshape(-1)
     flat_exact = np.asarray(exact, dtype=object).reshape(-1)
     for i, (g, x) in enumerate(zip(flat_got, flat_exact, strict=True)):

@@ -65,6 +65,16 @@ _LN10 = portable.constant_log(10.0)
 _LOGITS_FUNCTIONS = ("logsumexp", "softmax", "log_softmax", "softmax_jacobian")
 _TARGET_FUNCTIONS = ("cross_entropy", "cross_entropy_grad")
 _PROBS_FUNCTIONS = ("cross_entropy_from_probs", "cross_entropy_grad_wrt_probs")
+#: Forward mode (logits, tangent) and with a target (logits, target, tangent/vector).
+_TANGENT_FUNCTIONS = ("softmax_jvp", "log_softmax_jvp")
+_TARGET_TANGENT_FUNCTIONS = ("cross_entropy_jvp", "cross_entropy_hvp")
+#: What each directional derivative is the derivative of, along the tangent (certificates).
+DIRECTIONAL = {"softmax_jvp": "softmax", "log_softmax_jvp": "log_softmax",
+               "cross_entropy_jvp": "cross_entropy", "cross_entropy_hvp": "cross_entropy_grad"}
+
+#: The tangent's entries are multiples of this step in [-1, 1]: exact in every case dtype
+#: (bfloat16's 8 significant bits hold k / 256 for |k| <= 256).
+TANGENT_STEP = 2.0**-8
 
 
 @dataclass
@@ -175,6 +185,21 @@ class Truth:
                 self._values["probs"] = np.asarray(exact).astype(np.float64).astype(dtype)
         return self._values["probs"]
 
+    @property
+    def tangent(self) -> np.ndarray:
+        """The direction of the forward-mode and Hessian-vector products: multiples of
+        TANGENT_STEP in [-1, 1] from the case's digest (the same on every machine), 0 at
+        non-finite logits, in the case dtype."""
+        if "tangent" not in self._values:
+            digest = hashlib.sha256(b"tangent:" + self.case.digest().encode()).digest()
+            stream = np.random.PCG64(int.from_bytes(digest[:8], "little"))
+            raw = stream.random_raw(self.case.logits.size).reshape(self.case.shape)
+            steps = (raw % np.uint64(513)).astype(np.int64) - 256
+            v = steps * TANGENT_STEP
+            v[~np.isfinite(self.case.logits.astype(np.float64))] = 0.0
+            self._values["tangent"] = v.astype(case_dtype(self.case.dtype))
+        return self._values["tangent"]
+
     def arguments(self, function: str) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
         """Positional arrays and options of ``function`` for this case (the adapter call)."""
         case = self.case
@@ -184,7 +209,20 @@ class Truth:
             return (case.logits, case.target), dict(case.options)
         if function in _PROBS_FUNCTIONS:
             return (self.probs, case.target), {}
+        if function in _TANGENT_FUNCTIONS:
+            return (case.logits, self.tangent), {}
+        if function in _TARGET_TANGENT_FUNCTIONS:
+            return (case.logits, case.target, self.tangent), dict(case.options)
         raise ValueError(f"unknown function {function!r}")
+
+    def grading_inputs(self, function: str) -> dict[str, Any]:
+        """What grading ``function``'s output takes besides it: ``inputs`` (the logits or
+        probabilities), ``target``, ``tangent`` (of a JVP or HVP) and ``options``."""
+        args, options = self.arguments(function)
+        tangent = args[-1] if function in (*_TANGENT_FUNCTIONS, *_TARGET_TANGENT_FUNCTIONS) \
+            else None
+        target = args[1] if len(args) > 1 and function not in _TANGENT_FUNCTIONS else None
+        return {"inputs": args[0], "target": target, "tangent": tangent, "options": options}
 
     def applicable(self, function: str) -> bool:
         """Whether ``function`` is checked on this case at all."""
@@ -197,8 +235,10 @@ class Truth:
         case = self.case
         if case.num_classes == 0:  # the policy defines logsumexp, softmax, log_softmax only
             return function in ("logsumexp", "softmax", "log_softmax")
-        if function == "softmax_jacobian":
+        if function == "softmax_jacobian" or function in _TANGENT_FUNCTIONS:
             return case.num_classes <= MAX_JACOBIAN_CLASSES
+        if function in _TARGET_TANGENT_FUNCTIONS:  # the gold tier's, like the Jacobian
+            return case.num_classes <= MAX_JACOBIAN_CLASSES and not case.target_problems()
         if function in _PROBS_FUNCTIONS:
             # the from-probs route has no options and no ignored rows
             return "ignore_index" not in case.options and not case.target_problems()
@@ -227,7 +267,7 @@ class Truth:
                 value = getattr(ref, function)(*args, **options)
             else:
                 value = self._fast_value(function, args, options)
-            if function == "cross_entropy":
+            if function in ("cross_entropy", "cross_entropy_jvp"):
                 value = self._mask_overflowing_rows(value)
             self._values[function] = value
         return self._values[function]
@@ -313,7 +353,36 @@ class Truth:
                     p, target[rows], prec=mpmath.mp.prec)),
                 self.probs, self.exact(function), self._direction(case.shape),
                 hold_zeros=True)
+        if function in DIRECTIONAL:
+            return self._certify_directional(function)
         raise ValueError(f"{function} is not a derivative")
+
+    def _certify_directional(self, function: str) -> Certificate:
+        """A forward-mode or Hessian-vector product is itself a directional derivative:
+        of softmax, log_softmax, the per-row losses or the gradient, along the tangent.
+        Its gold value ("none" reduction: row by row) is compared with finite
+        differences of that gold function along the very tangent."""
+        case = self.case
+        v = self.tangent.astype(np.float64)
+        base = DIRECTIONAL[function]
+        if function in _TANGENT_FUNCTIONS:
+            value = getattr(ref, function)(case.logits, v)
+
+            def f(z: np.ndarray, rows: np.ndarray) -> Any:
+                return getattr(ref, base)(z, prec=mpmath.mp.prec)
+        else:
+            target = case.target
+            options = {**case.options, "reduction": "none"}
+            value = getattr(ref, function)(case.logits, target, v, **options)
+            if function == "cross_entropy_jvp":
+                value = np.asarray(value, dtype=object).reshape(-1, 1)
+
+            def f(z: np.ndarray, rows: np.ndarray) -> Any:
+                out = getattr(ref, base)(z, target[rows], **options, prec=mpmath.mp.prec)
+                return out if base == "cross_entropy_grad" else np.asarray(
+                    out, dtype=object).reshape(-1, 1)
+        return _certify_along(function, f, case.logits, value, v, hold_zeros=False,
+                              applied=True)
 
 
     def _certify_fast(self, function: str) -> Certificate:
@@ -424,10 +493,13 @@ def _finite_rows(x: np.ndarray, derivative: np.ndarray) -> np.ndarray:
 
 
 def _certify_along(function: str, f: Any, x: np.ndarray, derivative: np.ndarray,
-                   direction: np.ndarray, *, hold_zeros: bool) -> Certificate:
+                   direction: np.ndarray, *, hold_zeros: bool,
+                   applied: bool = False) -> Certificate:
     """Compare ``derivative`` applied to ``direction`` with the finite-difference derivative
     of ``f(x_rows, rows)`` along it, over the rows where both are finite. Entries at -inf
-    (and, with ``hold_zeros``, exact zeros: probabilities cannot go negative) stay fixed."""
+    (and, with ``hold_zeros``, exact zeros: probabilities cannot go negative) stay fixed.
+    With ``applied`` the derivative is already the directional one (a JVP, an HVP: one
+    value per output element of ``f``), compared element by element."""
     rows = _finite_rows(x, derivative)
     if rows.size == 0:
         return Certificate(function, True, float("inf"), 0, "no finite rows to certify")
@@ -448,7 +520,11 @@ def _certify_along(function: str, f: Any, x: np.ndarray, derivative: np.ndarray,
     estimate = fd.directional_derivative(along, point, v, digits=FD_DIGITS, step_bits=STEP_BITS)
     k = v.shape[1]
     with mpmath.workprec(256):
-        if function == "softmax_jacobian":  # J v for every row: K values per row
+        if applied:  # the directional derivative itself, per output element
+            analytic = [a for n in rows for a in np.ravel(derivative[n])]
+            pairs = zip(analytic, np.ravel(estimate.value), np.ravel(estimate.error),
+                        strict=True)
+        elif function == "softmax_jacobian":  # J v for every row: K values per row
             analytic = [mpmath.fsum(derivative[n][i][j] * v[r][j] for j in range(k))
                         for r, n in enumerate(rows) for i in range(k)]
             pairs = zip(analytic, np.ravel(estimate.value), np.ravel(estimate.error),

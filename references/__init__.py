@@ -16,10 +16,14 @@ from references.gold import (
     cross_entropy_grad,
     cross_entropy_grad_wrt_probs,
     cross_entropy_hessian,
+    cross_entropy_hvp,
+    cross_entropy_jvp,
     log_softmax,
+    log_softmax_jvp,
     logsumexp,
     softmax,
     softmax_jacobian,
+    softmax_jvp,
 )
 from references.rounding import FloatFormat, float_format, round_to, ulp, ulp_error
 
@@ -36,8 +40,12 @@ __all__ = [
     "cross_entropy_grad",
     "cross_entropy_grad_wrt_probs",
     "cross_entropy_hessian",
+    "cross_entropy_hvp",
+    "cross_entropy_jvp",
     "log_softmax",
+    "log_softmax_jvp",
     "logsumexp",
     "softmax",
     "softmax_jacobian",
+    "softmax_jvp",
 ]

@@ -667,6 +667,210 @@ def _scale(factor: mpf, value: Any) -> Any:
     return factor * value
 
 
+# ----------------------------------------------------------- forward mode, second order
+
+
+def _tangent_rows(tangent: Any, shape: tuple[int, int], what: str = "tangent"
+                  ) -> list[list[mpf]]:
+    rows, _ = _as_rows(tangent, what)
+    if (len(rows), len(rows[0]) if rows else shape[1]) != shape:
+        raise ValueError(f"{what} must have the logits' shape {shape}, got {np.shape(tangent)}")
+    for n, row in enumerate(rows):
+        if not all(mpmath.isfinite(x) for x in row):
+            raise ValueError(f"{what} row {n} is not finite")
+    return rows
+
+
+def _jvp_terms(sm: _Softmax, v: list[mpf]) -> tuple[list[Any], list[mpf]]:
+    """log_softmax's JVP v_i - <p, v> as sum_k p_k (v_i - v_k) (sum p = 1), with error
+    scales sum_k p_k |v_i - v_k|; UNDEFINED at a -inf logit (log p is -inf there)."""
+    values, scales = [], []
+    for i in range(len(v)):
+        if sm.logp[i] == -_INF:
+            values.append(UNDEFINED)
+            scales.append(mpf(0))
+            continue
+        diffs = [mpmath.fsub(v[i], v[k], exact=True) for k in range(len(v))]
+        values.append(mpmath.fsum(pk * dk for pk, dk in zip(sm.p, diffs, strict=True)))
+        scales.append(mpmath.fsum(pk * abs(dk) for pk, dk in zip(sm.p, diffs, strict=True)))
+    return values, scales
+
+
+def _special_row(sm: _Softmax, k: int) -> list[Any] | None:
+    """The outputs of a row the derivatives do not grade: NaN, all -inf, +inf limits."""
+    if sm.kind == "nan":
+        return [_NAN] * k
+    if sm.kind in ("undefined", "posinf"):
+        return [UNDEFINED] * k
+    return None
+
+
+def _row_jvps(logits: Any, tangent: Any, prec: int | None, softmax: bool) -> np.ndarray:
+    p = _prec(prec)
+    rows, single = _with_prec(p, lambda: _as_rows(logits, "logits"))
+    k = np.shape(logits)[-1]
+    v_rows = _with_prec(p, lambda: _tangent_rows(tangent, (len(rows), k)))
+
+    def row(z: list[mpf], v: list[mpf]) -> list[Any]:
+        def compute() -> tuple[list[Any], list[mpf] | None]:
+            sm = _softmax_row(z)
+            special = _special_row(sm, k)
+            if special is not None:
+                return special, None
+            values, scales = _jvp_terms(sm, v)
+            if not softmax:
+                return values, scales
+            return ([mpf(0) if x is UNDEFINED else sm.p[i] * x for i, x in enumerate(values)],
+                    [sm.p[i] * sc for i, sc in enumerate(scales)])
+
+        return _refined(compute, p, k)
+
+    return _pack([row(z, v) for z, v in zip(rows, v_rows, strict=True)], single, k)
+
+
+@standard_precision
+def log_softmax_jvp(logits: Any, tangent: Any, *, prec: int | None = None) -> np.ndarray:
+    """The forward-mode derivative of log_softmax along ``tangent``: v_i - <p, v> per row,
+    exactly; UNDEFINED at -inf logits (log p is -inf for every t) and on rows with +inf
+    or only -inf logits, NaN on NaN rows.
+
+    >>> import numpy as np
+    >>> [float(x) for x in log_softmax_jvp(np.array([0.0, 0.0]), np.array([1.0, -1.0]))]
+    [1.0, -1.0]
+    """
+    return _row_jvps(logits, tangent, prec, softmax=False)
+
+
+@standard_precision
+def softmax_jvp(logits: Any, tangent: Any, *, prec: int | None = None) -> np.ndarray:
+    """The forward-mode derivative of softmax along ``tangent``: p_i (v_i - <p, v>) per
+    row, i.e. (diag(p) - p p^T) v, exactly (0 at -inf logits).
+
+    >>> import numpy as np
+    >>> [float(x) for x in softmax_jvp(np.array([0.0, 0.0]), np.array([1.0, -1.0]))]
+    [0.5, -0.5]
+    """
+    return _row_jvps(logits, tangent, prec, softmax=True)
+
+
+def _reduced(values: list[Any], scales_sum: Any, reduction: str, den: mpf) -> Any:
+    if any(x is UNDEFINED for x in values):
+        return UNDEFINED
+    total = mpmath.fsum(values)
+    if reduction == "sum":
+        return total
+    return UNDEFINED if den == 0 else total / den
+
+
+@standard_precision
+def cross_entropy_jvp(
+    logits: Any,
+    target: Any,
+    tangent: Any,
+    *,
+    weight: Any = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "none",
+    prec: int | None = None,
+) -> Any:
+    """The forward-mode derivative of the cross-entropy along ``tangent``: per row
+    -sum_j u_j (v_j - <p, v>) = <(sum u) p - u, v> (the gradient applied to the tangent),
+    exactly; reduced like the loss (``"sum"``, ``"mean"``). UNDEFINED where the loss is
+    infinite or undefined, 0 for an ignored row.
+
+    >>> import numpy as np
+    >>> float(cross_entropy_jvp(np.array([0.0, 0.0]), np.array(0), np.array([1.0, 0.0])))
+    -0.5
+    """
+    p = _prec(prec)
+    prep = _with_prec(p, lambda: _prepare(logits, target, weight, ignore_index,
+                                          label_smoothing, reduction))
+    k = np.shape(logits)[-1]
+    v_rows = _with_prec(p, lambda: _tangent_rows(tangent, (len(prep.rows), k)))
+
+    def row(z: list[mpf], t: _Target, v: list[mpf]) -> Any:
+        def compute() -> tuple[list[Any], list[mpf] | None]:
+            u = _effective_target(t, k, prep.weight, prep.eps)
+            if u is None:
+                return [mpf(0)], None
+            sm = _softmax_row(z)
+            special = _special_row(sm, k)
+            if special is not None or any(mpmath.isnan(x) for x in u):
+                return [special[0] if special else _NAN], None
+            terms, scales = _jvp_terms(sm, v)
+            if any(uj != 0 and x is UNDEFINED for uj, x in zip(u, terms, strict=True)):
+                return [UNDEFINED], None  # mass on a -inf logit: the loss is +inf
+            used = [(uj, x, sc) for uj, x, sc in zip(u, terms, scales, strict=True) if uj != 0]
+            return ([-mpmath.fsum(uj * x for uj, x, _ in used)],
+                    [mpmath.fsum(abs(uj) * sc for uj, _, sc in used)])
+
+        return _refined(compute, p, k)[0]
+
+    values = [row(z, t, v) for z, t, v in zip(prep.rows, prep.targets, v_rows, strict=True)]
+    if reduction == "none":
+        return _pack_scalars(values, prep.single)
+    with mpmath.workprec(p):
+        den = _denominator(prep) if reduction == "mean" else mpf(1)
+        return _reduced(values, None, reduction, den)
+
+
+@standard_precision
+def cross_entropy_hvp(
+    logits: Any,
+    target: Any,
+    vector: Any,
+    *,
+    weight: Any = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "none",
+    prec: int | None = None,
+) -> np.ndarray:
+    """The Hessian of the reduced loss (of the sum for ``"none"``) applied to ``vector``:
+    per row (sum u) p_i (v_i - <p, v>) = (sum u)(diag(p) - p p^T) v, exactly; 0 for an
+    ignored row, divided by the mean's divisor for ``"mean"``.
+
+    >>> import numpy as np
+    >>> h = cross_entropy_hvp(np.array([[0.0, 0.0]]), np.array([[1.0, 1.0]]),
+    ...                       np.array([[1.0, -1.0]]))
+    >>> [float(x) for x in h[0]]
+    [1.0, -1.0]
+    """
+    p = _prec(prec)
+    prep = _with_prec(p, lambda: _prepare(logits, target, weight, ignore_index,
+                                          label_smoothing, reduction))
+    k = np.shape(logits)[-1]
+    v_rows = _with_prec(p, lambda: _tangent_rows(vector, (len(prep.rows), k), "vector"))
+    den = _with_prec(p, lambda: _denominator(prep)) if reduction == "mean" else mpf(1)
+
+    def row(z: list[mpf], t: _Target, v: list[mpf]) -> list[Any]:
+        def compute() -> tuple[list[Any], list[mpf] | None]:
+            u = _effective_target(t, k, prep.weight, prep.eps)
+            if u is None:
+                return [mpf(0)] * k, None
+            sm = _softmax_row(z)
+            special = _special_row(sm, k)
+            if special is not None or any(mpmath.isnan(x) for x in u):
+                return special or [_NAN] * k, None
+            total = mpf(0)
+            for x in u:
+                total = mpmath.fadd(total, x, exact=True)
+            terms, scales = _jvp_terms(sm, v)
+            return ([mpf(0) if x is UNDEFINED else total * sm.p[i] * x
+                     for i, x in enumerate(terms)],
+                    [abs(total) * sm.p[i] * sc for i, sc in enumerate(scales)])
+
+        h = _refined(compute, p, k)
+        if den == 1:
+            return h
+        with mpmath.workprec(p):
+            return [_divide(x, den) for x in h]
+
+    return _pack([row(z, t, v) for z, t, v in zip(prep.rows, prep.targets, v_rows,
+                                                   strict=True)], prep.single, k)
+
+
 def _probs_rows(probs: Any, target: Any) -> tuple[list[list[mpf]], list[_Target], bool]:
     rows, single = _as_rows(probs, "probs")
     for n, row in enumerate(rows):

@@ -7,7 +7,12 @@ probability targets ``(N, K)`` of the case dtype. The options of ``OPTIONS`` are
 ``cross_entropy``/``cross_entropy_grad`` only when the function's signature accepts them
 (or ``**kwargs``); a missing option means its default in ``OPTION_DEFAULTS``.
 ``cross_entropy_grad`` returns the gradient of the reduced loss (of the sum for
-``reduction="none"``). Optional attributes: ``name``, ``dtypes``, ``version``.
+``reduction="none"``). Forward mode and second order (optional like everything else):
+``softmax_jvp(logits, tangent)`` and ``log_softmax_jvp(logits, tangent)`` are the
+Jacobian-vector products (N, K); ``cross_entropy_jvp(logits, target, tangent, **options)``
+the directional derivative of the loss, shaped like the loss; ``cross_entropy_hvp(logits,
+target, vector, **options)`` the Hessian of the reduced loss (of the sum for "none") times
+``vector`` (N, K). Optional attributes: ``name``, ``dtypes``, ``version``.
 
 Built-in adapter modules expose ``load() -> object`` and raise :class:`AdapterUnavailable`
 when what they wrap is not installed.
@@ -35,6 +40,10 @@ FUNCTIONS: tuple[str, ...] = (
     "softmax_jacobian",
     "cross_entropy_from_probs",
     "cross_entropy_grad_wrt_probs",
+    "softmax_jvp",
+    "log_softmax_jvp",
+    "cross_entropy_jvp",
+    "cross_entropy_hvp",
 )
 
 #: Keyword options an adapter's ``cross_entropy``/``cross_entropy_grad`` may accept;
@@ -42,7 +51,8 @@ FUNCTIONS: tuple[str, ...] = (
 OPTIONS: tuple[str, ...] = ("label_smoothing", "weight", "ignore_index", "reduction")
 
 #: The functions that take options; every other function is called with arrays only.
-FUNCTIONS_WITH_OPTIONS: tuple[str, ...] = ("cross_entropy", "cross_entropy_grad")
+FUNCTIONS_WITH_OPTIONS: tuple[str, ...] = (
+    "cross_entropy", "cross_entropy_grad", "cross_entropy_jvp", "cross_entropy_hvp")
 
 #: What a missing option means. An option at its default is dropped when the function does
 #: not accept it; any other value makes the call "not provided".
@@ -125,6 +135,18 @@ class Adapter(Protocol):
 
     def cross_entropy_grad_wrt_probs(self, probs: np.ndarray, target: np.ndarray) -> np.ndarray: ...
 
+    def softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray: ...
+
+    def log_softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray: ...
+
+    def cross_entropy_jvp(
+        self, logits: np.ndarray, target: np.ndarray, tangent: np.ndarray, **options: Any
+    ) -> np.ndarray: ...
+
+    def cross_entropy_hvp(
+        self, logits: np.ndarray, target: np.ndarray, vector: np.ndarray, **options: Any
+    ) -> np.ndarray: ...
+
 
 @dataclass(frozen=True)
 class AdapterInfo:
@@ -205,7 +227,7 @@ def expected_shape(
     n, k = first.shape[0], first.shape[-1]
     if function == "logsumexp" or function == "cross_entropy_from_probs":
         return (n,)
-    if function == "cross_entropy":
+    if function in ("cross_entropy", "cross_entropy_jvp"):
         reduction = (options or {}).get("reduction", "none")
         return (n,) if reduction == "none" else ()
     if function == "softmax_jacobian":
@@ -290,10 +312,16 @@ def check_result(
 
 
 def _input_name(function: str, index: int, count: int) -> str:
-    positional = ("logits" if "probs" not in function else "probs", "target")
-    if index < 2 and index < count:
-        return positional[index]
-    return "weight"
+    first = "logits" if "probs" not in function else "probs"
+    if function in ("softmax_jvp", "log_softmax_jvp"):
+        positional: tuple[str, ...] = (first, "tangent")
+    elif function == "cross_entropy_jvp":
+        positional = (first, "target", "tangent")
+    elif function == "cross_entropy_hvp":
+        positional = (first, "target", "vector")
+    else:
+        positional = (first, "target")
+    return positional[index] if index < len(positional) else "weight"
 
 
 def _describe_type(result: Any) -> str:

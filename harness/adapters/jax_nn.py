@@ -8,7 +8,8 @@ products of a zero coefficient with a log-probability are 0 (``0·log 0 = 0``, a
 ``jax.scipy.special.xlogy``), so the glue adds no defect of its own; what remains is JAX's.
 Gradients come from ``jax.value_and_grad`` of the reduced loss (of the sum for
 ``reduction="none"``), whose value part is the loss ``cross_entropy`` returns; Jacobians
-are ``jax.vmap(jax.jacrev(jax.nn.softmax))``.
+are ``jax.vmap(jax.jacrev(jax.nn.softmax))``; forward-mode JVPs are ``jax.jvp`` of the
+same functions and the Hessian-vector product ``jax.jvp(jax.grad(loss))``.
 
 :func:`load` turns on ``jax_enable_x64`` (float64 is otherwise silently float32).
 
@@ -262,7 +263,27 @@ def _compiled() -> dict[str, Any]:
     def softmax_rows(row: Any) -> Any:
         return jax.nn.softmax(row, axis=-1)
 
+    def loss_directional(logits: Any, tangent: Any, *args: Any) -> tuple[Any, Any]:
+        """(the JVP of the loss vector along the tangent, the HVP of the reduced loss)."""
+        def rows(z: Any) -> Any:
+            return _loss_objective(z, *args)[1]
+
+        def total(z: Any) -> Any:
+            return _loss_objective(z, *args)[0]
+
+        _, jvp_out = jax.jvp(rows, (logits,), (tangent,))
+        _, hvp_out = jax.jvp(jax.grad(total), (logits,), (tangent,))
+        return jvp_out, hvp_out
+
+    def rowwise_jvp(function: Callable[..., Any]) -> Callable[[Any, Any], Any]:
+        def jvp(logits: Any, tangent: Any) -> Any:
+            return jax.jvp(functools.partial(function, axis=-1), (logits,), (tangent,))[1]
+        return jvp
+
     return {
+        "softmax_jvp": jit(rowwise_jvp(jax.nn.softmax)),
+        "log_softmax_jvp": jit(rowwise_jvp(jax.nn.log_softmax)),
+        "loss_directional": jit(loss_directional),
         "logsumexp": jit(functools.partial(jax.nn.logsumexp, axis=-1)),
         "softmax": jit(functools.partial(jax.nn.softmax, axis=-1)),
         "log_softmax": jit(functools.partial(jax.nn.log_softmax, axis=-1)),
@@ -481,6 +502,69 @@ class JaxAdapter:
     ) -> np.ndarray:
         return self._loss_call("cross_entropy_grad", logits, target, weight, ignore_index,
                                label_smoothing, reduction)
+
+    def _jvp_call(self, function: str, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        n, k = logits.shape
+        rows, cols = _row_bucket(n), _col_bucket(k)
+        out = _compiled()[function](_padded(logits, rows, cols, -np.inf, 0.0),
+                                    _padded(np.asarray(tangent), rows, cols, 0.0, 0.0))
+        return _numpy(out)[:n, :k]
+
+    def softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        return self._jvp_call("softmax_jvp", logits, tangent)
+
+    def log_softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        return self._jvp_call("log_softmax_jvp", logits, tangent)
+
+    def _directional_call(self, function: str, logits: np.ndarray, target: np.ndarray,
+                          tangent: np.ndarray, weight: np.ndarray | None,
+                          ignore_index: int | None, label_smoothing: float,
+                          reduction: str) -> np.ndarray:
+        """``jax.jvp`` of the loss (per row, or the reduced scalar) and of its gradient,
+        padded like the loss (the tangent is 0 on the padding): one compilation for both."""
+        reduction = _check_reduction(reduction)
+        logits, target, weight, smoothing, ignoring, ignored = _loss_arguments(
+            logits, target, weight, ignore_index, label_smoothing)
+        n, k = logits.shape
+        rows, cols = _row_bucket(n), _col_bucket(k)
+        padded = _padded(logits, rows, cols, -np.inf, 0.0)
+        direction = _padded(np.asarray(tangent), rows, cols, 0.0, 0.0)
+        target = _padded(target, rows, cols, 0.0, 0.0) if target.ndim == 2 else _pad_rows(
+            target, rows)
+        inverse_classes = float(_reciprocal(k, np.dtype(np.float64)))
+        jvp_out, hvp_out = _compiled()["loss_directional"](
+            padded, direction, target, _pad_cols(weight, cols), smoothing, inverse_classes,
+            ignoring, ignored, n, _reciprocal(n, padded.dtype), REDUCTIONS.index(reduction))
+        if function == "cross_entropy_hvp":
+            return _numpy(hvp_out)[:n, :k]
+        out = _numpy(jvp_out)
+        return out[:n] if reduction == "none" else out[:1].reshape(())
+
+    def cross_entropy_jvp(
+        self,
+        logits: np.ndarray,
+        target: np.ndarray,
+        tangent: np.ndarray,
+        weight: np.ndarray | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        reduction: str = "none",
+    ) -> np.ndarray:
+        return self._directional_call("cross_entropy_jvp", logits, target, tangent, weight,
+                                      ignore_index, label_smoothing, reduction)
+
+    def cross_entropy_hvp(
+        self,
+        logits: np.ndarray,
+        target: np.ndarray,
+        vector: np.ndarray,
+        weight: np.ndarray | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        reduction: str = "none",
+    ) -> np.ndarray:
+        return self._directional_call("cross_entropy_hvp", logits, target, vector, weight,
+                                      ignore_index, label_smoothing, reduction)
 
     def softmax_jacobian(self, logits: np.ndarray) -> np.ndarray:
         n, k = logits.shape

@@ -340,3 +340,90 @@ def cross_entropy_grad_wrt_probs(probs: np.ndarray, target: np.ndarray) -> np.nd
         grad = np.where(y == 0, 0.0, -y / p)
     grad[nan_rows] = np.nan
     return _round(grad, dtype)
+
+
+# --------------------------------------------------------------------------- forward mode
+
+
+def _tangent(tangent: np.ndarray, like: np.ndarray) -> np.ndarray:
+    v = np.asarray(tangent)
+    if v.shape != like.shape:
+        raise ValueError(f"tangent must have the logits' shape {like.shape}, got {v.shape}")
+    return v.astype(like.dtype)
+
+
+def _log_softmax_tangent(rows: _Rows, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(p, v - <p, v>): log_softmax's JVP in the working format."""
+    p = rows.softmax()
+    with _quiet():
+        s = np.where(p == 0, 0.0, p * v).sum(axis=1)
+        return p, v - s[:, None]
+
+
+def log_softmax_jvp(logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+    z, dtype = _working(logits)
+    _, out = _log_softmax_tangent(_Rows(z), _tangent(tangent, z))
+    return _round(out, dtype)
+
+
+def softmax_jvp(logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+    z, dtype = _working(logits)
+    p, t = _log_softmax_tangent(_Rows(z), _tangent(tangent, z))
+    with _quiet():
+        return _round(np.where(p == 0, 0.0, p * t), dtype)
+
+
+def cross_entropy_jvp(
+    logits: np.ndarray,
+    target: np.ndarray,
+    tangent: np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "none",
+) -> np.ndarray:
+    """-sum_j u_j (v_j - <p, v>) per row: forward mode through log_softmax."""
+    _check_reduction(reduction)
+    z, dtype = _working(logits)
+    u, denominator, ignored = _effective_target(
+        target, z, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing
+    )
+    _, t = _log_softmax_tangent(_Rows(z), _tangent(tangent, z))
+    with _quiet():
+        rows = -(u * t).sum(axis=1)  # t is finite in a finite row; a NaN row stays NaN
+    rows[ignored] = 0
+    if reduction == "none":
+        return _round(rows, dtype)
+    with _quiet():
+        total = rows.sum()
+        return _round(total / denominator if reduction == "mean" else total, dtype)
+
+
+def cross_entropy_hvp(
+    logits: np.ndarray,
+    target: np.ndarray,
+    vector: np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "none",
+) -> np.ndarray:
+    """(sum u) p (v - <p, v>) per row: the Hessian (sum u)(diag(p) - p p^T) times v."""
+    _check_reduction(reduction)
+    z, dtype = _working(logits)
+    u, denominator, ignored = _effective_target(
+        target, z, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing
+    )
+    p, t = _log_softmax_tangent(_Rows(z), _tangent(vector, z))
+    with _quiet():
+        out = u.sum(axis=1)[:, None] * np.where(p == 0, 0.0, p * t)
+    out[ignored] = 0
+    if reduction == "mean":
+        if denominator == 0:
+            out = np.zeros_like(out)
+        else:
+            with _quiet():
+                out = out / denominator
+    return _round(out, dtype)

@@ -1,10 +1,12 @@
 """Built-in adapters ``torch`` (CPU) and ``torch-cuda``: PyTorch's functions as they are.
 
 softmax, log_softmax and logsumexp are ``torch``'s own; ``cross_entropy`` is
-``torch.nn.functional.cross_entropy`` with every option; gradients come from autograd and
-Jacobians from ``torch.func.vmap(torch.func.jacrev(...))``. The from-probabilities route is
-written the way a PyTorch user writes it: ``-xlogy(y, p).sum(-1)`` for probability targets
-(``torch.xlogy`` gives 0·log 0 = 0) and ``-log(p.gather(t))`` for class indices.
+``torch.nn.functional.cross_entropy`` with every option; gradients come from autograd,
+Jacobians from ``torch.func.vmap(torch.func.jacrev(...))``, forward-mode JVPs from
+``torch.func.jvp`` and Hessian-vector products from ``jvp(grad(loss))``. The
+from-probabilities route is written the way a PyTorch user writes it:
+``-xlogy(y, p).sum(-1)`` for probability targets (``torch.xlogy`` gives 0·log 0 = 0) and
+``-log(p.gather(t))`` for class indices.
 
 Nothing is fixed up: what PyTorch computes is what the harness grades. NumPy arrays are
 converted exactly (bfloat16 crosses as its 16-bit pattern) and results come back in the
@@ -158,6 +160,64 @@ class TorchAdapter:
             return torch.softmax(row, dim=-1)
 
         return self._array(vmap(jacrev(row_softmax))(self._tensor(logits)))
+
+    # -- forward mode and second order (torch.func) --------------------------------------
+
+    def softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        import torch
+        from torch.func import jvp
+
+        _, out = jvp(lambda z: torch.softmax(z, dim=-1), (self._tensor(logits),),
+                     (self._tensor(tangent),))
+        return self._array(out)
+
+    def log_softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        import torch
+        from torch.func import jvp
+
+        _, out = jvp(lambda z: torch.log_softmax(z, dim=-1), (self._tensor(logits),),
+                     (self._tensor(tangent),))
+        return self._array(out)
+
+    def cross_entropy_jvp(
+        self,
+        logits: np.ndarray,
+        target: np.ndarray,
+        tangent: np.ndarray,
+        weight: np.ndarray | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        reduction: str = "none",
+    ) -> np.ndarray:
+        from torch.func import jvp
+
+        def loss(z: Any) -> Any:
+            return self._cross_entropy(z, target, weight, ignore_index, label_smoothing,
+                                       reduction)
+
+        _, out = jvp(loss, (self._tensor(logits),), (self._tensor(tangent),))
+        return self._array(out)
+
+    def cross_entropy_hvp(
+        self,
+        logits: np.ndarray,
+        target: np.ndarray,
+        vector: np.ndarray,
+        weight: np.ndarray | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        reduction: str = "none",
+    ) -> np.ndarray:
+        """Forward over reverse: the JVP of the gradient (of the sum for "none")."""
+        from torch.func import grad, jvp
+
+        def loss(z: Any) -> Any:
+            out = self._cross_entropy(z, target, weight, ignore_index, label_smoothing,
+                                      reduction)
+            return out.sum() if out.ndim else out
+
+        _, out = jvp(grad(loss), (self._tensor(logits),), (self._tensor(vector),))
+        return self._array(out)
 
     # -- the unfused route --------------------------------------------------------------
 

@@ -120,7 +120,8 @@ def fault_finding(ctx: Context, check: str, function: str, outcome: CallOutcome,
 def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarray,
                    exact: Any, *, inputs: np.ndarray, target: Any = None,
                    options: dict[str, Any] | None = None,
-                   profile: grading.Profile | None = None) -> Finding:
+                   profile: grading.Profile | None = None,
+                   tangent: np.ndarray | None = None) -> Finding:
     """Grade ``candidate`` against ``exact`` (gold's values, or the same already decoded by
     ``grading.decode``) and judge it by the run's profile (and the adapter's accuracy
     budget, if it has one)."""
@@ -128,7 +129,7 @@ def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarra
     decoded = grading.decode(exact)
     element = grading.grade_elements(function, candidate, decoded, inputs=inputs,
                                      target=target, options=options, dtype=ctx.case.dtype,
-                                     ulp_budget=profile.ulp_budget)
+                                     ulp_budget=profile.ulp_budget, tangent=tangent)
     budget = grading.budget_for(ctx.budgets, ctx.adapter, function, ctx.case.dtype,
                                 ctx.case.regime)
     verdict = grading.judge(element, profile, budget=budget)

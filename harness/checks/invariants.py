@@ -76,11 +76,9 @@ def _allowed_abs(ctx: Context, function: str, candidate: np.ndarray) -> np.ndarr
     """The allowed absolute error of each element (stability bound or ulp budget); NaN
     where the exact value is not a finite number."""
     truth = ctx.truth
-    args, options = truth.arguments(function)
     exact = truth.decoded(function)
-    graded = grading.grade_elements(function, candidate, exact, inputs=args[0],
-                                    target=args[1] if len(args) > 1 else None,
-                                    options=options, dtype=ctx.case.dtype)
+    graded = grading.grade_elements(function, candidate, exact, dtype=ctx.case.dtype,
+                                    **truth.grading_inputs(function))
     allowed = np.maximum(np.nan_to_num(graded.allowed, nan=0.0), ctx.profile.ulp_budget)
     return allowed * exact.ulp(ctx.case.dtype)
 

@@ -30,7 +30,5 @@ def graded_outputs(ctx: Context, check: str, functions: tuple[str, ...]) -> Iter
         if not usable:
             yield fault_finding(ctx, check, function, outcome, rows_of(exact, ctx.case))
             continue
-        args, options = truth.arguments(function)
         yield graded_finding(ctx, check, function, outcome.value, truth.decoded(function),
-                             inputs=args[0],
-                             target=args[1] if len(args) > 1 else None, options=options)
+                             **truth.grading_inputs(function))

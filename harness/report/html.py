@@ -538,7 +538,8 @@ def render(data: dict[str, Any]) -> str:
         "<h2>Verdicts</h2>", verdicts(data),
         "<h2>Scoreboard</h2>",
         "<p>Worst accuracy grade against the exact truth over every dtype and regime "
-        "(checks <code>value</code> and <code>gradient</code>); ✗ marks a failing result, "
+        "(checks <code>value</code>, <code>gradient</code>, <code>jvp</code> and "
+        "<code>hvp</code>); ✗ marks a failing result, "
         "— not provided.</p>", scoreboard(data),
         "<h2>Largest error found, in ulps of the dtype</h2>", max_ulp_tables(data),
         "<h2>Plots</h2>", plots(data),

@@ -24,7 +24,7 @@ FILENAME = "conformance.md"
 
 #: Checks whose grades make up the scoreboard and the max-ulp tables (accuracy against
 #: gold); the others appear in the failure list.
-ACCURACY_CHECKS = ("value", "gradient")
+ACCURACY_CHECKS = ("value", "gradient", "jvp", "hvp")
 
 _ORDER = ("exact", "faithful", "ulp≤N", "stable", "holds", "unstable", "violated", "broken")
 
@@ -191,7 +191,8 @@ def render(data: dict[str, Any]) -> str:
         f"{_code(data.get('report_id', '-'))} (every file of the set carries it).",
         "## Verdicts", verdicts(data),
         "## Scoreboard\n\nWorst accuracy grade against the exact truth over every dtype and "
-        "regime (checks `value` and `gradient`); ✗ marks a failing result, — not provided.",
+        "regime (checks `value`, `gradient`, `jvp` and `hvp`); ✗ marks a failing result, "
+        "— not provided.",
         scoreboard(data),
         "## Largest error found, in ulps of the dtype", max_ulp_tables(data),
         "## Behaviour where the reference gives no grade", behaviour(data),

@@ -244,7 +244,10 @@ def test_builtin_loads(builtins: dict[str, Any], name: str) -> None:
     assert tuple(adapter.dtypes) == tuple(_declared(name))
     assert isinstance(adapter.version, str) and adapter.version
     missing = [f for f in FUNCTIONS if not callable(getattr(adapter, f, None))]
-    assert not missing, f"{name} does not provide {missing}"
+    # the C header has no forward-mode or Hessian-vector functions; the frameworks have
+    expected = [] if name in ("torch", "jax") else [
+        "softmax_jvp", "log_softmax_jvp", "cross_entropy_jvp", "cross_entropy_hvp"]
+    assert missing == expected, f"{name} does not provide {missing}"
 
 
 SMOKE = [

@@ -50,6 +50,9 @@ from references.gold import UNDEFINED
 DTYPES: dict[str, np.dtype] = {name: case_dtype(name) for name in contract.DTYPES}
 HALF = ("float16", "bfloat16")
 PROBS_FUNCTIONS = ("cross_entropy_from_probs", "cross_entropy_grad_wrt_probs")
+TANGENT_FUNCTIONS = ("softmax_jvp", "log_softmax_jvp")
+CE_TANGENT_FUNCTIONS = ("cross_entropy_jvp", "cross_entropy_hvp")
+LOGITS_ONLY = ("logsumexp", "softmax", "log_softmax", "softmax_jacobian")
 
 
 # -- the textbook shifted algorithm ------------------------------------------------------
@@ -82,13 +85,15 @@ def effective_target(target: np.ndarray, options: Mapping[str, Any], n: int, k: 
 
 
 def textbook(function: str, inputs: np.ndarray, target: Any = None,
-             options: Mapping[str, Any] | None = None) -> np.ndarray:
+             options: Mapping[str, Any] | None = None,
+             tangent: np.ndarray | None = None) -> np.ndarray:
     """The textbook shifted algorithm of every contract function, in ``inputs``' dtype.
 
     m = max z; d = z - m; s = sum exp(d); lse = m + log s; p = exp(d) / s;
     log p = d - log s; L = -sum u log p; dL/dz = (sum u) p - u; J = diag(p) - p p^T;
-    from probabilities -sum y log yhat and -y / yhat. Computed in ``working(dtype)``,
-    rounded once to the dtype.
+    from probabilities -sum y log yhat and -y / yhat; along a tangent v, with
+    s = <p, v>: v - s, p (v - s), -sum u (v - s) and (sum u) p (v - s). Computed in
+    ``working(dtype)``, rounded once to the dtype.
     """
     options = options or {}
     dtype = DTYPES[np.dtype(inputs.dtype).name]
@@ -120,6 +125,26 @@ def textbook(function: str, inputs: np.ndarray, target: Any = None,
             value = -p[:, :, None] * p[:, None, :]
             index = np.arange(k)
             value[:, index, index] = p - p * p
+        elif function in TANGENT_FUNCTIONS or function in CE_TANGENT_FUNCTIONS:
+            v = np.asarray(tangent).astype(work)
+            centred = v - np.where(p == 0, 0, p * v).sum(axis=1, keepdims=True)
+            if function == "log_softmax_jvp":
+                value = centred
+            elif function == "softmax_jvp":
+                value = np.where(p == 0, 0, p * centred)
+            else:
+                u, den, ignored = effective_target(target, options, n, k, work)
+                if function == "cross_entropy_jvp":
+                    value = -(u * centred).sum(axis=1)
+                    value[ignored] = 0
+                    if reduction != "none":
+                        value = value.sum()
+                        value = value / den if reduction == "mean" else value
+                else:
+                    value = u.sum(axis=1, keepdims=True) * np.where(p == 0, 0, p * centred)
+                    value[ignored] = 0
+                    if reduction == "mean":
+                        value = value / den if den != 0 else np.zeros_like(value)
         else:
             u, den, ignored = effective_target(target, options, n, k, work)
             if function == "cross_entropy":
@@ -145,6 +170,7 @@ class Case(NamedTuple):
     target: Any  # int64 (N,) or (N, K) of the dtype
     options: dict[str, Any]
     regime: str
+    tangent: np.ndarray | None = None  # of the JVPs and the HVP
 
     def describe(self) -> str:
         return (f"regime={self.regime} shape={self.inputs.shape} "
@@ -219,8 +245,8 @@ def make_target(kind: str, rng: np.random.Generator, n: int, k: int, dtype: str)
 def cases(draw: st.DrawFn, function: str, dtype: str) -> Case:
     """Inputs, target and options for ``function`` in ``dtype``; K from 1 to 1000."""
     k = draw(st.one_of(st.integers(1, 8), st.integers(9, 100), st.integers(101, 1000)))
-    if function == "softmax_jacobian":
-        k = min(k, 48)  # K^2 outputs per row
+    if function == "softmax_jacobian" or function in TANGENT_FUNCTIONS + CE_TANGENT_FUNCTIONS:
+        k = min(k, 48)  # K^2 outputs per row, or K^2 gold terms
     n = draw(st.integers(1, 3)) if k <= 100 else 1
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     target_kind = draw(st.sampled_from(
@@ -238,7 +264,9 @@ def cases(draw: st.DrawFn, function: str, dtype: str) -> Case:
     scale = draw(st.sampled_from(LARGE[dtype]))
     logits = make_logits(regime, rng, n, k, scale, dtype)
     options: dict[str, Any] = {}
-    if function in ("cross_entropy", "cross_entropy_grad"):
+    tangent = make_tangent(rng, logits) if function in (
+        *TANGENT_FUNCTIONS, *CE_TANGENT_FUNCTIONS) else None
+    if function in ("cross_entropy", "cross_entropy_grad", *CE_TANGENT_FUNCTIONS):
         smoothing = draw(st.sampled_from([0.0, 0.0, 0.1, 0.25, 0.9]))
         if smoothing:
             options["label_smoothing"] = smoothing
@@ -249,24 +277,37 @@ def cases(draw: st.DrawFn, function: str, dtype: str) -> Case:
             options["ignore_index"] = -100
             target = make_target("index", rng, n, k, dtype)
             target[rng.random(n) < 0.4] = -100
-            return Case(logits, target, options, regime)
+            return Case(logits, target, options, regime, tangent)
     else:
         target_kind = "index"
-    return Case(logits, make_target(target_kind, rng, n, k, dtype), options, regime)
+    return Case(logits, make_target(target_kind, rng, n, k, dtype), options, regime, tangent)
+
+
+def make_tangent(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray:
+    """Multiples of 2**-8 in [-1, 1] (exact in every dtype), 0 at non-finite logits."""
+    v = rng.integers(-256, 257, logits.shape) / 256
+    v[~np.isfinite(logits.astype(np.float64))] = 0.0
+    return v.astype(logits.dtype)
 
 
 def exact_values(function: str, case: Case) -> Any:
     fn = getattr(gold, function)
-    if function in ("logsumexp", "softmax", "log_softmax", "softmax_jacobian"):
+    if function in LOGITS_ONLY:
         return fn(case.inputs)
+    if function in TANGENT_FUNCTIONS:
+        return fn(case.inputs, case.tangent)
+    if function in CE_TANGENT_FUNCTIONS:
+        return fn(case.inputs, case.target, case.tangent, **case.options)
     return fn(case.inputs, case.target, **case.options)
 
 
 def grade(function: str, case: Case, candidate: Any, exact: Any = None,
           **kwargs: Any) -> grading.ElementGrades:
     exact = exact_values(function, case) if exact is None else exact
+    target = None if function in TANGENT_FUNCTIONS else case.target
     return grade_elements(function, np.asarray(candidate), exact, inputs=case.inputs,
-                          target=case.target, options=case.options, **kwargs)
+                          target=target, options=case.options, tangent=case.tangent,
+                          **kwargs)
 
 
 def worst_ratio(grades: grading.ElementGrades) -> float:
@@ -313,7 +354,7 @@ WITHIN_BOUND = profile("standard", ulp_budget=1)
 def test_textbook_shifted_algorithm_passes_standard(function: str, dtype: str,
                                                     data: st.DataObject) -> None:
     case = data.draw(cases(function, dtype), label="case")
-    candidate = textbook(function, case.inputs, case.target, case.options)
+    candidate = textbook(function, case.inputs, case.target, case.options, case.tangent)
     exact = exact_values(function, case)
     grades = grade(function, case, candidate, exact)
     hypothesis.target(worst_ratio(grades), label="worst stability ratio")
@@ -768,8 +809,8 @@ def fixed_cases(function: str, dtype: str) -> list[Case]:
         logits = make_logits(regime, rng, 3, 7, scale, dtype)
         options: dict[str, Any] = {}
         kind = kinds[i % len(kinds)] if function not in (
-            "logsumexp", "softmax", "log_softmax", "softmax_jacobian") else "index"
-        if function in ("cross_entropy", "cross_entropy_grad"):
+            *LOGITS_ONLY, *TANGENT_FUNCTIONS) else "index"
+        if function in ("cross_entropy", "cross_entropy_grad", *CE_TANGENT_FUNCTIONS):
             options = {"reduction": ("none", "sum", "mean")[i % 3]}
             if i % 2:
                 options["label_smoothing"] = 0.1
@@ -777,7 +818,8 @@ def fixed_cases(function: str, dtype: str) -> list[Case]:
                 options["weight"] = rng.uniform(0.5, 2.0, 7).astype(DTYPES[dtype])
         if function in PROBS_FUNCTIONS:
             logits = rng.dirichlet(np.full(7, 0.5), 3).astype(DTYPES[dtype])
-        out.append(Case(logits, make_target(kind, rng, 3, 7, dtype), options, regime))
+        out.append(Case(logits, make_target(kind, rng, 3, 7, dtype), options, regime,
+                        make_tangent(rng, logits)))
     return out
 
 
@@ -788,8 +830,12 @@ def test_numpy_builtin_passes_standard(function: str, dtype: str) -> None:
 
     for case in fixed_cases(function, dtype):
         fn = getattr(numpy_stable, function)
-        if function in ("logsumexp", "softmax", "log_softmax", "softmax_jacobian"):
+        if function in LOGITS_ONLY:
             candidate = fn(case.inputs)
+        elif function in TANGENT_FUNCTIONS:
+            candidate = fn(case.inputs, case.tangent)
+        elif function in CE_TANGENT_FUNCTIONS:
+            candidate = fn(case.inputs, case.target, case.tangent, **case.options)
         else:
             candidate = fn(case.inputs, case.target, **case.options)
         exact = exact_values(function, case)
@@ -825,7 +871,8 @@ def test_grading_decoded_values_once_changes_nothing(function: str, dtype: str,
     exact = exact_values(function, case)
     decoded = grading.decode(exact)
     assert grading.decode(decoded) is decoded
-    textbook_value = textbook(function, case.inputs, case.target, case.options)
+    textbook_value = textbook(function, case.inputs, case.target, case.options,
+                              case.tangent)
     with np.errstate(all="ignore"):
         for toward in (None, np.inf, -np.inf):
             candidate = textbook_value if toward is None else np.nextafter(

@@ -119,9 +119,8 @@ _RUN = """
 import json, sys
 from harness import cli
 code = cli.main(["run", "--adapter", "numpy", "--adapter", "c", "--regime", "wide",
-                 "--regime", "masked", "--regime", "huge", "--regime", "moderate",
-                 "--dtype", "float64", "--dtype", "float32", "--dtype", "float16",
-                 "--out", sys.argv[1]])
+                 "--regime", "huge", "--regime", "moderate", "--dtype", "float64",
+                 "--dtype", "float32", "--out", sys.argv[1]])
 raise SystemExit(0 if code in (0, 1) else code)
 """
 

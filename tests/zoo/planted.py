@@ -580,6 +580,46 @@ class GradientThroughLogSoftmax(Textbook):
             return np.exp(self.log_softmax_work(z))
 
 
+# ---------------------------------------------------------------------- forward mode, second order
+
+
+@provides("log_softmax_jvp", "softmax_jvp")
+class JvpWithoutCentering(Textbook):
+    """The tangent of log_softmax taken as v itself, the -<p, v> forgotten (the JVP of
+    z - m without the normaliser's own tangent): wrong wherever <p, v> != 0."""
+
+    name = "jvp-without-centering"
+
+    def jvp_work(self, z: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.softmax_work(z), v
+
+
+@provides("cross_entropy_hvp")
+class HvpDiagonalOnly(Textbook):
+    """The Hessian-vector product with the Hessian's diagonal only, (sum u) p v: the
+    rank-one -p p^T part forgotten (a Gauss-Newton shortcut taken for the Hessian)."""
+
+    name = "hvp-diagonal-only"
+
+    def hvp_rows(self, z: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        p = self.softmax_work(z)
+        with quiet():
+            return u.sum(axis=1)[:, None] * np.where(p == 0, 0, p * v)
+
+
+@provides("cross_entropy_hvp")
+class HvpAssumesNormalizedTarget(Textbook):
+    """The Hessian-vector product without the sum u factor: right only where the target
+    sums to one, as p - y is for the gradient."""
+
+    name = "hvp-assumes-normalized-target"
+
+    def hvp_rows(self, z: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        p, t = self.jvp_work(z, v)
+        with quiet():
+            return np.where(p == 0, 0, p * t)
+
+
 # ---------------------------------------------------------------------- input classes
 # Bugs that only one class of input shows: each is missed by every regime that existed
 # before that class was added, and caught by it (test_input_classes.py proves both).

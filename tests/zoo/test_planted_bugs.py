@@ -132,6 +132,11 @@ PLANTS: tuple[Plant, ...] = (
           profile="strict"),
     Plant(P.GradientThroughLogSoftmax, "moderate", "float64",
           (("gradient", "cross_entropy_grad"),), profile="strict"),
+    # forward mode and second order
+    Plant(P.JvpWithoutCentering, "moderate", "float64",
+          (("jvp", "log_softmax_jvp"), ("jvp", "softmax_jvp"))),
+    Plant(P.HvpDiagonalOnly, "moderate", "float64", (("hvp", "cross_entropy_hvp"),)),
+    Plant(P.HvpAssumesNormalizedTarget, "moderate", "float32", (("hvp", "cross_entropy_hvp"),)),
     # input classes (test_input_classes.py: only their own regime shows them)
     Plant(P.LogsumexpWithoutLog1p, "near-zero", "float64", (("value", "logsumexp"),),
           profile="strict"),
@@ -152,7 +157,7 @@ PLANTS: tuple[Plant, ...] = (
 #: Every check that can fail a result. ``edge`` is not among them: it records what an
 #: adapter does where the reference gives no grade (+inf logits, all -inf rows), never fails.
 FAILING_CHECKS = frozenset({
-    "value", "gradient", "chain-rule", "self-fd", "reduction", "batch-invariance",
+    "value", "gradient", "jvp", "hvp", "chain-rule", "self-fd", "reduction", "batch-invariance",
     "shift-invariance", "contract", "range", "normalization", "order", "determinism",
     "invalid-input", "ignored-mean",
 })
@@ -215,9 +220,8 @@ def _replay(plant: Plant, result: dict[str, Any]) -> None:
     exact = truth.exact(function)
     if np.shape(got) != np.shape(exact) or np.asarray(got).dtype != arrays[0].dtype:
         return  # the contract's fault (broken): nothing finer to regrade
-    graded = grading.grade_elements(function, got, exact, inputs=arrays[0],
-                                    target=arrays[1] if len(arrays) > 1 else None,
-                                    options=options, dtype=case.dtype)
+    graded = grading.grade_elements(function, got, exact, dtype=case.dtype,
+                                    **truth.grading_inputs(function))
     verdict = grading.judge(graded, grading.profile(plant.profile))
     assert not verdict.passed, (
         f"{plant.name} {function}: the reproducer's case {case.case_id} passes "

@@ -11,6 +11,8 @@ Anal. 41(4), 2021, and ``harness.grading``'s docstring). Per row z, in the worki
   (sum u) softmax - u
 * softmax Jacobian diag(p) - p pᵀ (the diagonal as p (1 - p))
 * from probabilities: -sum y log ŷ (0 log 0 = 0, no clipping) and -y / ŷ (0 where y = 0)
+* forward mode: log_softmax's JVP v - <p, v>, softmax's p (v - <p, v>), the loss's
+  -sum u (v - <p, v>); the Hessian-vector product (sum u) p (v - <p, v>)
 
 The working format is the case dtype for float64 and float32; float16 and bfloat16 are
 computed in float32 and rounded once at the end, as PyTorch and JAX do (DESIGN.md §7).
@@ -211,6 +213,54 @@ class Textbook:
         grad = self.row_gradients(self.softmax_work(z), u)
         grad[ignored] = 0
         return self.finish(self.reduce_gradient(grad, denominator, reduction), logits.dtype)
+
+    # ------------------------------------------------------------------ forward mode
+
+    def jvp_work(self, z: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p, v - <p, v>): the tangent of log_softmax, in the working format."""
+        p = self.softmax_work(z)
+        with quiet():
+            s = np.where(p == 0, 0, p * v).sum(axis=1)
+            return p, v - s[:, None]
+
+    def log_softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        _, t = self.jvp_work(self.to_working(logits), self.to_working(tangent))
+        return self.finish(t, logits.dtype)
+
+    def softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        p, t = self.jvp_work(self.to_working(logits), self.to_working(tangent))
+        with quiet():
+            return self.finish(np.where(p == 0, 0, p * t), logits.dtype)
+
+    def cross_entropy_jvp(self, logits: np.ndarray, target: np.ndarray, tangent: np.ndarray,
+                          *, weight: np.ndarray | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0, reduction: str = "none") -> np.ndarray:
+        z = self.to_working(logits)
+        u, denominator, ignored = self.effective_target(
+            target, z, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing)
+        _, t = self.jvp_work(z, self.to_working(tangent))
+        with quiet():
+            rows = -(u * t).sum(axis=1)  # t is finite where the row is: 0 u stays 0, NaN NaN
+        rows[ignored] = 0
+        return self.finish(self.reduce_loss(rows, denominator, reduction), logits.dtype)
+
+    def cross_entropy_hvp(self, logits: np.ndarray, target: np.ndarray, vector: np.ndarray,
+                          *, weight: np.ndarray | None = None, ignore_index: int | None = None,
+                          label_smoothing: float = 0.0, reduction: str = "none") -> np.ndarray:
+        z = self.to_working(logits)
+        u, denominator, ignored = self.effective_target(
+            target, z, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing)
+        out = self.hvp_rows(z, u, self.to_working(vector))
+        out[ignored] = 0
+        return self.finish(self.reduce_gradient(out, denominator, reduction), logits.dtype)
+
+    def hvp_rows(self, z: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """(sum u) p (v - <p, v>) per row."""
+        p, t = self.jvp_work(z, v)
+        with quiet():
+            return u.sum(axis=1)[:, None] * np.where(p == 0, 0, p * t)
 
     def probability_inputs(self, probs: np.ndarray, target: np.ndarray
                            ) -> tuple[np.ndarray, np.ndarray]:
