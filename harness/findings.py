@@ -186,7 +186,8 @@ def exact_text(value: Any) -> str:
     if value is UNDEFINED:
         return "undefined"
     if isinstance(value, mpmath.mpf):
-        return mpmath.nstr(value, 25)
+        with mpmath.workprec(96):  # rounded first: an exact value may carry a long mantissa
+            return mpmath.nstr(+value, 25)
     if isinstance(value, np.floating):  # a fast-tier value (longdouble): its own digits
         return np.format_float_scientific(value, unique=True, trim="-")
     return repr(value)

@@ -267,3 +267,14 @@ def test_writes_are_atomic(module: Any, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.undo()
     path = module.write(copy.deepcopy(data), tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_exact_values_with_long_mantissas_print_in_25_digits() -> None:
+    """An exact value (a sum at exact precision) may carry tens of thousands of digits:
+    printing its 25 first once crossed Python's int-to-str limit and crashed a run."""
+    import mpmath
+
+    from harness.findings import exact_text
+
+    long = mpmath.mpf((0, 3**30000, -47550, 47550))  # ~0.4585, a 47550-bit mantissa
+    assert exact_text(long).startswith("0.45850889735993427542837")
