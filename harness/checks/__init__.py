@@ -104,6 +104,28 @@ def rows_of(value: np.ndarray | None, case: Case) -> int:
     return int(np.shape(value)[0])
 
 
+def allowed_abs(ctx: Context, function: str, candidate: np.ndarray) -> np.ndarray:
+    """The allowed absolute error of each element (stability bound or ulp budget); NaN
+    where the exact value is not a finite number."""
+    truth = ctx.truth
+    exact = truth.decoded(function)
+    graded = grading.grade_elements(function, candidate, exact, dtype=ctx.case.dtype,
+                                    **truth.grading_inputs(function))
+    allowed = np.maximum(np.nan_to_num(graded.allowed, nan=0.0), ctx.profile.ulp_budget)
+    return allowed * exact.ulp(ctx.case.dtype)
+
+
+def target_mass(case: Case) -> np.ndarray:
+    """The target as an (N, K) float64 array of mass: one-hot rows for class indices (all
+    zero for an index outside [0, K), e.g. an ignored row), the dense target otherwise."""
+    if case.target_kind == "indices":
+        y = np.zeros(case.shape)
+        valid = (case.target >= 0) & (case.target < case.num_classes)
+        y[np.flatnonzero(valid), case.target[valid]] = 1.0
+        return y
+    return case.target.astype(np.float64)
+
+
 def fault_finding(ctx: Context, check: str, function: str, outcome: CallOutcome,
                   rows: int) -> Finding:
     """A call that gave no gradable value: every row is broken, the fault says why."""

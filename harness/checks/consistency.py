@@ -10,8 +10,10 @@
   documented denominator, within the summation error bound.
 - ``batch-invariance``: a row alone gives what it gives inside the batch, within both
   results' stability bounds.
-- ``shift-invariance``: softmax and log_softmax of z + c (c exact) graded against the
-  gold of z.
+- ``shift-invariance``: softmax, log_softmax, the loss and its gradient of z + c (c
+  exact) graded against the gold of z.
+- ``chunk-invariance``: the loss and gradient of the batch split in 2 and 3 parts,
+  recombined, against the candidate's own whole-batch result (fused and chunked kernels).
 """
 
 from __future__ import annotations
@@ -24,18 +26,28 @@ import numpy as np
 import references as ref
 from harness import grading
 from harness.adapters.contract import case_dtype
+from harness.cases import Case
 from harness.checks import (
     SILENT_FAULTS,
     Context,
+    allowed_abs,
     boolean_finding,
     fault_finding,
     graded_finding,
+    rows_of,
+    target_mass,
 )
 from harness.findings import Finding
 from harness.truth import mean_denominator
 
 #: Rows of a case re-run one at a time by the batch-invariance check.
 BATCH_ROWS = 3
+
+#: The functions graded on z + c against the gold of z by the shift-invariance check.
+SHIFT_INVARIANT = ("softmax", "log_softmax", "cross_entropy", "cross_entropy_grad")
+
+#: The numbers of parts the chunk-invariance check splits a batch into.
+CHUNKS = (2, 3)
 
 
 def run(ctx: Context) -> Iterator[Finding]:
@@ -47,6 +59,7 @@ def run(ctx: Context) -> Iterator[Finding]:
     yield from _reductions(ctx)
     yield from _batch_invariance(ctx)
     yield from _shift_invariance(ctx)
+    yield from _chunk_invariance(ctx)
 
 
 def _plain(ctx: Context) -> bool:
@@ -75,7 +88,7 @@ def _chain_rule(ctx: Context) -> Iterator[Finding]:
     # the values check already judges through ŷ itself.
     # Rows where some ŷ_i is below 2**(emin/2) are left out too: there the Jacobian's
     # products ŷ_i ŷ_j underflow and lose their digits, in every implementation.
-    y = _target_mass(ctx)
+    y = target_mass(ctx.case)
     p = probs.astype(np.float64)
     floor = 2.0 ** (ref.float_format(case.dtype).emin / 2)
     rows = np.all((p >= floor) | (y == 0) & (p == 0), axis=1) & np.all(np.isfinite(p), axis=1)
@@ -93,15 +106,6 @@ def _chain_rule(ctx: Context) -> Iterator[Finding]:
     yield graded_finding(ctx, "chain-rule", "cross_entropy_grad", candidate, exact,
                          inputs=case.logits[rows], target=case.target[rows], options={},
                          profile=grading.STANDARD)
-
-
-def _target_mass(ctx: Context) -> np.ndarray:
-    case = ctx.case
-    if case.target_kind == "indices":
-        y = np.zeros(case.shape)
-        y[np.arange(case.num_rows), case.target] = 1.0
-        return y
-    return case.target.astype(np.float64)
 
 
 #: Step of the self-consistency finite differences (about u**(1/3) for float64, the step
@@ -297,14 +301,101 @@ def _shift_invariance(ctx: Context) -> Iterator[Finding]:
     if c is None:
         return
     shifted = (case.logits.astype(np.float64) + c).astype(case.logits.dtype)
-    for function in ("softmax", "log_softmax"):
-        if not ctx.provides(function):
+    for function in SHIFT_INVARIANT:
+        if not ctx.provides(function) or not ctx.truth.applicable(function):
             continue
-        out = ctx.call(function, shifted)
+        args, options = ctx.truth.arguments(function)
+        out = ctx.call(function, shifted, *args[1:], **options)
         if out.fault is not None and out.fault.kind in SILENT_FAULTS:
             continue
         if not out.ok:
-            yield fault_finding(ctx, "shift-invariance", function, out, case.num_rows)
+            yield fault_finding(ctx, "shift-invariance", function, out,
+                                rows_of(ctx.truth.exact(function), case))
             continue
+        inputs = ctx.truth.grading_inputs(function)
         yield graded_finding(ctx, "shift-invariance", function, out.value,
-                             ctx.truth.decoded(function), inputs=shifted)
+                             ctx.truth.decoded(function), inputs=shifted,
+                             target=inputs["target"], options=inputs["options"])
+
+
+def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous row ranges covering 0..n, as even as can be."""
+    edges = [n * i // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _chunk_invariance(ctx: Context) -> Iterator[Finding]:
+    """The loss and gradient of the batch split in CHUNKS parts, put back together (rows
+    concatenated; sums added; means weighted by each part's divisor, D_i / D) against the
+    candidate's own whole-batch result, within twice its allowed error plus the rounding
+    the recombination may add ((N + 2) units of the dtype on the summed magnitudes)."""
+    case = ctx.case
+    if case.num_rows < 2:
+        return
+    reduction = case.options.get("reduction", "none")
+    denominator = mean_denominator(case) if reduction == "mean" else 1.0
+    if not denominator:
+        return  # a mean over no weight: 0/0 whole, nothing to recombine
+    fmt = ref.float_format(case.dtype)
+    eps = 2.0 ** (1 - fmt.precision)
+    for function in ("cross_entropy", "cross_entropy_grad"):
+        if not ctx.provides(function) or not ctx.truth.applicable(function):
+            continue
+        whole_outcome = ctx.outcome(function)
+        if not whole_outcome.ok:
+            continue  # the value or gradient check reports it
+        whole = whole_outcome.value.astype(np.float64)
+        exact = ctx.truth.decoded(function)
+        graded = exact.finite & np.isfinite(whole)
+        tol = 2 * np.nan_to_num(allowed_abs(ctx, function, whole_outcome.value), nan=0.0)
+        violated = np.zeros(rows_of(whole, case), dtype=bool)
+        notes: list[str] = []
+        for parts in CHUNKS:
+            if case.num_rows < parts:
+                continue
+            pieces, magnitude, failure = [], 0.0, None
+            for start, stop in _chunks(case.num_rows, parts):
+                sub = case.select_rows(range(start, stop))
+                out = ctx.call(function, sub.logits, sub.target, **sub.options)
+                if out.fault is not None and out.fault.kind in SILENT_FAULTS:
+                    return
+                if not out.ok or np.shape(out.value) != _shape_of(function, sub):
+                    failure = (f"rows {start}..{stop - 1}: "
+                               f"{out.fault or f'returned shape {np.shape(out.value)}'}")
+                    break
+                share = mean_denominator(sub) / denominator if reduction == "mean" else 1.0
+                if not share:
+                    pieces.append(np.zeros(np.shape(out.value)))  # no weight: adds nothing
+                    continue
+                with np.errstate(all="ignore"):
+                    piece = out.value.astype(np.float64) * share
+                pieces.append(piece)
+                magnitude += float(np.sum(np.abs(piece)))
+            if failure is not None:
+                violated[:] = True
+                notes.append(f"split in {parts}: {failure}")
+                continue
+            with np.errstate(all="ignore"):
+                combined = (np.concatenate(pieces) if function == "cross_entropy_grad"
+                            or reduction == "none" else np.array(math.fsum(
+                                float(p) for p in pieces)))
+                slack = (case.num_rows + 2) * eps * (
+                    magnitude if np.ndim(whole) == 0 else np.abs(whole)) + fmt.smallest_normal
+                off = np.abs(combined - whole)
+            out_of_bounds = graded & ~(off <= tol + slack)
+            bad = np.asarray(out_of_bounds.any(axis=1) if np.ndim(whole) == 2
+                             else out_of_bounds).reshape(-1)
+            if bad.any():
+                at = np.unravel_index(int(np.argmax(np.where(out_of_bounds, off, -1))),
+                                      np.shape(whole))
+                where = "" if not at else f"at {list(map(int, at))}: "
+                notes.append(f"split in {parts}: {where}{float(combined[at])!r} against "
+                             f"{float(whole[at])!r} for the whole batch")
+            violated |= bad
+        yield boolean_finding(ctx, "chunk-invariance", function, violated, "; ".join(notes))
+
+
+def _shape_of(function: str, case: Case) -> tuple[int, ...]:
+    if function == "cross_entropy_grad":
+        return case.shape
+    return (case.num_rows,) if case.options.get("reduction", "none") == "none" else ()

@@ -782,6 +782,109 @@ class EmptyRowsZero(Textbook):
         return super().logsumexp(logits)
 
 
+# ---------------------------------------------------------------------- invariants
+# Bugs the value and gradient checks cannot see on the default inputs (they are exact
+# there, or the truth is undefined there): only an oracle-free invariant shows them.
+
+
+@provides(*_CE)
+class NanScrubbedProbabilities(Textbook):
+    """A guard for rows the maximum cannot shift (an +inf logit, or nothing but -inf):
+    their probabilities are set to 0 to keep NaN out of the backward pass, so the gradient
+    there is -u. Such rows are not graded (DESIGN.md §4: NaN, or the one-hot limit's
+    (sum u) e - u, are both fine), but a finite gradient row must still sum to 0, and -u
+    sums to -sum u."""
+
+    name = "nan-scrubbed-probabilities"
+
+    def cross_entropy_grad(self, logits: np.ndarray, target: np.ndarray, *,
+                           weight: np.ndarray | None = None, ignore_index: int | None = None,
+                           label_smoothing: float = 0.0, reduction: str = "none"
+                           ) -> np.ndarray:
+        z = self.to_working(logits)
+        u, denominator, ignored = self.effective_target(
+            target, z, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing)
+        p = self.softmax_work(z)
+        unshiftable = np.any(z == np.inf, axis=1) | np.all(z == -np.inf, axis=1)
+        p[unshiftable] = 0
+        grad = self.row_gradients(p, u)
+        grad[ignored] = 0
+        return self.finish(self.reduce_gradient(grad, denominator, reduction), logits.dtype)
+
+
+@provides(*_CE)
+class NormaliserReusedPerTarget(Textbook):
+    """The row maxima and log-normalisers of the first call are kept, keyed by the target
+    array (and shape, dtype, options), and reused by later calls with the same target: a
+    fused kernel's saved forward state used by a backward on other logits. A second call
+    on the same logits is right (the values, the gradient and determinism pass); logits
+    that moved, e.g. shifted by a constant, get the old normaliser."""
+
+    name = "normaliser-reused-per-target"
+
+    def __init__(self) -> None:
+        self.saved: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self.key: tuple[Any, ...] | None = None
+
+    def _with_saved(self, method: Any, logits: np.ndarray, target: np.ndarray,
+                    options: dict[str, Any]) -> Any:
+        t = np.asarray(target)
+        self.key = (t.tobytes(), t.dtype.str, logits.shape, logits.dtype.str,
+                    repr(sorted(options.items(), key=lambda kv: kv[0])))
+        try:
+            return method(logits, target, **options)
+        finally:
+            self.key = None
+
+    def log_softmax_work(self, z: np.ndarray) -> np.ndarray:
+        if self.key is None:
+            return super().log_softmax_work(z)
+        if self.key not in self.saved:
+            d, m = self.shift(z)
+            _, s = self.exp_sum(d)
+            with quiet():
+                self.saved[self.key] = (m, np.log(s))
+        m, log_s = self.saved[self.key]
+        with quiet():
+            return z - m[:, None] - log_s[:, None]
+
+    def softmax_work(self, z: np.ndarray) -> np.ndarray:
+        if self.key is None:
+            return super().softmax_work(z)
+        with quiet():
+            return np.exp(self.log_softmax_work(z))
+
+    def cross_entropy(self, logits: np.ndarray, target: np.ndarray, **options: Any
+                      ) -> np.ndarray:
+        return self._with_saved(super().cross_entropy, logits, target, options)
+
+    def cross_entropy_grad(self, logits: np.ndarray, target: np.ndarray, **options: Any
+                           ) -> np.ndarray:
+        return self._with_saved(super().cross_entropy_grad, logits, target, options)
+
+
+@provides(*_CE)
+class MeanDivisorOfFirstBatch(Textbook):
+    """A kernel specialised (compiled) for the first batch it sees, cached by the number
+    of classes and the options but not by the batch: the mean's divisor of that first
+    batch is baked in. A whole batch gets its own divisor; the same batch in chunks (as
+    fused LLM kernels and gradient accumulation call it) gets the whole batch's."""
+
+    name = "mean-divisor-of-first-batch"
+
+    def __init__(self) -> None:
+        self.compiled: dict[tuple[Any, ...], Any] = {}
+
+    def effective_target(self, target: np.ndarray, z: np.ndarray, **options: Any
+                         ) -> tuple[np.ndarray, Any, np.ndarray]:
+        u, denominator, ignored = super().effective_target(target, z, **options)
+        key = (z.shape[1], z.dtype.str, np.asarray(target).dtype.kind,
+               repr(sorted((k, str(v)) for k, v in options.items())))
+        denominator = self.compiled.setdefault(key, denominator)
+        return u, denominator, ignored
+
+
 #: Every planted adapter class, in the order of this module.
 ZOO: tuple[type[Textbook], ...] = tuple(
     value for value in list(globals().values())

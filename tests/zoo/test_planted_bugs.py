@@ -127,6 +127,13 @@ PLANTS: tuple[Plant, ...] = (
     Plant(P.NormaliserSignError, "moderate", "float64", (("range", "log_softmax"),)),
     Plant(P.SumOverBatch, "moderate", "float64",
           (("normalization", "softmax"), ("value", "softmax")), whole_batch=True),
+    # oracle-free invariants: the value and gradient checks miss these (test below)
+    Plant(P.NanScrubbedProbabilities, "nonfinite", "float64",
+          (("normalization", "cross_entropy_grad"),)),
+    Plant(P.NormaliserReusedPerTarget, "moderate", "float32",
+          (("shift-invariance", "cross_entropy"), ("shift-invariance", "cross_entropy_grad"))),
+    Plant(P.MeanDivisorOfFirstBatch, "moderate", "float64",
+          (("chunk-invariance", "cross_entropy"), ("chunk-invariance", "cross_entropy_grad"))),
     # only ulps: strict
     Plant(P.SoftmaxFromLogSoftmax, "corpus", "float64", (("value", "softmax"),),
           profile="strict"),
@@ -158,8 +165,8 @@ PLANTS: tuple[Plant, ...] = (
 #: adapter does where the reference gives no grade (+inf logits, all -inf rows), never fails.
 FAILING_CHECKS = frozenset({
     "value", "gradient", "jvp", "hvp", "chain-rule", "self-fd", "reduction", "batch-invariance",
-    "shift-invariance", "contract", "range", "normalization", "order", "determinism",
-    "invalid-input", "ignored-mean",
+    "shift-invariance", "chunk-invariance", "contract", "range", "normalization", "order",
+    "determinism", "invalid-input", "ignored-mean",
 })
 
 #: The correct adapters every run holds next to the plants.
@@ -306,3 +313,21 @@ def test_every_planted_adapter_is_tested() -> None:
 def test_every_check_that_can_fail_catches_a_planted_bug() -> None:
     """No check is dead weight: each one that can fail is what catches some plant."""
     assert {check for p in PLANTS for check, _ in p.caught_by} == FAILING_CHECKS
+
+
+#: The plants only an oracle-free invariant catches (the depth issue's item 4).
+INVARIANT_PLANTS = [p for p in PLANTS if p.adapter in (
+    P.NanScrubbedProbabilities, P.NormaliserReusedPerTarget, P.MeanDivisorOfFirstBatch)]
+
+
+@pytest.mark.parametrize("plant", INVARIANT_PLANTS, ids=[p.name for p in INVARIANT_PLANTS])
+def test_invariant_plants_pass_the_value_and_gradient_checks(plant: Plant, zoo_run: Any
+                                                             ) -> None:
+    """In the very run where the invariant catches it, no value or gradient result of the
+    plant fails: without the invariant the bug would go unseen."""
+    adapter = zoo_run(plant.regime, plant.dtype, plant.profile)[plant.name]
+    seen = [(check, function) for check, function in _failing(adapter)
+            if check in ("value", "gradient")]
+    graded = [r for r in adapter["results"] if r["check"] in ("value", "gradient")
+              and r["function"] in ("cross_entropy", "cross_entropy_grad")]
+    assert graded and not seen, _describe(adapter)
