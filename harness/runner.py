@@ -36,7 +36,8 @@ PINNED_CASES = Path(__file__).resolve().parent / "data" / "pinned_cases.jsonl"
 
 #: The regimes of a default run: every named regime but the user's corpus (which runs
 #: when a corpus is given) — the built-in MNIST corpus stands in for it.
-DEFAULT_REGIMES: tuple[str, ...] = tuple(strategies.REGIMES)
+DEFAULT_REGIMES: tuple[str, ...] = tuple(
+    r for r in strategies.REGIMES if r not in strategies.HUNT_ONLY_REGIMES)
 
 
 @dataclass

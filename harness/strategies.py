@@ -55,6 +55,7 @@ from references.rounding import float_format
 
 __all__ = [
     "DEFAULT_CORPUS",
+    "HUNT_ONLY_REGIMES",
     "MAX_CLASSES",
     "REGIMES",
     "TARGET_KINDS",
@@ -91,7 +92,12 @@ REGIMES: tuple[str, ...] = (
     "ignored",
     "no-classes",
     "known-defects",
+    "bits",
 )
+#: Regimes that hunting draws from and ``--regime`` can name, but the default run leaves
+#: out: ``bits`` (the dtype's bit patterns, sign, exponent and mantissa drawn
+#: independently) is a search space, not a sample of a class of inputs.
+HUNT_ONLY_REGIMES: tuple[str, ...] = ("bits",)
 
 # MAX_CLASSES (from harness.options, where the CLI reads it without importing NumPy):
 # the largest K any strategy or sample makes, a large LLM vocabulary (2**17).
@@ -575,6 +581,33 @@ class _Regime(NamedTuple):
     detail: Callable[[_Format], str]
 
 
+def _bits(src: _Source, fmt: _Format, n: int, k: int) -> np.ndarray:
+    # sign, biased exponent and mantissa drawn independently, then put together: every
+    # binade is as likely as any other, and the boundary fields are weighted up (1/32
+    # each: exponent 0, subnormals and zeros, and all ones, infinities and NaN; 1/16
+    # each: mantissa 0 and all ones), so that even float64, whose 2**11 exponents and
+    # 2**52 mantissas would otherwise hide them, gives ±0, ±inf and NaN; shrinking goes
+    # towards +0
+    width = 8 * fmt.dtype.itemsize
+    mantissa_bits = fmt.precision - 1
+    exponent_bits = width - 1 - mantissa_bits
+    top_exponent, top_mantissa = (1 << exponent_bits) - 1, (1 << mantissa_bits) - 1
+    sign = src.integers(0, 1, (n, k)).astype(np.uint64)
+    pick = src.integers(0, 31, (n, k))
+    exponent = np.where(pick == 1, 0, np.where(pick == 2, top_exponent, src.integers(
+        0, top_exponent, (n, k)))).astype(np.uint64)
+    pick = src.integers(0, 15, (n, k))
+    mantissa = np.where(pick == 1, 0, np.where(pick == 2, top_mantissa, src.integers(
+        0, top_mantissa, (n, k)))).astype(np.uint64)
+    # NaNs quiet (the mantissa's top bit set): a signalling NaN is quieted by the first
+    # operation on it anyway, and casts of one raise the invalid flag in the harness
+    nan = (exponent == top_exponent) & (mantissa != 0)
+    mantissa = np.where(nan, mantissa | np.uint64(1 << (mantissa_bits - 1)), mantissa)
+    bits = ((sign << np.uint64(width - 1)) | (exponent << np.uint64(mantissa_bits))
+            | mantissa)
+    return bits.astype(fmt.uint).view(fmt.dtype)
+
+
 def _no_detail(fmt: _Format) -> str:
     return ""
 
@@ -687,6 +720,12 @@ _REGIMES: dict[str, _Regime] = {
         build=None, rows=(1, 64), classes=_ANY, row_limits=(0, 1 << 30), class_limits=_ANY,
         summary="the inputs of defects reported upstream (harness/data/known_defects.json), "
         "with their provenance",
+        detail=_no_detail,
+    ),
+    "bits": _Regime(
+        build=_bits, rows=(1, 8), classes=(1, 16), row_limits=_ROWS, class_limits=_ANY,
+        summary="the dtype's bit patterns, sign, exponent and mantissa drawn independently "
+        "(subnormals to ±inf and NaN; hunting only, not in the default run)",
         detail=_no_detail,
     ),
 }
@@ -1012,7 +1051,8 @@ def _anchors(src: _Source, z: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     mode = src.integers(0, 3, (n,))
     out = src.integers(0, k - 1, (n,))
-    wide = z.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN bit patterns (``bits``)
+        wide = z.astype(np.float64)
     for i in range(n):
         row = wide[i]
         finite_or_inf = ~np.isnan(row)

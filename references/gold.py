@@ -158,7 +158,9 @@ def _as_rows(array: Any, what: str, no_classes: bool = False) -> tuple[list[list
     if a.dtype.kind == "O" or a.dtype == np.longdouble:
         return [[_exact_mpf(x) for x in row] for row in a], single
     # float64 and narrower (float32, float16, bfloat16) and small ints are exact in float64
-    return [[mpf(x) for x in row] for row in a.astype(np.float64).tolist()], single
+    with np.errstate(invalid="ignore"):  # a NaN's cast warns in some dtypes (ml_dtypes)
+        wide = a.astype(np.float64)
+    return [[mpf(x) for x in row] for row in wide.tolist()], single
 
 
 @dataclass(frozen=True)

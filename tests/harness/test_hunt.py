@@ -13,10 +13,11 @@ import os
 import shlex
 from pathlib import Path
 
+import hypothesis
 import numpy as np
 import pytest
 
-from harness import grading, hunt, repro, runner
+from harness import grading, hunt, repro, runner, strategies
 from harness.adapters.registry import open_adapter
 from harness.cases import Case
 from harness.strategies import overflow_edge, sample
@@ -55,6 +56,19 @@ class ReductionOnly:
         if reduction == "none":
             return losses
         return losses.sum() if reduction == "sum" else losses.mean()
+
+
+class LogOfOnePlus:
+    """Planted bug: logsumexp as m + log(sum exp(z - m)), the maximum's 1 inside the log:
+    where every other term is small, log(1 + t) loses t's digits (log1p keeps them)."""
+
+    name = "log-of-one-plus"
+    dtypes = ("float32", "float16")
+
+    def logsumexp(self, logits: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            m = logits.max(axis=1)
+            return m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
 
 
 def replayed_case(command: str) -> Case:
@@ -102,6 +116,27 @@ def test_reproducer_of_a_hunted_failure_replays_it(capsys: pytest.CaptureFixture
     assert repro.main(words[3:]) == 0
     printed = capsys.readouterr().out
     assert "inf ulp" in printed, printed
+
+
+def test_bit_patterns_reach_the_near_zero_class_unprompted() -> None:
+    """Hunting the dtype's bit patterns (regime ``bits``: sign, exponent and mantissa
+    drawn independently) finds what the ``near-zero`` class of inputs was added for: a
+    row whose maximum is 0 with the rest below it, where log(1 + t) drops t's digits.
+    A few seeds of a short search (deterministic for each seed): the class is reached."""
+    found = []
+    for seed in range(4):
+        result = hunt.hunt(LogOfOnePlus(), "logsumexp", dtype="float16", regime="bits",
+                           profile="strict", max_examples=150, seed=seed)
+        if result.found_failure:
+            found.append(result.failing.logits.astype(np.float64)[0])
+    assert any(row.max() == 0 and np.all(row[row != 0] < 0) for row in found), found
+
+
+def test_hunting_draws_bit_patterns_when_no_regime_is_named() -> None:
+    drawn = hypothesis.find(strategies.cases(dtype="float16"), lambda c: c.regime == "bits",
+                            settings=hypothesis.settings(max_examples=2000, database=None))
+    assert drawn.regime == "bits"
+    assert "bits" not in runner.DEFAULT_REGIMES  # a search space, not a default sample
 
 
 # --------------------------------------------------------------------- correct adapters

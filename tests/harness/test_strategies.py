@@ -582,3 +582,20 @@ def test_strategies_respect_explicit_bounds(data: st.DataObject) -> None:
     assert 200 <= z.shape[1] <= 300 and 2 <= z.shape[0] <= 3
     case = data.draw(cases(regime="corpus", corpus=MNIST, max_rows=2))
     assert case.num_classes == 10 and 1 <= case.num_rows <= 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bit_patterns_cover_every_kind_of_value(dtype: str) -> None:
+    """``bits`` draws sign, exponent and mantissa independently: a modest sample already
+    holds zeros of both signs, subnormals, normals of both signs across the binades, and
+    infinities and NaN (the all-ones exponent)."""
+    z = np.concatenate([c.logits.astype(np.float64).ravel()
+                        for c in sample("bits", dtype=dtype, size=120)])
+    tiny = float_format(dtype).smallest_normal
+    finite = z[np.isfinite(z)]
+    assert np.any(z == 0) and np.any(np.signbit(z[z == 0])) and np.any(~np.signbit(z[z == 0]))
+    assert np.any((finite != 0) & (np.abs(finite) < tiny))  # subnormals
+    assert np.any(np.isinf(z)) and np.any(np.isnan(z))
+    _, exponents = np.frexp(finite[finite != 0])
+    assert np.ptp(exponents) > 0.9 * (np.log2(float_format(dtype).max) - np.log2(tiny))
+    assert np.any(finite > 0) and np.any(finite < 0)
