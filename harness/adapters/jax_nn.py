@@ -77,10 +77,13 @@ def _import_jax() -> Any:
 
 
 def _zero_safe_product(coefficient: Any, log_p: Any) -> Any:
-    """coefficient · log_p with 0 wherever the coefficient is 0 (also at log_p = −inf)."""
+    """coefficient · log_p, with 0 · log 0 = 0: 0 where the coefficient is 0 and log_p is
+    −inf. Only there: a NaN log_p (a NaN logit) stays NaN, in the value and in its
+    forward-mode tangent alike (a wider guard would give a NaN row a tangent of 0)."""
     import jax.numpy as jnp
 
-    return jnp.where(coefficient == 0, jnp.zeros_like(log_p), coefficient * log_p)
+    zero_log_zero = jnp.logical_and(coefficient == 0, log_p == -jnp.inf)
+    return jnp.where(zero_log_zero, jnp.zeros_like(log_p), coefficient * log_p)
 
 
 def _index_terms(
@@ -96,10 +99,13 @@ def _index_terms(
     import jax
     import jax.numpy as jnp
 
-    log_p = jax.nn.log_softmax(logits, axis=-1)
     real = jnp.arange(logits.shape[0]) < rows  # padded rows are dropped like ignored ones
     kept = jnp.logical_or(target != ignore_index, jnp.logical_not(ignoring))
     kept = jnp.logical_and(kept, real)
+    # rows left out enter log_softmax as zeros: their outputs are dropped below, but a NaN
+    # logit there would still make the backward pass NaN (JAX's documented behaviour of
+    # where, met with the "double where": the zero cotangent times a NaN Jacobian)
+    log_p = jax.nn.log_softmax(jnp.where(kept[:, None], logits, 0), axis=-1)
     safe_target = jnp.where(kept, target, 0)  # the ignored index need not be a valid class
     picked = jnp.take_along_axis(log_p, safe_target[:, None], axis=-1)[:, 0]
     target_weight = weight[safe_target]
@@ -107,9 +113,10 @@ def _index_terms(
     zero = jnp.zeros_like(picked)
     nll = jnp.where(kept, -_zero_safe_product(target_weight, picked), zero)
     smooth = jnp.where(kept, smooth, zero)
-    # a NaN logit makes a (kept) row NaN even at weight 0 (DESIGN §4)
+    # a NaN logit makes a (kept) row NaN even at weight 0 (DESIGN §4), through a factor so
+    # that its derivatives are NaN too (a where with a NaN constant would give tangent 0)
     nan_row = jnp.logical_and(kept, jnp.any(jnp.isnan(logits), axis=-1))
-    nll = jnp.where(nan_row, jnp.nan, nll)
+    nll = nll * jnp.where(nan_row, jnp.nan, 1.0).astype(nll.dtype)
     return nll, smooth, kept, target_weight
 
 
@@ -155,8 +162,10 @@ def _probs_terms(
     log_p = jax.nn.log_softmax(logits, axis=-1)
     smoothed = target * (1 - label_smoothing) + label_smoothing * inverse_classes
     loss = -jnp.sum(_zero_safe_product(smoothed * weight, log_p), axis=-1)
-    # a NaN logit makes its row NaN even where no target mass would read it (DESIGN §4)
-    loss = jnp.where(jnp.any(jnp.isnan(logits), axis=-1), jnp.nan, loss)
+    # a NaN logit makes its row NaN even where no target mass would read it (DESIGN §4),
+    # its derivatives too (as above)
+    loss = loss * jnp.where(jnp.any(jnp.isnan(logits), axis=-1), jnp.nan, 1.0).astype(
+        loss.dtype)
     real = jnp.arange(logits.shape[0]) < rows
     return jnp.where(real, loss, jnp.zeros_like(loss))  # smoothing gives padded rows mass
 
