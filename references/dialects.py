@@ -27,9 +27,10 @@ The rules (each tested against gold in ``tests/references/test_dialects.py``):
     scikit-learn: the log loss is defined for two or more labels; K = 1 is outside its
     contract (PyTorch's loss of one class is 0).
 ``target-distribution``
-    TensorFlow, ``tf.nn.softmax_cross_entropy_with_logits``: each row of ``labels`` must
-    be a probability distribution. Rows with a negative entry or a sum other than 1 are
-    outside its contract (PyTorch defines the loss −Σ y log p for any y).
+    TensorFlow, ``tf.nn.softmax_cross_entropy_with_logits``, and optax,
+    ``optax.softmax_cross_entropy``: each row of the labels is a probability distribution.
+    Rows with a negative entry or a sum other than 1 are outside the contract (PyTorch
+    defines the loss −Σ y log p for any y).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ _SKLEARN_LOG_LOSS = ("https://scikit-learn.org/stable/modules/generated/"
                      "sklearn.metrics.log_loss.html")
 _SKLEARN_CHECK_ARRAY = ("https://scikit-learn.org/stable/modules/generated/"
                         "sklearn.utils.check_array.html")
+_OPTAX_LOSSES = "https://optax.readthedocs.io/en/latest/api/losses.html"
 _TF_SOFTMAX_CE = ("https://www.tensorflow.org/api_docs/python/tf/nn/"
                   "softmax_cross_entropy_with_logits")
 
@@ -124,6 +126,12 @@ TARGET_DISTRIBUTION = Rule(
     "−Σ y·log p for any target, unnormalized or all zero",
     _TF_SOFTMAX_CE)
 
+OPTAX_DISTRIBUTION = Rule(
+    "target-distribution",
+    "each row of labels is a class probability distribution (non-negative, summing to 1)",
+    "−Σ y·log p for any target, unnormalized or all zero",
+    _OPTAX_LOSSES)
+
 DEFAULT = Dialect("pytorch")
 
 #: Every dialect an adapter may declare (its ``dialect`` attribute), by name.
@@ -132,6 +140,7 @@ DIALECTS: dict[str, Dialect] = {
     "paddle": Dialect("paddle", (SOFT_LABEL_WEIGHT,)),
     "sklearn": Dialect("sklearn", (CLIP_PROBABILITIES, REFUSES_NONFINITE, TWO_CLASSES)),
     "tensorflow": Dialect("tensorflow", (TARGET_DISTRIBUTION,)),
+    "optax": Dialect("optax", (OPTAX_DISTRIBUTION,)),
 }
 
 

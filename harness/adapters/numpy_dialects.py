@@ -12,8 +12,8 @@ applies, and the other way round.
 * ``sklearn`` (clip-probabilities, refuses-nonfinite, two-classes): the from-probabilities
   loss of p clipped to [eps, 1 − eps] in its dtype; NaN or ±inf in its inputs raises
   ``ValueError``; K = 1 is left ungraded.
-* ``tensorflow`` (target-distribution): nothing to compute differently; the harness
-  leaves targets that are not distributions ungraded.
+* ``tensorflow``, ``optax`` (target-distribution): nothing to compute differently; the
+  harness leaves targets that are not distributions ungraded.
 """
 
 from __future__ import annotations
@@ -147,3 +147,7 @@ def load_sklearn() -> NumpyInDialect:
 
 def load_tensorflow() -> NumpyInDialect:
     return NumpyInDialect("tensorflow")
+
+
+def load_optax() -> NumpyInDialect:
+    return NumpyInDialect("optax")
