@@ -2,7 +2,8 @@
 
 A spec is one of
 
-* a built-in name (``numpy-seed``, ``numpy``, ``scipy``, ``torch``, ``jax``, ``c``),
+* a built-in name (``numpy-seed``, ``numpy``, ``scipy``, ``torch``, ``jax``, ``c``, and the
+  rest of :data:`BUILTINS`),
 * ``c:path/to/file.c`` or ``c:path/to/lib.so`` (a user's C code, see ``c_ctypes``),
 * the name of an entry point in the group ``xentcheck.adapters``,
 * ``path/to/file.py`` or ``path/to/file.py:attr``,
@@ -63,6 +64,11 @@ BUILTINS: dict[str, str] = {
     "jax": "harness.adapters.jax_nn",
     "c": "harness.adapters.c_ctypes",
     "c-seed": "harness.adapters.c_ctypes:load_seed",
+    "tensorflow": "harness.adapters.tensorflow_nn",
+    "optax": "harness.adapters.optax_losses",
+    "optax-safe": "harness.adapters.optax_losses:load_safe",
+    "onnxruntime": "harness.adapters.onnxruntime_graphs",
+    "sklearn": "harness.adapters.sklearn_metrics",
 }
 
 #: The entry-point group third-party packages register adapters under.
