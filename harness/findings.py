@@ -27,8 +27,16 @@ MAX_NOTES = 5
 #: How many input entries a worst-case record shows (the reproducer has them all).
 SHOWN_ENTRIES = 16
 
-_SEVERITY = {"exact": 0, "faithful": 1, "ulp≤N": 2, "stable": 3, "holds": 3, "unstable": 4,
-             "violated": 4, "broken": 5}
+#: Rows recorded, not graded, under an adapter's dialect (references.dialects): an input
+#: outside the library's documented domain, an exception the library documents for it.
+OUTSIDE, REFUSED = "outside contract", "refused"
+
+#: Every grade, least severe first.
+GRADES = (OUTSIDE, REFUSED, "exact", "faithful", "ulp≤N", "stable", "holds", "unstable",
+          "violated", "broken")
+
+_SEVERITY = {OUTSIDE: -1, REFUSED: -1, "exact": 0, "faithful": 1, "ulp≤N": 2, "stable": 3,
+             "holds": 3, "unstable": 4, "violated": 4, "broken": 5}
 
 
 @dataclass

@@ -12,10 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.findings import MAX_NOTES, severity, worst_key
-
-_SEVERITY = {"exact": 0, "faithful": 1, "ulp≤N": 2, "stable": 3, "holds": 3, "unstable": 4,
-             "violated": 4, "broken": 5}
+from harness.findings import _SEVERITY, MAX_NOTES, severity, worst_key
 
 
 def _max(a: Any, b: Any) -> Any:

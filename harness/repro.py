@@ -29,6 +29,7 @@ from harness.cases import Case, encode_floats
 from harness.findings import exact_text
 from harness.text import terminal
 from harness.truth import Truth
+from references import dialects
 
 #: The calls a case expression may make, by every name they are written with.
 _CALLS: dict[str, Callable[..., Any]] = {}
@@ -140,13 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _reproduce(spec: str, function: str, case: Case) -> int:
-    truth = Truth(case)
-    arrays, options = truth.arguments(function)
     with open_adapter(spec) as handle:
         handle.wait()
+        # the truth under the adapter's dialect: what its report graded it against
+        truth = Truth(case, dialects.dialect(handle.dialect))
+        arrays, options = truth.arguments(function)
         outcome = handle.call(function, *arrays, **options)
     print(terminal(f"{spec} {function} on {case.case_id} ({case.dtype}, "
-                   f"options {options or 'none'})"))
+                   f"options {options or 'none'}, dialect {truth.dialect.name})"))
+    outside = truth.outside_contract(function)
+    if outside is not None:
+        print(terminal(f"  {outside}: not graded"))
     if not outcome.ok:
         for fault in outcome.faults:
             print(terminal(f"  fault: {fault}"))

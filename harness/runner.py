@@ -26,6 +26,7 @@ from harness.cases import Case
 from harness.checks import Context, families
 from harness.findings import Finding, Result
 from harness.truth import Truth
+from references import dialects
 
 #: The report schema. /2 added the input fingerprints (``inputs``), the versions of
 #: xentcheck and Hypothesis, NumPy's SIMD targets, the report id and the built-ins left out.
@@ -50,6 +51,7 @@ class AdapterReport:
     dtypes: tuple[str, ...] = ()
     provides: list[str] = field(default_factory=list)
     unavailable: str | None = None
+    dialect: str = "pytorch"  # the documented contract it is graded under
     results: dict[tuple[str, str, str, str, str], Result] = field(default_factory=dict)
     #: function -> [calls not made, why]: the function (or adapter) was quarantined
     not_run: dict[str, list[Any]] = field(default_factory=dict)
@@ -71,7 +73,7 @@ class AdapterReport:
         not_provided = [f for f in contract.FUNCTIONS if f not in self.provides]
         return {
             "name": self.name, "spec": self.spec, "version": self.version,
-            "verdict": self.verdict, "reason": self.unavailable,
+            "verdict": self.verdict, "reason": self.unavailable, "dialect": self.dialect,
             "dtypes": list(self.dtypes), "provides": list(self.provides),
             "not_provided": not_provided,
             "not_run": [{"function": f, "calls": int(n), "reason": str(why)}
@@ -298,7 +300,8 @@ def run(
             reports.append(AdapterReport(
                 name=name, spec=handle.spec, version=handle.version,
                 dtypes=tuple(handle.dtypes), provides=sorted(handle.provides),
-                unavailable=handle.unavailable))
+                unavailable=handle.unavailable,
+                dialect=handle.dialect if handle.unavailable is None else "pytorch"))
         live = [(h, r) for h, r in zip(kept, reports, strict=True) if r.unavailable is None]
         in_process = any(not h.isolated for h, _ in live)
         fpenv.check("while loading the adapters")
@@ -306,12 +309,14 @@ def run(
         for number, case in enumerate(cases, 1):
             if progress is not None:
                 progress(number, len(cases), case.case_id)
-            truth = Truth(case)
+            truths: dict[str, Truth] = {}  # one per dialect, each computed on first use
             for handle, report in live:
                 if case.dtype not in handle.dtypes:
                     continue
-                ctx = Context(report.name, report.spec, handle, truth, policy, budgets,
-                              timeout)
+                if report.dialect not in truths:
+                    truths[report.dialect] = Truth(case, dialects.dialect(report.dialect))
+                ctx = Context(report.name, report.spec, handle, truths[report.dialect],
+                              policy, budgets, timeout)
                 with np.errstate(all="ignore"), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # candidates' own warnings are not ours
                     for family in checks.values():

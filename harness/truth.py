@@ -17,6 +17,7 @@ agreeing to :data:`FAST_CERTIFICATE_DIGITS` digits.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import references as ref
 from harness import grading
 from harness.adapters.contract import case_dtype
 from harness.cases import Case
-from references import fast, fd, portable
+from references import dialects, fast, fd, portable
 from references.gold import UNDEFINED
 from references.precision import standard_precision
 
@@ -68,6 +69,9 @@ _PROBS_FUNCTIONS = ("cross_entropy_from_probs", "cross_entropy_grad_wrt_probs")
 #: Forward mode (logits, tangent) and with a target (logits, target, tangent/vector).
 _TANGENT_FUNCTIONS = ("softmax_jvp", "log_softmax_jvp")
 _TARGET_TANGENT_FUNCTIONS = ("cross_entropy_jvp", "cross_entropy_hvp")
+#: What the soft-label-weight rule scales row by row (references.dialects.scale_rows).
+_ROW_MASS_FUNCTIONS = ("cross_entropy", "cross_entropy_grad", "cross_entropy_jvp",
+                       "cross_entropy_hvp")
 #: What each directional derivative is the derivative of, along the tangent (certificates).
 DIRECTIONAL = {"softmax_jvp": "softmax", "log_softmax_jvp": "log_softmax",
                "cross_entropy_jvp": "cross_entropy", "cross_entropy_hvp": "cross_entropy_grad"}
@@ -115,9 +119,11 @@ def tier_for(case: Case) -> str:
     return work
 
 
-def mean_denominator(case: Case) -> float:
+def mean_denominator(case: Case, dialect: dialects.Dialect = dialects.DEFAULT) -> float:
     """The divisor of a ``mean``: the kept rows' target weights (class indices; summed
-    exactly) or N."""
+    exactly) or N; under the soft-label-weight rule, the rows' weight masses."""
+    if _row_masses_apply(case, dialect):
+        return math.fsum(dialects.row_mass(case.target, case.options["weight"]))
     if case.target_kind != "indices":
         return float(case.num_rows)
     ignore = case.options.get("ignore_index")
@@ -126,6 +132,14 @@ def mean_denominator(case: Case) -> float:
     if weight is None:
         return float(kept.size)
     return math.fsum(np.asarray(weight, np.float64)[kept].tolist())
+
+
+def _row_masses_apply(case: Case, dialect: dialects.Dialect) -> bool:
+    """Whether the soft-label-weight rule changes this case: probability targets, a class
+    weight, no label smoothing (the rule's documented case)."""
+    return (dialect.has("soft-label-weight") and case.target_kind != "indices"
+            and case.options.get("weight") is not None
+            and not case.options.get("label_smoothing"))
 
 
 def overflowing_rows(case: Case) -> np.ndarray:
@@ -156,9 +170,11 @@ class Truth:
     """Reference outputs of one case, computed on first use and kept."""
 
     case: Case
+    dialect: dialects.Dialect = dialects.DEFAULT
     _values: dict[str, Any] = field(default_factory=dict)
     _certificates: dict[str, Certificate] = field(default_factory=dict)
     _fast: Any = None
+    _unweighted: Any = None
 
     @property
     def tier(self) -> str:
@@ -222,14 +238,36 @@ class Truth:
         tangent = args[-1] if function in (*_TANGENT_FUNCTIONS, *_TARGET_TANGENT_FUNCTIONS) \
             else None
         target = args[1] if len(args) > 1 and function not in _TANGENT_FUNCTIONS else None
-        return {"inputs": args[0], "target": target, "tangent": tangent, "options": options}
+        inputs = args[0]
+        if function == "cross_entropy_from_probs" and self.dialect.has("clip-probabilities"):
+            inputs = dialects.clip_probabilities(inputs)  # what the log is taken of
+        return {"inputs": inputs, "target": target, "tangent": tangent, "options": options}
 
     def applicable(self, function: str) -> bool:
-        """Whether ``function`` is checked on this case at all."""
+        """Whether ``function`` is checked on this case at all (not outside the dialect's
+        contract either)."""
         key = f"applicable:{function}"
         if key not in self._values:
-            self._values[key] = self._applicable(function)
+            self._values[key] = (self._applicable(function)
+                                 and self.outside_contract(function) is None)
         return self._values[key]
+
+    def outside_contract(self, function: str) -> str | None:
+        """Why this case is outside ``function``'s documented domain under the dialect
+        (recorded, not graded), or None."""
+        case = self.case
+        if (self.dialect.has("target-distribution") and case.target_kind != "indices"
+                and function in (*_TARGET_FUNCTIONS, *_PROBS_FUNCTIONS,
+                                 *_TARGET_TANGENT_FUNCTIONS)
+                and self._applicable(function)
+                and not dialects.distribution_rows(case.target, case.dtype).all()):
+            return (f"outside contract ({self.dialect.name}): a target row is not a "
+                    "probability distribution")
+        if (self.dialect.has("two-classes") and case.num_classes == 1
+                and function in (*_TARGET_FUNCTIONS, *_PROBS_FUNCTIONS,
+                                 *_TARGET_TANGENT_FUNCTIONS)):
+            return f"outside contract ({self.dialect.name}): one class (K = 1)"
+        return None
 
     def _applicable(self, function: str) -> bool:
         case = self.case
@@ -260,6 +298,8 @@ class Truth:
         here (recorded, not graded): no implementation working in the dtype can be asked
         for them, and grading must never accuse the textbook algorithm.
         """
+        if function not in self._values and self._under_dialect(function):
+            self._values[function] = self._dialect_value(function)
         if function not in self._values:
             args, options = self.arguments(function) if function != "softmax" else (
                 (self.case.logits,), {})
@@ -271,6 +311,38 @@ class Truth:
                 value = self._mask_overflowing_rows(value)
             self._values[function] = value
         return self._values[function]
+
+    def _under_dialect(self, function: str) -> bool:
+        """Whether the dialect's rules give ``function`` another value on this case."""
+        if function in _ROW_MASS_FUNCTIONS:
+            return _row_masses_apply(self.case, self.dialect)
+        if function == "cross_entropy_from_probs":
+            return self.dialect.has("clip-probabilities")
+        return False
+
+    def _dialect_value(self, function: str) -> Any:
+        """``function`` under the dialect's rules, from the PyTorch-convention reference of
+        a related case (references.dialects)."""
+        if function == "cross_entropy_from_probs":  # clip-probabilities
+            probs = dialects.clip_probabilities(self.probs)
+            if self.tier == "gold":
+                return ref.cross_entropy_from_probs(probs, self.case.target)
+            return _from_probs(function, probs, self.case.target, self.tier)
+        # soft-label-weight: the unweighted rows, each scaled by its weight mass
+        masses = dialects.row_mass(self.case.target, self.case.options["weight"])
+        return dialects.scale_rows(self.unweighted().exact(function), masses,
+                                   self.case.options.get("reduction", "none"))
+
+    def unweighted(self) -> Truth:
+        """The truth of this case without its class weight and unreduced, under PyTorch's
+        convention (what the soft-label-weight rule scales)."""
+        if self._unweighted is None:
+            options = {k: v for k, v in self.case.options.items() if k != "weight"}
+            options["reduction"] = "none"
+            self._unweighted = Truth(dataclasses.replace(self.case, options=options))
+            # the same direction as this case's (the tangent is drawn from the digest)
+            self._unweighted._values["tangent"] = self.tangent
+        return self._unweighted
 
     def _fast_reference(self) -> Any:
         if self._fast is None:
@@ -312,7 +384,11 @@ class Truth:
     def certificate(self, function: str) -> Certificate:
         """The finite-difference certificate of the gold derivative ``function``."""
         if function not in self._certificates:
-            self._certificates[function] = self._certify(function)
+            if function in _ROW_MASS_FUNCTIONS and _row_masses_apply(self.case, self.dialect):
+                # scaled rows of a certified derivative (constant factors)
+                self._certificates[function] = self.unweighted().certificate(function)
+            else:
+                self._certificates[function] = self._certify(function)
         return self._certificates[function]
 
     def _direction(self, shape: tuple[int, ...]) -> np.ndarray:

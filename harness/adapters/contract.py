@@ -163,6 +163,7 @@ class AdapterInfo:
     version: str | None = None
     unavailable: str | None = None
     source: str = "spec"  # "built-in", "entry point", "spec" or "object"
+    dialect: str = "pytorch"  # the documented contract it is graded under (references.dialects)
 
 
 @dataclass(frozen=True)

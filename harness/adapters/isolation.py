@@ -63,6 +63,7 @@ from harness.adapters.contract import (
     invoke,
     one_line,
 )
+from references import dialects
 
 #: Seconds one call may take before its worker is killed (the CLI's ``--timeout``).
 DEFAULT_TIMEOUT = 60.0
@@ -313,6 +314,10 @@ class AdapterHandle:
     @property
     def unavailable(self) -> str | None:
         return self.info.unavailable
+
+    @property
+    def dialect(self) -> str:
+        return self.info.dialect
 
     # calling -------------------------------------------------------------
     def call(
@@ -814,7 +819,14 @@ def _hello(message: Any) -> tuple[bool, AdapterInfo | None]:
         provides={f: tuple(o) for f, o in provides.items()}, dtypes=tuple(dtypes),
         version=_text(info.get("version"), "version", none=True),
         unavailable=_text(info.get("unavailable"), "unavailable", none=True),
-        source=_text(info.get("source"), "source"))
+        source=_text(info.get("source"), "source"),
+        dialect=_dialect_name(info.get("dialect")))
+
+
+def _dialect_name(value: Any) -> str:
+    if value not in dialects.DIALECTS:
+        raise ProtocolError("'dialect' is not a known dialect")
+    return str(value)
 
 
 def _reply(message: Any) -> tuple[np.ndarray | None, tuple[Fault, ...]]:
@@ -841,7 +853,7 @@ def _info_plain(info: AdapterInfo) -> dict[str, Any]:
     return {"name": info.name, "spec": info.spec,
             "provides": {f: list(o) for f, o in info.provides.items()},
             "dtypes": list(info.dtypes), "version": info.version,
-            "unavailable": info.unavailable, "source": info.source}
+            "unavailable": info.unavailable, "source": info.source, "dialect": info.dialect}
 
 
 def _load_message(spec: str | None, adapter_object: Any) -> dict[str, Any]:

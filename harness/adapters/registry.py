@@ -2,7 +2,8 @@
 
 A spec is one of
 
-* a built-in name (``numpy-seed``, ``numpy``, ``scipy``, ``torch``, ``jax``, ``c``),
+* a built-in name (``numpy-seed``, ``numpy``, ``scipy``, ``torch``, ``jax``, ``c``, and the
+  rest of :data:`BUILTINS`),
 * ``c:path/to/file.c`` or ``c:path/to/lib.so`` (a user's C code, see ``c_ctypes``),
 * the name of an entry point in the group ``xentcheck.adapters``,
 * ``path/to/file.py`` or ``path/to/file.py:attr``,
@@ -50,6 +51,7 @@ from harness.adapters.isolation import (
     InProcessHandle,
     WorkerHandle,
 )
+from references import dialects
 
 #: Built-in adapter name -> ``module`` (whose ``load()`` gives the adapter) or
 #: ``module:function`` (another loader of that module).
@@ -62,6 +64,11 @@ BUILTINS: dict[str, str] = {
     "jax": "harness.adapters.jax_nn",
     "c": "harness.adapters.c_ctypes",
     "c-seed": "harness.adapters.c_ctypes:load_seed",
+    "tensorflow": "harness.adapters.tensorflow_nn",
+    "optax": "harness.adapters.optax_losses",
+    "optax-safe": "harness.adapters.optax_losses:load_safe",
+    "onnxruntime": "harness.adapters.onnxruntime_graphs",
+    "sklearn": "harness.adapters.sklearn_metrics",
 }
 
 #: The entry-point group third-party packages register adapters under.
@@ -324,7 +331,21 @@ def describe(adapter: Any, *, spec: str, source: str = "spec") -> AdapterInfo:
         dtypes=_dtypes(adapter, spec),
         version=_version(adapter),
         source=source,
+        dialect=_dialect(adapter),
     )
+
+
+def _dialect(adapter: Any) -> str:
+    """The adapter's declared ``dialect`` (PyTorch's when it declares none); an unknown one
+    is a spec error naming the known dialects."""
+    declared = _safe_getattr(adapter, "dialect")
+    if declared is None:
+        return dialects.DEFAULT.name
+    try:
+        return dialects.dialect(str.__str__(declared) if isinstance(declared, str)
+                                else declared).name
+    except ValueError as exc:
+        raise AdapterSpecError(one_line(f"adapter 'dialect': {exc}")) from None
 
 
 def _safe_getattr(obj: Any, name: str) -> Any:
@@ -409,7 +430,7 @@ def _info_in_worker(handle: AdapterHandle, name: str, source: str) -> AdapterInf
     if info.unavailable is not None:
         return _unavailable(name, name, source, info.unavailable)
     return AdapterInfo(name=info.name, spec=name, provides=info.provides, dtypes=info.dtypes,
-                       version=info.version, source=source)
+                       version=info.version, source=source, dialect=info.dialect)
 
 
 def list_adapters(*, timeout: float = LIST_TIMEOUT) -> list[AdapterInfo]:
@@ -471,11 +492,13 @@ def format_adapter_list(infos: Iterable[AdapterInfo]) -> str:
                 " ".join(info.dtypes) or "-",
                 "all" if len(functions) == len(FUNCTIONS) else " ".join(functions) or "-",
                 " ".join(_OPTION_ABBREVIATIONS[o] for o in options) or "-",
+                info.dialect,
                 "ok" if info.unavailable is None else terminal(f"unavailable: {info.unavailable}"),
             ]
         )
-    headers = ["adapter", "source", "version", "dtypes", "provides", "CE options", "status"]
-    widths = [None, None, 24, None, 36, 24, 48]
+    headers = ["adapter", "source", "version", "dtypes", "provides", "CE options", "dialect",
+               "status"]
+    widths = [None, None, 24, None, 36, 24, None, 40]
     return tabulate(rows, headers=headers, tablefmt="simple", maxcolwidths=widths)
 
 

@@ -20,6 +20,8 @@ from harness.adapters.contract import CallOutcome
 from harness.cases import Case
 from harness.findings import (
     HOLDS,
+    OUTSIDE,
+    REFUSED,
     VIOLATED,
     Finding,
     Worst,
@@ -126,11 +128,39 @@ def target_mass(case: Case) -> np.ndarray:
     return case.target.astype(np.float64)
 
 
+def outside_finding(ctx: Context, check: str, function: str) -> Finding | None:
+    """An "outside contract" record (every row, none failed) when the case lies outside
+    ``function``'s documented domain under the adapter's dialect; else None."""
+    if not ctx.provides(function):
+        return None
+    reason = ctx.truth.outside_contract(function)
+    if reason is None:
+        return None
+    rows = ctx.case.num_rows
+    return Finding(check, function, ctx.case, rows, 0, {OUTSIDE: rows}, OUTSIDE, note=reason)
+
+
+def refused(ctx: Context, function: str, outcome: CallOutcome) -> bool:
+    """Whether the call raised where the adapter's dialect documents an exception: a NaN
+    or ±inf among its inputs under ``refuses-nonfinite``."""
+    fault = outcome.fault
+    if (fault is None or fault.kind != "raised"
+            or not ctx.truth.dialect.has("refuses-nonfinite")):
+        return False
+    args, _ = ctx.truth.arguments(function)
+    return any(np.asarray(a).dtype.kind in "fV"
+               and not bool(np.isfinite(np.asarray(a, np.float64)).all()) for a in args)
+
+
 def fault_finding(ctx: Context, check: str, function: str, outcome: CallOutcome,
                   rows: int) -> Finding:
-    """A call that gave no gradable value: every row is broken, the fault says why."""
+    """A call that gave no gradable value: every row is broken, the fault says why (or,
+    where the dialect documents that exception, every row is "refused", none failed)."""
     fault = outcome.fault
     assert fault is not None
+    if refused(ctx, function, outcome):
+        return Finding(check, function, ctx.case, rows, 0, {REFUSED: rows}, REFUSED,
+                       note=f"refused ({ctx.truth.dialect.name}, documented): {fault}")
     worst = Worst(ctx.case.case_id, 0 if ctx.case.num_rows else None, [],
                   input_row(ctx.case.logits, 0) if ctx.case.num_rows else [], None, None,
                   None, None, None, ctx.reproducer(function, 0 if ctx.case.num_rows else None),

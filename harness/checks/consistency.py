@@ -139,7 +139,7 @@ def _self_fd(ctx: Context) -> Iterator[Finding]:
         options["reduction"] = "sum"
     if z.size == 0 or float(np.max(np.abs(z))) > _SELF_FD_MAX_LOGIT:
         return  # z + h v would round back to z: no difference to take
-    if options["reduction"] == "mean" and not mean_denominator(case) > 0:
+    if options["reduction"] == "mean" and not mean_denominator(case, ctx.truth.dialect) > 0:
         return  # a mean over no weight is 0/0 at every point: nothing to differentiate
     rng = np.random.default_rng(int(case.digest()[:8], 16))
     v = rng.uniform(-1.0, 1.0, size=z.shape)
@@ -239,7 +239,7 @@ def _reductions(ctx: Context) -> Iterator[Finding]:
 
 
 def _denominator(ctx: Context) -> float:
-    return mean_denominator(ctx.case)
+    return mean_denominator(ctx.case, ctx.truth.dialect)
 
 
 def _mean(total: float, ctx: Context) -> float | None:
@@ -333,7 +333,7 @@ def _chunk_invariance(ctx: Context) -> Iterator[Finding]:
     if case.num_rows < 2:
         return
     reduction = case.options.get("reduction", "none")
-    denominator = mean_denominator(case) if reduction == "mean" else 1.0
+    denominator = mean_denominator(case, ctx.truth.dialect) if reduction == "mean" else 1.0
     if not denominator:
         return  # a mean over no weight: 0/0 whole, nothing to recombine
     fmt = ref.float_format(case.dtype)
@@ -363,7 +363,8 @@ def _chunk_invariance(ctx: Context) -> Iterator[Finding]:
                     failure = (f"rows {start}..{stop - 1}: "
                                f"{out.fault or f'returned shape {np.shape(out.value)}'}")
                     break
-                share = mean_denominator(sub) / denominator if reduction == "mean" else 1.0
+                share = (mean_denominator(sub, ctx.truth.dialect) / denominator
+                         if reduction == "mean" else 1.0)
                 if not share:
                     pieces.append(np.zeros(np.shape(out.value)))  # no weight: adds nothing
                     continue

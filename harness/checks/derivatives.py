@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.checks import Context
+from harness.checks import Context, outside_finding
 from harness.checks.values import graded_outputs
 from harness.findings import Finding
 
@@ -33,6 +33,10 @@ def run(ctx: Context) -> Iterator[Finding]:
 def certified(ctx: Context, check: str, functions: tuple[str, ...]) -> Iterator[Finding]:
     """Grade each function against gold where its gold certificate holds."""
     for function in functions:
+        outside = outside_finding(ctx, check, function)
+        if outside is not None:
+            yield outside
+            continue
         if not ctx.provides(function) or not ctx.truth.applicable(function):
             continue
         certificate = ctx.truth.certificate(function)

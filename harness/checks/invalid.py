@@ -1,10 +1,12 @@
 """Invalid inputs: an out-of-range class index or a negative probability.
 
 Raising is conformant, and so is a non-finite answer for the offending row; a silent
-finite value is a failure (DESIGN.md §4). The class indices tried are K, -1 (which a
-negative index wraps to class K - 1), -2 and -K - 1, each unless it is the case's
-ignore_index. Run once per case of the ``moderate`` regime (options of every kind) and of
-the ``ignored`` regime (every case with an ignore_index).
+finite value is a failure (DESIGN.md §4), except where the adapter's dialect documents a
+domain that excludes the input (targets that must be distributions): "outside contract".
+The class indices tried are K, -1 (which a negative index wraps to class K - 1), -2 and
+-K - 1, each unless it is the case's ignore_index. Run once per case of the ``moderate``
+regime (options of every kind) and of the ``ignored`` regime (every case with an
+ignore_index).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from harness.checks import Context, boolean_finding
-from harness.findings import Finding
+from harness.findings import OUTSIDE, Finding
 
 FUNCTIONS = ("cross_entropy", "cross_entropy_grad")
 #: The regimes whose cases the invalid targets are tried on.
@@ -47,6 +49,11 @@ def run(ctx: Context) -> Iterator[Finding]:
         if not ctx.provides(function):
             continue
         for what, target in _variants(ctx):
+            if case.target_kind != "indices" and ctx.truth.dialect.has("target-distribution"):
+                # a negative probability is outside a domain of distributions: not asked
+                yield Finding("invalid-input", function, case, 1, 0, {OUTSIDE: 1}, OUTSIDE,
+                              note=f"outside contract ({ctx.truth.dialect.name}): {what}")
+                continue
             options = {**case.options, "reduction": "none"} if function == "cross_entropy" \
                 else dict(case.options)
             outcome = ctx.call(function, case.logits, target, **options)

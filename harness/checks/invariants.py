@@ -134,7 +134,7 @@ def _term_size(ctx: Context) -> np.ndarray:
     w = 1.0 if weight is None else float(np.max(np.abs(np.asarray(weight, np.float64))))
     d = 1.0
     if case.options.get("reduction") == "mean":
-        d = mean_denominator(case) or 1.0
+        d = mean_denominator(case, ctx.truth.dialect) or 1.0
     return 2 * w * y.sum(axis=1) / abs(d)
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.checks import SILENT_FAULTS, Context, fault_finding, graded_finding, rows_of
+from harness.checks import (
+    SILENT_FAULTS,
+    Context,
+    fault_finding,
+    graded_finding,
+    outside_finding,
+    rows_of,
+)
 from harness.findings import Finding
 
 FUNCTIONS = ("logsumexp", "softmax", "log_softmax", "cross_entropy", "cross_entropy_from_probs")
@@ -19,6 +26,10 @@ def graded_outputs(ctx: Context, check: str, functions: tuple[str, ...]) -> Iter
     """Call each provided, applicable function on the case and grade it against gold."""
     truth = ctx.truth
     for function in functions:
+        outside = outside_finding(ctx, check, function)
+        if outside is not None:
+            yield outside
+            continue
         if not ctx.provides(function) or not truth.applicable(function):
             continue
         outcome = ctx.outcome(function)

@@ -34,7 +34,14 @@ from typing import Any
 
 from harness.adapters.contract import FUNCTIONS
 from harness.report import write_atomic
-from harness.report.markdown import _ORDER, ACCURACY_CHECKS, _rank, _ulp
+from harness.report.markdown import (
+    _ORDER,
+    ACCURACY_CHECKS,
+    DIFFERENCE_HEAD,
+    _rank,
+    _ulp,
+    difference_rows,
+)
 from harness.text import terminal
 
 FILENAME = "conformance.html"
@@ -73,6 +80,7 @@ _Y_TOP, _X_TOP = 1e10, 1e40
 _GRADE_COLOURS = {
     "exact": "#1b7837", "faithful": "#5aae61", "ulp≤N": "#a6dba0", "stable": "#d9f0d3",
     "holds": "#a6dba0", "unstable": "#fdb863", "violated": "#e66101", "broken": "#b2182b",
+    "outside contract": "#d9d9d9", "refused": "#bdbdbd",
 }
 _DTYPE_COLOURS = {"float64": "#1f77b4", "float32": "#2ca02c", "float16": "#ff7f0e",
                   "bfloat16": "#d62728"}
@@ -139,11 +147,12 @@ def verdicts(data: dict[str, Any]) -> str:
     for a in data["adapters"]:
         failing = sum(1 for r in a["results"] if not r["passed"])
         rows.append([_td(a["name"]), _td(a.get("spec") or ""), _td(a.get("version") or ""),
+                     _td(a.get("dialect") or "pytorch"),
                      _td(a["verdict"], cls=f"verdict-{_e(a['verdict'])}"),
                      _td(failing, cls="num"), _td(len(a["results"]), cls="num"),
                      _td(a.get("reason") or "")])
-    table = _table(["adapter", "spec", "version", "verdict", "failing results", "results",
-                    "reason"], rows, cls="verdicts")
+    table = _table(["adapter", "spec", "version", "dialect", "verdict", "failing results",
+                    "results", "reason"], rows, cls="verdicts")
     quarantined = [[_td(a["name"]), _td(n["function"]), _td(n["calls"], cls="num"),
                     _td(n["reason"])]
                    for a in data["adapters"] for n in a.get("not_run") or ()]
@@ -153,6 +162,16 @@ def verdicts(data: dict[str, Any]) -> str:
                   + _table(["adapter", "function", "calls", "reason"], quarantined,
                            cls="not-run"))
     return table
+
+
+def differences(data: dict[str, Any]) -> str:
+    rows = difference_rows(data)
+    if not rows:
+        return "<p>Every adapter is graded under PyTorch's convention.</p>"
+    return ("<p>Adapters graded under their library's documented contract (dialect): these "
+            "differences are not defects; the failures are defects under the library's own "
+            "contract.</p>" + _table(DIFFERENCE_HEAD, [[_td(x) for x in row] for row in rows],
+                                     cls="differences"))
 
 
 def _grade_cell(grade: str | None, failed: bool) -> str:
@@ -541,6 +560,7 @@ def render(data: dict[str, Any]) -> str:
         "(checks <code>value</code>, <code>gradient</code>, <code>jvp</code> and "
         "<code>hvp</code>); ✗ marks a failing result, "
         "— not provided.</p>", scoreboard(data),
+        "<h2>Documented differences from the PyTorch convention</h2>", differences(data),
         "<h2>Largest error found, in ulps of the dtype</h2>", max_ulp_tables(data),
         "<h2>Plots</h2>", plots(data),
         "<h2>Behaviour where the reference gives no grade</h2>", behaviour(data),

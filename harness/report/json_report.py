@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.findings import GRADES
 from harness.report import STEM, write_atomic
 
 SUFFIX = ".json"
@@ -24,7 +25,7 @@ FILENAME = STEM + SUFFIX
 #: anything much deeper is not a report, and is refused before Python's recursion limit.
 MAX_DEPTH = 12
 
-_GRADES = ("exact", "faithful", "ulp≤N", "stable", "holds", "unstable", "violated", "broken")
+_GRADES = GRADES
 _VERDICTS = ("pass", "fail", "error")
 
 
@@ -192,7 +193,7 @@ _ADAPTER = _record({
     "name": _STR, "spec": _STR, "version": _OPT_STR, "verdict": _one_of(_VERDICTS),
     "reason": _OPT_STR, "dtypes": _list(_STR), "provides": _list(_STR),
     "results": _list(_RESULT),
-}, {"not_provided": _list(_STR), "not_run": _list(_record(
+}, {"not_provided": _list(_STR), "dialect": _STR, "not_run": _list(_record(
     {"function": _STR, "calls": _INT, "reason": _STR}))})
 
 _SETTINGS = _record({

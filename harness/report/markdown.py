@@ -16,9 +16,11 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.adapters.contract import FUNCTIONS
+from harness.findings import GRADES, OUTSIDE, REFUSED
 from harness.report import write_atomic
 from harness.text import markdown_cell as _c
 from harness.text import markdown_code as _code
+from references import dialects
 
 FILENAME = "conformance.md"
 
@@ -26,7 +28,7 @@ FILENAME = "conformance.md"
 #: gold); the others appear in the failure list.
 ACCURACY_CHECKS = ("value", "gradient", "jvp", "hvp")
 
-_ORDER = ("exact", "faithful", "ulp≤N", "stable", "holds", "unstable", "violated", "broken")
+_ORDER = GRADES
 
 
 def _rank(grade: str | None) -> int:
@@ -54,10 +56,11 @@ def verdicts(data: dict[str, Any]) -> str:
     rows = []
     for a in data["adapters"]:
         failing = sum(1 for r in a["results"] if not r["passed"])
-        rows.append([_c(a["name"]), _c(a.get("version") or ""), _c(a["verdict"]),
+        rows.append([_c(a["name"]), _c(a.get("version") or ""),
+                     _c(a.get("dialect") or "pytorch"), _c(a["verdict"]),
                      failing, len(a["results"]), _c(a.get("reason") or "")])
-    table = tabulate(rows, ["adapter", "version", "verdict", "failing results", "results",
-                            "reason"], tablefmt="github")
+    table = tabulate(rows, ["adapter", "version", "dialect", "verdict", "failing results",
+                            "results", "reason"], tablefmt="github")
     quarantined = [f"- **{_c(a['name'])}** {_code(n['function'])}: {n['calls']} calls not "
                    f"run: {_c(n['reason'])}"
                    for a in data["adapters"] for n in a.get("not_run") or ()]
@@ -65,6 +68,41 @@ def verdicts(data: dict[str, Any]) -> str:
         table += ("\n\nNot run (the function or adapter hung or crashed again and again, "
                   "and was not called any more):\n\n" + "\n".join(quarantined))
     return table
+
+
+def difference_rows(data: dict[str, Any]) -> list[list[str]]:
+    """One row per documented difference of each adapter graded under another dialect than
+    PyTorch's: adapter, rule, what the library documents, PyTorch's convention, the
+    source, and the rows it left recorded, not graded (outside contract or refused)."""
+    rows = []
+    for a in data["adapters"]:
+        name = a.get("dialect") or dialects.DEFAULT.name
+        if name not in dialects.DIALECTS or name == dialects.DEFAULT.name:
+            continue
+        recorded = {grade: sum(r["grades"].get(grade, 0) for r in a["results"])
+                    for grade in (OUTSIDE, REFUSED)}
+        for rule in dialects.DIALECTS[name].rules:
+            grade = _RULE_RECORDS.get(rule.key)
+            rows.append([a["name"], rule.key, rule.says, rule.pytorch, rule.source,
+                         f"{recorded[grade]} {grade}" if grade else "graded under it"])
+    return rows
+
+
+#: The grade each rule records rows under (the others change the graded truth).
+_RULE_RECORDS = {"target-distribution": OUTSIDE, "two-classes": OUTSIDE,
+                 "refuses-nonfinite": REFUSED}
+DIFFERENCE_HEAD = ["adapter", "rule", "the library documents", "the PyTorch convention",
+                   "source", "rows"]
+
+
+def differences(data: dict[str, Any]) -> str:
+    rows = difference_rows(data)
+    if not rows:
+        return "Every adapter is graded under PyTorch's convention."
+    return ("Adapters graded under their library's documented contract (`dialect`): these "
+            "differences are not defects; failures above are defects under the library's "
+            "own contract.\n\n" + tabulate([[_c(x) for x in row] for row in rows],
+                                            DIFFERENCE_HEAD, tablefmt="github"))
 
 
 def scoreboard(data: dict[str, Any]) -> str:
@@ -194,6 +232,7 @@ def render(data: dict[str, Any]) -> str:
         "regime (checks `value`, `gradient`, `jvp` and `hvp`); ✗ marks a failing result, "
         "— not provided.",
         scoreboard(data),
+        "## Documented differences from the PyTorch convention", differences(data),
         "## Largest error found, in ulps of the dtype", max_ulp_tables(data),
         "## Behaviour where the reference gives no grade", behaviour(data),
         "## Failures", failures(data),

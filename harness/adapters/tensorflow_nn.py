@@ -1,0 +1,195 @@
+"""Built-in adapter ``tensorflow`` (CPU): TensorFlow's ``tf.nn`` functions as they are.
+
+softmax, log_softmax and logsumexp are ``tf.nn.softmax``, ``tf.nn.log_softmax`` and
+``tf.math.reduce_logsumexp`` over the last axis; ``cross_entropy`` is
+``tf.nn.sparse_softmax_cross_entropy_with_logits`` for class indices and
+``tf.nn.softmax_cross_entropy_with_logits`` for probability targets, both per row (TF's
+cross-entropies have no class weights, ``ignore_index``, label smoothing or reduction, so
+the signatures have none of those options). Gradients come from ``tf.GradientTape`` (of the
+sum of the per-row losses), Jacobians from ``GradientTape.batch_jacobian``, forward-mode
+JVPs from ``tf.autodiff.ForwardAccumulator`` and the Hessian-vector product from a
+``ForwardAccumulator`` over a ``GradientTape`` (forward over reverse, as TF's own guide
+writes it). Everything runs eagerly (no ``tf.function``, no XLA), on the CPU.
+
+TF has no cross-entropy of probabilities; ``cross_entropy_from_probs`` is written the way a
+TF user writes it: ``-reduce_sum(tf.math.xlogy(y, p))`` for probability targets (``xlogy``
+gives 0·log 0 = 0) and ``-log(tf.gather(p, t, batch_dims=1))`` for class indices, with its
+gradient from ``GradientTape``.
+
+Dialect ``tensorflow``: ``softmax_cross_entropy_with_logits`` documents that each row of
+``labels`` must be a valid probability distribution (its fused gradient is softmax − labels,
+which is the derivative of −Σ y log p only when Σy = 1), where PyTorch accepts any
+non-negative targets.
+
+Glue only: NumPy arrays are copied into eager tensors of the same dtype (bfloat16 crosses
+as ``ml_dtypes.bfloat16``, which is TF's own NumPy type for it; class indices as int64) and
+results come back as NumPy copies in the dtype TF produced. Nothing is fixed up.
+tensorflow is imported only by :func:`load` and the methods, never when the harness is
+imported; the import helper quiets TF's C++ start-up logging (``TF_CPP_MIN_LOG_LEVEL``,
+unless the user set it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from harness.adapters.contract import AdapterUnavailable
+
+DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+
+
+def _import_tensorflow() -> Any:
+    # "2": no INFO or WARNING lines from TF's C++ side (oneDNN, CPU features) in a run
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as exc:  # pragma: no cover - exercised only where TF is absent
+        raise AdapterUnavailable(f"tensorflow is not installed ({exc})") from exc
+    return tf
+
+
+def _tensor(array: np.ndarray) -> Any:
+    """An eager tensor holding an exact copy of ``array`` (class indices as int64)."""
+    tf = _import_tensorflow()
+    owned = np.array(array, copy=True, order="C")
+    if owned.dtype.kind in "iu":
+        owned = owned.astype(np.int64, copy=False)
+    return tf.constant(owned)
+
+
+def _array(tensor: Any) -> np.ndarray:
+    """A writable NumPy copy of an eager tensor, in the dtype TF produced."""
+    return np.array(tensor.numpy(), copy=True)
+
+
+def _loss(tf: Any, logits: Any, target: Any) -> Any:
+    """TF's per-row cross-entropy: sparse for class indices, dense for probabilities."""
+    if target.dtype == tf.int64:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
+    return tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=logits, axis=-1)
+
+
+def _from_probs(tf: Any, probs: Any, target: Any) -> Any:
+    if target.dtype == tf.int64:  # class indices
+        return -tf.math.log(tf.gather(probs, target, axis=-1, batch_dims=1))
+    return -tf.reduce_sum(tf.math.xlogy(target, probs), axis=-1)
+
+
+class TensorFlowAdapter:
+    """TensorFlow on the CPU, eagerly; holds no TF objects, so it pickles."""
+
+    name = "tensorflow"
+    dtypes = DTYPES
+    dialect = "tensorflow"
+
+    def __init__(self) -> None:
+        tf = _import_tensorflow()
+        self.version = tf.__version__
+
+    def __repr__(self) -> str:
+        return "TensorFlowAdapter()"
+
+    # -- values -----------------------------------------------------------------------
+
+    def logsumexp(self, logits: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        return _array(tf.math.reduce_logsumexp(_tensor(logits), axis=-1))
+
+    def softmax(self, logits: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        return _array(tf.nn.softmax(_tensor(logits), axis=-1))
+
+    def log_softmax(self, logits: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        return _array(tf.nn.log_softmax(_tensor(logits), axis=-1))
+
+    def cross_entropy(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        return _array(_loss(tf, _tensor(logits), _tensor(target)))
+
+    # -- reverse mode (GradientTape) ----------------------------------------------------
+
+    def cross_entropy_grad(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The gradient of the summed per-row losses (the tape seeds every row with 1)."""
+        tf = _import_tensorflow()
+        z, y = _tensor(logits), _tensor(target)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = _loss(tf, z, y)
+        return _array(tape.gradient(loss, z))
+
+    def softmax_jacobian(self, logits: np.ndarray) -> np.ndarray:
+        """``batch_jacobian`` (vectorized by TF's pfor, which traces a new ``tf.function``
+        per call and warns about the retracing on TF's Python logger: muted meanwhile)."""
+        tf = _import_tensorflow()
+        z = _tensor(logits)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            p = tf.nn.softmax(z, axis=-1)
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return _array(tape.batch_jacobian(p, z))
+        finally:
+            logger.setLevel(level)
+
+    # -- forward mode and second order (ForwardAccumulator) ------------------------------
+
+    def _jvp(self, function: Any, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        z = _tensor(logits)
+        with tf.autodiff.ForwardAccumulator(primals=z, tangents=_tensor(tangent)) as acc:
+            out = function(z)
+        return _array(acc.jvp(out, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+    def softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        return self._jvp(lambda z: tf.nn.softmax(z, axis=-1), logits, tangent)
+
+    def log_softmax_jvp(self, logits: np.ndarray, tangent: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        return self._jvp(lambda z: tf.nn.log_softmax(z, axis=-1), logits, tangent)
+
+    def cross_entropy_jvp(
+        self, logits: np.ndarray, target: np.ndarray, tangent: np.ndarray
+    ) -> np.ndarray:
+        tf = _import_tensorflow()
+        y = _tensor(target)
+        return self._jvp(lambda z: _loss(tf, z, y), logits, tangent)
+
+    def cross_entropy_hvp(
+        self, logits: np.ndarray, target: np.ndarray, vector: np.ndarray
+    ) -> np.ndarray:
+        """Forward over reverse: the JVP of the tape's gradient of the summed losses."""
+        tf = _import_tensorflow()
+        z, y = _tensor(logits), _tensor(target)
+        with tf.autodiff.ForwardAccumulator(primals=z, tangents=_tensor(vector)) as acc:
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                loss = _loss(tf, z, y)
+            grad = tape.gradient(loss, z)
+        return _array(acc.jvp(grad, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+    # -- the unfused route --------------------------------------------------------------
+
+    def cross_entropy_from_probs(self, probs: np.ndarray, target: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        return _array(_from_probs(tf, _tensor(probs), _tensor(target)))
+
+    def cross_entropy_grad_wrt_probs(self, probs: np.ndarray, target: np.ndarray) -> np.ndarray:
+        tf = _import_tensorflow()
+        p, y = _tensor(probs), _tensor(target)
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            loss = _from_probs(tf, p, y)
+        return _array(tape.gradient(loss, p, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+
+def load() -> TensorFlowAdapter:
+    """The ``tensorflow`` built-in; AdapterUnavailable when TensorFlow is not installed."""
+    return TensorFlowAdapter()

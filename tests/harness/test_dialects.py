@@ -1,0 +1,112 @@
+"""Dialects in the harness: each dialect's careful numpy passes under it, and every rule
+decides a verdict both ways (the PyTorch-convention numpy fails under the dialect where
+the rule applies, and the dialect's numpy fails under PyTorch's convention)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness import runner
+from harness.adapters import numpy_stable
+from harness.adapters.contract import AdapterSpecError
+from harness.adapters.numpy_dialects import NumpyInDialect
+from harness.adapters.registry import describe
+from references import dialects
+
+
+def _run(adapter: Any, *regimes: str) -> runner.AdapterReport:
+    return runner.run([adapter], dtypes=("float64",), regimes=regimes).adapters[0]
+
+
+def _failing(report: runner.AdapterReport) -> set[tuple[str, str]]:
+    return {(r.check, r.function) for r in report.results.values() if not r.passed}
+
+
+def _rows(report: runner.AdapterReport, grade: str) -> int:
+    return sum(r.grades.get(grade, 0) for r in report.results.values())
+
+
+class Declared(NumpyInDialect):
+    """The numpy of dialect ``computes``, declaring dialect ``declares``."""
+
+    def __init__(self, computes: str, declares: str) -> None:
+        super().__init__(computes)
+        self._computes = computes
+        self.dialect = declares
+        self.name = f"numpy-{computes}-as-{declares}"
+
+    def _rules(self) -> dialects.Dialect:
+        return dialects.dialect(self._computes)
+
+
+def test_soft_label_weight_decides_the_verdict_both_ways():
+    own = _run(NumpyInDialect("paddle"), "moderate")
+    assert own.dialect == "paddle" and own.verdict == "pass", _failing(own)
+    assert ("value", "cross_entropy") in _failing(_run(Declared("pytorch", "paddle"),
+                                                       "moderate"))
+    assert ("value", "cross_entropy") in _failing(_run(Declared("paddle", "pytorch"),
+                                                       "moderate"))
+
+
+def test_clipping_decides_the_verdict_both_ways():
+    own = _run(NumpyInDialect("sklearn"), "dominant")
+    assert own.verdict == "pass", _failing(own)
+    assert ("value", "cross_entropy_from_probs") in _failing(
+        _run(Declared("pytorch", "sklearn"), "dominant"))
+    assert ("value", "cross_entropy_from_probs") in _failing(
+        _run(Declared("sklearn", "pytorch"), "dominant"))
+
+
+def test_a_documented_refusal_is_recorded_not_failed():
+    own = _run(NumpyInDialect("sklearn"), "nonfinite")
+    assert own.verdict == "pass", _failing(own)
+    assert _rows(own, "refused") > 0
+    refusing = _run(Declared("sklearn", "pytorch"), "nonfinite")
+    assert ("value", "cross_entropy_from_probs") in _failing(refusing)
+    assert _rows(refusing, "refused") == 0
+
+
+class PMinusY(NumpyInDialect):
+    """A gradient p − y: right only where the target sums to 1."""
+
+    def __init__(self, declares: str) -> None:
+        super().__init__(declares)
+
+    def cross_entropy_grad(self, logits: np.ndarray, target: np.ndarray, *,
+                           reduction: str = "none") -> np.ndarray:
+        if np.asarray(target).dtype.kind in "iu":
+            raise NotImplementedError
+        grad = numpy_stable.softmax(logits).astype(np.float64) - target
+        if reduction == "mean":
+            grad = grad / len(grad)
+        return grad.astype(logits.dtype)
+
+
+def test_targets_outside_the_domain_are_recorded_not_graded():
+    outside = _run(PMinusY("tensorflow"), "moderate")
+    assert outside.verdict == "pass", _failing(outside)
+    assert _rows(outside, "outside contract") > 0
+    graded = [r for r in outside.results.values()
+              if r.check == "gradient" and r.grades.get("outside contract", 0) < r.cases]
+    assert graded  # the rows that are distributions are still graded
+    assert ("gradient", "cross_entropy_grad") in _failing(_run(PMinusY("pytorch"), "moderate"))
+
+
+def test_one_class_is_outside_the_sklearn_contract():
+    report = _run(NumpyInDialect("sklearn"), "single-class")
+    assert report.verdict == "pass" and _rows(report, "outside contract") > 0
+
+
+def test_an_unknown_dialect_is_a_one_line_spec_error():
+    class Keras:
+        dialect = "keras"
+
+        def softmax(self, logits: np.ndarray) -> np.ndarray:
+            return numpy_stable.softmax(logits)
+
+    with pytest.raises(AdapterSpecError, match="unknown dialect 'keras'"):
+        describe(Keras(), spec="<keras>")
+    assert describe(numpy_stable, spec="numpy").dialect == "pytorch"
