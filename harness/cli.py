@@ -110,15 +110,18 @@ def _non_negative(text: str) -> int:
 
 def _default_adapters() -> list[str]:
     from harness.adapters import list_adapters
+    from harness.adapters.registry import OPT_IN
 
     return [info.name for info in list_adapters()
-            if info.unavailable is None and info.source == "built-in"]
+            if info.unavailable is None and info.source == "built-in"
+            and info.name not in OPT_IN]
 
 
 def _builtin_names() -> list[str]:
-    from harness.adapters.registry import BUILTINS
+    """The built-ins of a default run: every one but the opt-in ones (OPT_IN)."""
+    from harness.adapters.registry import BUILTINS, OPT_IN
 
-    return list(BUILTINS)
+    return [name for name in BUILTINS if name not in OPT_IN]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -171,6 +174,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InternalError(str(err)) from None
     if hunts:
         data["hunts"] = [h.to_dict() for h in hunts]
+    if not args.adapter:  # the opt-in built-ins, named with why they were left out
+        from harness.adapters.registry import OPT_IN
+
+        data["skipped"] = sorted([*data.get("skipped", []),
+                                  *({"name": n, "reason": r} for n, r in OPT_IN.items())],
+                                 key=lambda s: s["name"])
     code = _print_verdicts(data)  # before writing: a full disk must not hide them
     _write_reports(data, out)
     say(f"{data['cases']} cases in {data['seconds']:.1f} s; reports in {out}/")

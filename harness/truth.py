@@ -123,7 +123,7 @@ def mean_denominator(case: Case, dialect: dialects.Dialect = dialects.DEFAULT) -
     """The divisor of a ``mean``: the kept rows' target weights (class indices; summed
     exactly) or N; under the soft-label-weight rule, the rows' weight masses."""
     if _row_masses_apply(case, dialect):
-        return math.fsum(dialects.row_mass(case.target, case.options["weight"]))
+        return math.fsum(_row_masses(case))
     if case.target_kind != "indices":
         return float(case.num_rows)
     ignore = case.options.get("ignore_index")
@@ -135,11 +135,16 @@ def mean_denominator(case: Case, dialect: dialects.Dialect = dialects.DEFAULT) -
 
 
 def _row_masses_apply(case: Case, dialect: dialects.Dialect) -> bool:
-    """Whether the soft-label-weight rule changes this case: probability targets, a class
-    weight, no label smoothing (the rule's documented case)."""
-    return (dialect.has("soft-label-weight") and case.target_kind != "indices"
-            and case.options.get("weight") is not None
-            and not case.options.get("label_smoothing"))
+    """Whether the soft-label-weight rule changes this case: a class weight with probability
+    targets or label smoothing (soft labels either way)."""
+    return (dialect.has("soft-label-weight") and case.options.get("weight") is not None
+            and (case.target_kind != "indices" or bool(case.options.get("label_smoothing"))))
+
+
+def _row_masses(case: Case) -> list[float]:
+    return dialects.row_mass(case.target, case.options["weight"],
+                             case.options.get("label_smoothing", 0.0),
+                             case.options.get("ignore_index"))
 
 
 def overflowing_rows(case: Case) -> np.ndarray:
@@ -255,18 +260,22 @@ class Truth:
     def outside_contract(self, function: str) -> str | None:
         """Why this case is outside ``function``'s documented domain under the dialect
         (recorded, not graded), or None."""
+        outside = self.outside_rule(function)
+        return None if outside is None else (
+            f"outside contract ({self.dialect.name}, {outside[0]}): {outside[1]}")
+
+    def outside_rule(self, function: str) -> tuple[str, str] | None:
+        """The dialect rule that puts this case outside ``function``'s documented domain,
+        and what about the case does: ``(rule key, detail)``; or None."""
         case = self.case
+        with_target = function in (*_TARGET_FUNCTIONS, *_PROBS_FUNCTIONS,
+                                   *_TARGET_TANGENT_FUNCTIONS)
         if (self.dialect.has("target-distribution") and case.target_kind != "indices"
-                and function in (*_TARGET_FUNCTIONS, *_PROBS_FUNCTIONS,
-                                 *_TARGET_TANGENT_FUNCTIONS)
-                and self._applicable(function)
+                and with_target and self._applicable(function)
                 and not dialects.distribution_rows(case.target, case.dtype).all()):
-            return (f"outside contract ({self.dialect.name}): a target row is not a "
-                    "probability distribution")
-        if (self.dialect.has("two-classes") and case.num_classes == 1
-                and function in (*_TARGET_FUNCTIONS, *_PROBS_FUNCTIONS,
-                                 *_TARGET_TANGENT_FUNCTIONS)):
-            return f"outside contract ({self.dialect.name}): one class (K = 1)"
+            return "target-distribution", "a target row is not a probability distribution"
+        if self.dialect.has("two-classes") and case.num_classes == 1 and with_target:
+            return "two-classes", "one class (K = 1)"
         return None
 
     def _applicable(self, function: str) -> bool:
@@ -329,7 +338,7 @@ class Truth:
                 return ref.cross_entropy_from_probs(probs, self.case.target)
             return _from_probs(function, probs, self.case.target, self.tier)
         # soft-label-weight: the unweighted rows, each scaled by its weight mass
-        masses = dialects.row_mass(self.case.target, self.case.options["weight"])
+        masses = _row_masses(self.case)
         return dialects.scale_rows(self.unweighted().exact(function), masses,
                                    self.case.options.get("reduction", "none"))
 

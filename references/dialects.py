@@ -8,13 +8,15 @@ library's rules, an input outside the library's documented domain is "outside co
 "refused" (recorded, not a failure). A rule is data: what the library documents, what
 PyTorch does instead, and where the library says so.
 
-The rules (each tested against gold in ``tests/references/test_dialects.py``):
+The rules (each tested against gold in ``tests/references/test_dialect_rules.py``):
 
 ``soft-label-weight``
     PaddlePaddle, ``paddle.nn.functional.cross_entropy``: with soft labels and a class
     weight, a row's loss is its unweighted loss times the row's weight mass
     m = Σ_c w_c y_c, and ``mean`` divides by Σ_rows m. PyTorch weights each term instead,
-    −Σ_c w_c y_c log p_c, and its ``mean`` over probability targets divides by N.
+    −Σ_c w_c y_c log p_c, and its ``mean`` over probability targets divides by N. Label
+    smoothing makes soft labels of class indices too, y = (1 − ε)·onehot + ε/K, and the
+    rule applies to them.
 ``clip-probabilities``
     scikit-learn, ``sklearn.metrics.log_loss``: the predicted probabilities are clipped to
     [eps, 1 − eps], eps the machine epsilon of their dtype, before the log (a probability
@@ -99,8 +101,9 @@ _TF_SOFTMAX_CE = ("https://www.tensorflow.org/api_docs/python/tf/nn/"
 
 SOFT_LABEL_WEIGHT = Rule(
     "soft-label-weight",
-    "with soft labels and a class weight, a row's loss is its unweighted loss times "
-    "m = Σ_c w_c·y_c, and the mean divides by the sum of m over the rows",
+    "with soft labels (or label smoothing) and a class weight, a row's loss is its "
+    "unweighted loss times m = Σ_c w_c·y_c, and the mean divides by the sum of m over the "
+    "rows",
     "each term weighted, −Σ_c w_c·y_c·log p_c; the mean over probability targets divides "
     "by N",
     _PADDLE_CE)
@@ -132,12 +135,20 @@ OPTAX_DISTRIBUTION = Rule(
     "−Σ y·log p for any target, unnormalized or all zero",
     _OPTAX_LOSSES)
 
+PADDLE_DISTRIBUTION = Rule(
+    "target-distribution",
+    "soft labels are probabilities that sum to 1 per row",
+    "−Σ y·log p for any target, unnormalized or all zero",
+    _PADDLE_CE)
+
 DEFAULT = Dialect("pytorch")
 
 #: Every dialect an adapter may declare (its ``dialect`` attribute), by name.
 DIALECTS: dict[str, Dialect] = {
     "pytorch": DEFAULT,
-    "paddle": Dialect("paddle", (SOFT_LABEL_WEIGHT,)),
+    # ignore_index is documented for hard labels (soft_label=False), label smoothing
+    # included: an ignored row that still gets a smoothing loss is a defect, not a rule
+    "paddle": Dialect("paddle", (SOFT_LABEL_WEIGHT, PADDLE_DISTRIBUTION)),
     "sklearn": Dialect("sklearn", (CLIP_PROBABILITIES, REFUSES_NONFINITE, TWO_CLASSES)),
     "tensorflow": Dialect("tensorflow", (TARGET_DISTRIBUTION,)),
     "optax": Dialect("optax", (OPTAX_DISTRIBUTION,)),
@@ -158,17 +169,32 @@ def _machine_epsilon(dtype: Any) -> float:
     return math.ldexp(1.0, 1 - float_format(dtype).precision)
 
 
-def row_mass(target: np.ndarray, weight: Any) -> list[float]:
-    """m = Σ_c w_c·y_c of each row of a probability target, summed exactly (fractions) and
-    rounded once to float64; NaN where a term is not finite."""
-    w = [Fraction(x) if math.isfinite(x) else None
-         for x in np.asarray(weight, dtype=np.float64).tolist()]
+def row_mass(target: np.ndarray, weight: Any, label_smoothing: float = 0.0,
+             ignore_index: int | None = None) -> list[float]:
+    """m = Σ_c w_c·y'_c of each row, y' the smoothed target (1 − ε)·y + ε/K (y one-hot for
+    class indices; 0 for a row whose index is ``ignore_index``: it is left out), summed
+    exactly (fractions) and rounded once to float64; NaN where a term is not finite."""
+    weights = np.asarray(weight, dtype=np.float64).tolist()
+    k = len(weights)
+    w = [Fraction(x) if math.isfinite(x) else None for x in weights]
+    eps = Fraction(float(label_smoothing))
+    t = np.asarray(target)
+    ignored = [False] * len(t)
+    if t.dtype.kind in "iu":
+        rows = [[1.0 if c == int(i) else 0.0 for c in range(k)] for i in t.tolist()]
+        ignored = [ignore_index is not None and int(i) == ignore_index for i in t.tolist()]
+    else:
+        rows = t.astype(np.float64).tolist()
     masses = []
-    for row in np.asarray(target).astype(np.float64).tolist():
+    for row, left_out in zip(rows, ignored, strict=True):
+        if left_out:
+            masses.append(0.0)
+            continue
         if any(a is None for a in w) or not all(math.isfinite(b) for b in row):
             masses.append(math.nan)
             continue
-        masses.append(float(sum((a * Fraction(b) for a, b in zip(w, row, strict=True)),
+        smoothed = [(1 - eps) * Fraction(b) + eps / k for b in row]
+        masses.append(float(sum((a * b for a, b in zip(w, smoothed, strict=True)),
                                 Fraction(0))))
     return masses
 

@@ -6,9 +6,9 @@ implementation known to be right under it (the test suite runs each one) and a p
 each rule: the PyTorch-convention ``numpy`` graded under a dialect fails where the rule
 applies, and the other way round.
 
-* ``paddle`` (soft-label-weight): with probability targets, a class weight and no label
-  smoothing, each row's unweighted loss (and derivative) times m = Σ_c w_c y_c, the mean
-  divided by Σ m.
+* ``paddle`` (soft-label-weight): with a class weight and probability targets or label
+  smoothing, each row's unweighted loss (and derivative) times m = Σ_c w_c y'_c (y' the
+  smoothed target), the mean divided by Σ m.
 * ``sklearn`` (clip-probabilities, refuses-nonfinite, two-classes): the from-probabilities
   loss of p clipped to [eps, 1 − eps] in its dtype; NaN or ±inf in its inputs raises
   ``ValueError``; K = 1 is left ungraded.
@@ -71,9 +71,9 @@ class NumpyInDialect:
     def _scaled(self, function: Any, logits: np.ndarray, target: np.ndarray,
                 extra: tuple[np.ndarray, ...], options: dict[str, Any]) -> np.ndarray:
         weight = options.get("weight")
+        smoothing = options.get("label_smoothing") or 0.0
         applies = (self._rules().has("soft-label-weight") and weight is not None
-                   and np.asarray(target).dtype.kind == "f"
-                   and not options.get("label_smoothing"))
+                   and (np.asarray(target).dtype.kind != "i" or bool(smoothing)))
         if not applies:
             return function(logits, target, *extra, **options)
         reduction = options.get("reduction", "none")
@@ -81,7 +81,8 @@ class NumpyInDialect:
         unweighted["reduction"] = "none"
         rows = function(logits, target, *extra, **unweighted)
         dtype = rows.dtype
-        masses = np.array(dialects.row_mass(target, weight))
+        masses = np.array(dialects.row_mass(target, weight, smoothing,
+                                            options.get("ignore_index")))
         work = np.float64 if dtype != np.float64 else careful.WORKING_DTYPE["float64"]
         with np.errstate(all="ignore"):
             scaled = rows.astype(work) * (masses[:, None] if rows.ndim == 2 else masses)

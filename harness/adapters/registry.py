@@ -68,7 +68,15 @@ BUILTINS: dict[str, str] = {
     "optax": "harness.adapters.optax_losses",
     "optax-safe": "harness.adapters.optax_losses:load_safe",
     "onnxruntime": "harness.adapters.onnxruntime_graphs",
+    "paddle": "harness.adapters.paddle_nn",
     "sklearn": "harness.adapters.sklearn_metrics",
+    "tinygrad": "harness.adapters.tinygrad_tensor",
+}
+
+#: Built-ins a default run leaves out (they run with ``--adapter NAME``), and why.
+OPT_IN: dict[str, str] = {
+    "tinygrad": "opt-in (--adapter tinygrad): its CPU device compiles every kernel with "
+                "clang, and a run of every regime takes about 40 minutes on 2 cores",
 }
 
 #: The entry-point group third-party packages register adapters under.
@@ -493,7 +501,8 @@ def format_adapter_list(infos: Iterable[AdapterInfo]) -> str:
                 "all" if len(functions) == len(FUNCTIONS) else " ".join(functions) or "-",
                 " ".join(_OPTION_ABBREVIATIONS[o] for o in options) or "-",
                 info.dialect,
-                "ok" if info.unavailable is None else terminal(f"unavailable: {info.unavailable}"),
+                (OPT_IN.get(info.name, "ok") if info.source == "built-in" else "ok")
+                if info.unavailable is None else terminal(f"unavailable: {info.unavailable}"),
             ]
         )
     headers = ["adapter", "source", "version", "dtypes", "provides", "CE options", "dialect",

@@ -133,11 +133,19 @@ def outside_finding(ctx: Context, check: str, function: str) -> Finding | None:
     ``function``'s documented domain under the adapter's dialect; else None."""
     if not ctx.provides(function):
         return None
-    reason = ctx.truth.outside_contract(function)
-    if reason is None:
+    outside = ctx.truth.outside_rule(function)
+    if outside is None:
         return None
-    rows = ctx.case.num_rows
-    return Finding(check, function, ctx.case, rows, 0, {OUTSIDE: rows}, OUTSIDE, note=reason)
+    return recorded_finding(ctx, check, function, OUTSIDE, outside[0],
+                            ctx.truth.outside_contract(function) or "", ctx.case.num_rows)
+
+
+def recorded_finding(ctx: Context, check: str, function: str, grade: str, rule: str,
+                     note: str, rows: int) -> Finding:
+    """Rows recorded, not graded, under a dialect rule: counted as ``grade`` and as
+    ``"<grade>: <rule>"`` (the report's per-rule tally), none failed."""
+    return Finding(check, function, ctx.case, rows, 0, {grade: rows, f"{grade}: {rule}": rows},
+                   grade, note=note)
 
 
 def refused(ctx: Context, function: str, outcome: CallOutcome) -> bool:
@@ -159,8 +167,9 @@ def fault_finding(ctx: Context, check: str, function: str, outcome: CallOutcome,
     fault = outcome.fault
     assert fault is not None
     if refused(ctx, function, outcome):
-        return Finding(check, function, ctx.case, rows, 0, {REFUSED: rows}, REFUSED,
-                       note=f"refused ({ctx.truth.dialect.name}, documented): {fault}")
+        return recorded_finding(ctx, check, function, REFUSED, "refuses-nonfinite",
+                                f"refused ({ctx.truth.dialect.name}, documented): {fault}",
+                                rows)
     worst = Worst(ctx.case.case_id, 0 if ctx.case.num_rows else None, [],
                   input_row(ctx.case.logits, 0) if ctx.case.num_rows else [], None, None,
                   None, None, None, ctx.reproducer(function, 0 if ctx.case.num_rows else None),

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from harness.checks import Context, boolean_finding
+from harness.checks import Context, boolean_finding, recorded_finding
 from harness.findings import OUTSIDE, Finding
 
 FUNCTIONS = ("cross_entropy", "cross_entropy_grad")
@@ -51,8 +51,10 @@ def run(ctx: Context) -> Iterator[Finding]:
         for what, target in _variants(ctx):
             if case.target_kind != "indices" and ctx.truth.dialect.has("target-distribution"):
                 # a negative probability is outside a domain of distributions: not asked
-                yield Finding("invalid-input", function, case, 1, 0, {OUTSIDE: 1}, OUTSIDE,
-                              note=f"outside contract ({ctx.truth.dialect.name}): {what}")
+                yield recorded_finding(
+                    ctx, "invalid-input", function, OUTSIDE, "target-distribution",
+                    f"outside contract ({ctx.truth.dialect.name}, target-distribution): "
+                    f"{what}", 1)
                 continue
             options = {**case.options, "reduction": "none"} if function == "cross_entropy" \
                 else dict(case.options)

@@ -67,6 +67,10 @@ def verdicts(data: dict[str, Any]) -> str:
     if quarantined:
         table += ("\n\nNot run (the function or adapter hung or crashed again and again, "
                   "and was not called any more):\n\n" + "\n".join(quarantined))
+    left_out = [f"- **{_c(s['name'])}**: {_c(s.get('reason') or '')}"
+                for s in data.get("skipped") or ()]
+    if left_out:
+        table += "\n\nBuilt-ins left out of this run:\n\n" + "\n".join(left_out)
     return table
 
 
@@ -79,12 +83,11 @@ def difference_rows(data: dict[str, Any]) -> list[list[str]]:
         name = a.get("dialect") or dialects.DEFAULT.name
         if name not in dialects.DIALECTS or name == dialects.DEFAULT.name:
             continue
-        recorded = {grade: sum(r["grades"].get(grade, 0) for r in a["results"])
-                    for grade in (OUTSIDE, REFUSED)}
         for rule in dialects.DIALECTS[name].rules:
             grade = _RULE_RECORDS.get(rule.key)
+            count = sum(r["grades"].get(f"{grade}: {rule.key}", 0) for r in a["results"])
             rows.append([a["name"], rule.key, rule.says, rule.pytorch, rule.source,
-                         f"{recorded[grade]} {grade}" if grade else "graded under it"])
+                         f"{count} {grade}" if grade else "graded under it"])
     return rows
 
 

@@ -314,7 +314,11 @@ def test_list_adapters_covers_every_builtin() -> None:
         "provides",
         "CE",
         "options",
+        "dialect",
         "status",
     ]
     for name in BUILTINS:
         assert name in table
+    assert by_name["numpy"].dialect == "pytorch"
+    if by_name["sklearn"].unavailable is None:  # a dialect declared in a worker arrives
+        assert by_name["sklearn"].dialect == "sklearn"

@@ -2,27 +2,25 @@
 
 Each function on a small fixed case against values computed here with mpmath at 50 digits
 (``mp.workdps(50)``), in every dtype the adapter declares; the glue (options mapped to the
-ONNX attributes and inputs, probability targets not provided, sessions cached and not
-pickled); and one conformance run through the CLI.
+ONNX attributes and inputs, probability targets not provided, a cached session reused for
+another shape); and one conformance run through the CLI. ONNX Runtime runs in a worker of
+its own (``framework_worker``), never in this process.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import mpmath as mp
 import numpy as np
 import pytest
+from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, require  # noqa: F401
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
-import mpmath as mp  # noqa: E402
-
-from harness.adapters import onnxruntime_graphs  # noqa: E402
+require("onnx", "onnxruntime")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,10 +34,14 @@ WEIGHT = [0.5, 2.0, 1.0, 0.25]
 #: few roundings of an exp, a sum of 4 terms and a log, as the textbook bound does.
 ULPS = {"float64": 4.0, "float32": 4.0, "float16": 1.0}
 
+#: The dtypes ONNX Runtime's CPU provider runs (``onnxruntime_graphs.DTYPES``; bfloat16 has
+#: no CPU kernel); test_options_the_library_lacks_are_not_provided checks the declaration.
+DTYPES = ("float64", "float32", "float16")
+
 
 @pytest.fixture(scope="module")
-def adapter() -> onnxruntime_graphs.OnnxRuntimeAdapter:
-    return onnxruntime_graphs.load()
+def adapter(framework: Any) -> WorkerAdapter:
+    return framework("onnxruntime")
 
 
 def _exact_rows(dtype: str) -> list[list[mp.mpf]]:
@@ -68,7 +70,7 @@ def _assert_close(got: np.ndarray, expected: list, dtype: str, scale: float = 0.
         f"got {got.ravel()}, should be {want} ({error.max():.2f} ulp > {ULPS[dtype]})")
 
 
-@pytest.mark.parametrize("dtype", onnxruntime_graphs.DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_logsumexp_softmax_log_softmax_against_mpmath(adapter, dtype):
     x = np.array(LOGITS, dtype=dtype)
     with mp.workdps(50):
@@ -81,7 +83,7 @@ def test_logsumexp_softmax_log_softmax_against_mpmath(adapter, dtype):
     _assert_close(adapter.softmax(x), p, dtype)
 
 
-@pytest.mark.parametrize("dtype", onnxruntime_graphs.DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 def test_cross_entropy_with_weight_and_ignore_index_against_mpmath(adapter, dtype, reduction):
     """PyTorch's (and ONNX's) formulas: loss_i = −w_{t_i} log p_{t_i}, 0 where t_i is
@@ -118,29 +120,31 @@ def test_cross_entropy_without_options_is_the_plain_loss(adapter):
 
 def test_probability_targets_are_not_provided(adapter):
     x = np.array(LOGITS)
-    with pytest.raises(NotImplementedError, match="class indices"):
+    with pytest.raises(WorkerFault, match="class indices") as fault:
         adapter.cross_entropy(x, np.full(x.shape, 0.25))
+    assert fault.value.kind == "not-provided"  # NotImplementedError, not a failure
 
 
-def test_options_the_library_lacks_are_not_in_the_signature(adapter):
-    import inspect
+def test_options_the_library_lacks_are_not_provided(adapter):
+    accepted = adapter.provides["cross_entropy"]
+    assert "label_smoothing" not in accepted
+    assert {"weight", "ignore_index", "reduction"} <= set(accepted)
+    with pytest.raises(WorkerFault) as fault:
+        adapter.cross_entropy(np.array(LOGITS), np.array(LABELS), label_smoothing=0.25)
+    assert fault.value.kind == "not-provided"
+    assert set(adapter.provides) == {"logsumexp", "softmax", "log_softmax", "cross_entropy"}
+    assert "cross_entropy_grad" not in adapter.provides  # inference only
+    assert adapter.dtypes == DTYPES
+    assert adapter.name == "onnxruntime" and adapter.dialect == "pytorch"
 
-    params = inspect.signature(adapter.cross_entropy).parameters
-    assert "label_smoothing" not in params
-    assert {"weight", "ignore_index", "reduction"} <= set(params)
-    assert not hasattr(adapter, "cross_entropy_grad")  # inference only
-    assert adapter.dtypes == ("float64", "float32", "float16")
 
-
-def test_sessions_are_cached_and_not_pickled(adapter):
+def test_a_cached_session_serves_another_shape(adapter):
+    """One session per (operator, dtype, options), N and K symbolic in its graph: a call
+    on another shape, and the first call again, give the same rows, bit for bit."""
     x = np.array(LOGITS, dtype=np.float32)
-    adapter.softmax(x)
-    cached = len(adapter._sessions)
-    adapter.softmax(x[:1])  # another shape, the same session
-    assert len(adapter._sessions) == cached
-    copy = pickle.loads(pickle.dumps(adapter))
-    assert copy._sessions == {} and copy.version == adapter.version
-    np.testing.assert_array_equal(copy.softmax(x), adapter.softmax(x))
+    first = adapter.softmax(x)
+    np.testing.assert_array_equal(adapter.softmax(x[:1]), first[:1])
+    np.testing.assert_array_equal(adapter.softmax(x), first)
 
 
 def test_runs_through_the_harness(tmp_path):

@@ -3,7 +3,8 @@
 ``cross_entropy_from_probs`` (``sklearn.metrics.log_loss`` per row) on a small fixed case
 against values computed here with mpmath at 50 digits (``mp.workdps(50)``) in every dtype
 the adapter declares; scikit-learn's documented clipping to [eps, 1 − eps]; what is not
-provided; and one conformance run through the CLI.
+provided; and one conformance run through the CLI. scikit-learn is never imported into the
+pytest process: the built-in runs in a worker of its own (``framework_worker``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import mpmath as mp
 import numpy as np
 import pytest
+from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, require  # noqa: F401
 
-pytest.importorskip("sklearn")
-
-import mpmath as mp  # noqa: E402
-
-from harness.adapters import sklearn_metrics  # noqa: E402
+require("sklearn")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,13 +31,20 @@ LABELS = [1, 2, 0]
 #: over one row is one term. 2 ulps leave room for the log of a rounded-once argument.
 ULPS = {"float64": 2.0, "float32": 2.0, "float16": 2.0}
 
+#: The dtypes the adapter declares (log_loss would turn bfloat16 into float64).
+DTYPES = ("float64", "float32", "float16")
+
 
 @pytest.fixture(scope="module")
-def adapter() -> sklearn_metrics.SklearnAdapter:
-    return sklearn_metrics.load()
+def adapter(framework: Callable[[str], WorkerAdapter]) -> WorkerAdapter:
+    return framework("sklearn")
 
 
-@pytest.mark.parametrize("dtype", sklearn_metrics.DTYPES)
+def test_declared_dtypes(adapter):
+    assert adapter.name == "sklearn" and adapter.dtypes == DTYPES
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_from_probs_against_mpmath(adapter, dtype):
     probs = np.array(PROBS, dtype=dtype)
     with mp.workdps(50):
@@ -49,7 +56,7 @@ def test_cross_entropy_from_probs_against_mpmath(adapter, dtype):
     assert np.all(error <= ULPS[dtype]), f"got {got}, should be {want} ({error.max()} ulp)"
 
 
-@pytest.mark.parametrize("dtype", sklearn_metrics.DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_documented_clipping_to_machine_epsilon(adapter, dtype):
     """p = 0 at the target gives −log eps (eps = finfo(dtype).eps), not +inf; p = 1 gives
     −log(1 − eps), not 0: scikit-learn's documented clip."""
@@ -63,22 +70,27 @@ def test_documented_clipping_to_machine_epsilon(adapter, dtype):
 
 
 def test_refusals_are_value_errors(adapter):
+    """Each refusal is a ValueError raised in the worker: a "raised" fault naming it."""
     probs = np.array([[0.5, 0.5]])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(WorkerFault, match=r"^raised: ValueError: .*NaN"):
         adapter.cross_entropy_from_probs(np.array([[np.nan, 0.5]]), np.array([0]))
-    with pytest.raises(ValueError):
+    with pytest.raises(WorkerFault, match=r"^raised: ValueError: "):
         adapter.cross_entropy_from_probs(probs, np.array([2]))  # not a class
-    with pytest.raises(ValueError):
+    with pytest.raises(WorkerFault, match=r"^raised: ValueError: "):
         adapter.cross_entropy_from_probs(np.array([[-0.5, 1.5]]), np.array([0]))
-    with pytest.raises(ValueError, match="two labels"):
+    with pytest.raises(WorkerFault, match=r"^raised: ValueError: .*two labels"):
         adapter.cross_entropy_from_probs(np.array([[1.0]]), np.array([0]))  # K = 1
 
 
 def test_what_is_not_provided(adapter):
-    with pytest.raises(NotImplementedError, match="probability targets"):
+    with pytest.raises(WorkerFault, match="probability targets") as fault:
         adapter.cross_entropy_from_probs(np.array(PROBS), np.array(PROBS))
+    assert fault.value.kind == "not-provided"
+    assert set(adapter.provides) == {"cross_entropy_from_probs"}
     for function in ("cross_entropy", "cross_entropy_grad_wrt_probs", "softmax"):
-        assert not hasattr(adapter, function)
+        with pytest.raises(WorkerFault) as fault:
+            getattr(adapter, function)(np.array(PROBS), np.array(LABELS, dtype=np.int64))
+        assert fault.value.kind == "not-provided", function
     assert adapter.dialect == "sklearn"
     assert adapter.cross_entropy_from_probs(np.zeros((0, 3)), np.zeros(0, np.int64)).shape == (0,)
 

@@ -3,24 +3,28 @@
 Every function the adapter provides, on one small well-conditioned case, in float64 and
 float32, in ulps of the dtype against ``references`` (mpmath, exact to >= 110 bits); the
 contract (dtype and shape) in the half formats; TF's refusal of a bad class index; and one
-in-process run through the harness. TensorFlow is imported once for the module (~10-20 s).
+run through the harness. TensorFlow is never imported into the pytest process (PaddlePaddle's
+import segfaults after TensorFlow's): the built-in runs in a worker of its own
+(``framework_worker``), which imports TensorFlow once for the module (~10-20 s).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 import pytest
+from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, require  # noqa: F401
 
-pytest.importorskip("tensorflow")
+import references as gold
+from harness import runner, strategies
+from harness.adapters.contract import FUNCTIONS, FUNCTIONS_WITH_OPTIONS
+from references.rounding import ulp_error
 
-import references as gold  # noqa: E402 - after the importorskip
-from harness import runner, strategies  # noqa: E402
-from harness.adapters import tensorflow_nn  # noqa: E402
-from references.rounding import ulp_error  # noqa: E402
+require("tensorflow")
 
 # One case: logits within a few units of each other (every p in [0.015, 0.64]), class
 # indices and soft targets summing to 1 (TF's documented target domain), chosen so that
@@ -101,30 +105,46 @@ CHECKS: dict[str, tuple[Callable[..., Any], Callable[..., Any], float]] = {
 }
 
 
+#: The distributions TensorFlow's CPU builds are published as (one is installed).
+TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos",
+                    "tf-nightly", "tf-nightly-cpu")
+
+
+def _installed_tf_version() -> str | None:
+    """The installed TensorFlow's version, from its distribution's metadata (no import)."""
+    for distribution in TF_DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 @pytest.fixture(scope="module")
-def adapter() -> tensorflow_nn.TensorFlowAdapter:
-    return tensorflow_nn.load()
+def adapter(framework: Callable[[str], WorkerAdapter]) -> WorkerAdapter:
+    return framework("tensorflow")
 
 
-def test_attributes(adapter: tensorflow_nn.TensorFlowAdapter) -> None:
-    import tensorflow as tf
-
+def test_attributes(adapter: WorkerAdapter) -> None:
     assert adapter.name == "tensorflow"
-    assert adapter.version == tf.__version__
+    installed = _installed_tf_version()
+    if installed is not None:  # tf.__version__ is its distribution's version
+        assert adapter.version == installed
     assert adapter.dtypes == ("float64", "float32", "float16", "bfloat16")
     assert adapter.dialect == "tensorflow"
-    # TF's cross-entropies have no options: none may appear in the signature
-    import inspect
-
-    for function in ("cross_entropy", "cross_entropy_grad", "cross_entropy_jvp",
-                     "cross_entropy_hvp"):
-        parameters = inspect.signature(getattr(adapter, function)).parameters
-        assert not {"weight", "ignore_index", "label_smoothing", "reduction"} & set(parameters)
+    assert set(adapter.provides) == set(FUNCTIONS)  # every function of the contract
+    # TF's cross-entropies have no options: none is accepted
+    for function in FUNCTIONS_WITH_OPTIONS:
+        assert not {"weight", "ignore_index", "label_smoothing", "reduction"} & set(
+            adapter.provides[function])
+    with pytest.raises(WorkerFault) as fault:
+        adapter.cross_entropy(LOGITS, INDEX, reduction="sum")
+    assert fault.value.kind == "not-provided"
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("check", list(CHECKS))
-def test_against_gold(adapter: tensorflow_nn.TensorFlowAdapter, check: str, dtype: type) -> None:
+def test_against_gold(adapter: WorkerAdapter, check: str, dtype: type) -> None:
     call, exact, allowed = CHECKS[check]
     logits = LOGITS.astype(dtype)
     got = call(adapter, logits, dtype)
@@ -137,7 +157,7 @@ def test_against_gold(adapter: tensorflow_nn.TensorFlowAdapter, check: str, dtyp
 
 
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
-def test_half_dtypes_kept(adapter: tensorflow_nn.TensorFlowAdapter, dtype: type) -> None:
+def test_half_dtypes_kept(adapter: WorkerAdapter, dtype: type) -> None:
     """Half formats go in and come back in their dtype and shape (bfloat16 via ml_dtypes),
     close to the exact values (within 2% here: a few ulps of an 8-bit significand)."""
     logits = LOGITS.astype(dtype)
@@ -152,20 +172,21 @@ def test_half_dtypes_kept(adapter: tensorflow_nn.TensorFlowAdapter, dtype: type)
         np.testing.assert_allclose(got.astype(np.float64), want, rtol=0.02, atol=1e-3)
 
 
-def test_bad_class_index_raises(adapter: tensorflow_nn.TensorFlowAdapter) -> None:
-    """TF's sparse cross-entropy refuses a class index out of [0, K) on the CPU."""
-    import tensorflow as tf
-
-    with pytest.raises(tf.errors.InvalidArgumentError):
+def test_bad_class_index_raises(adapter: WorkerAdapter) -> None:
+    """TF's sparse cross-entropy refuses a class index out of [0, K) on the CPU
+    (``tf.errors.InvalidArgumentError``, raised in the worker)."""
+    with pytest.raises(WorkerFault) as fault:
         adapter.cross_entropy(LOGITS, np.array([2, 5, 0], dtype=np.int64))
+    assert fault.value.kind == "raised"
+    assert str(fault.value).startswith("raised: InvalidArgumentError:"), str(fault.value)
 
 
-def test_runs_through_the_harness(adapter: tensorflow_nn.TensorFlowAdapter) -> None:
-    """The loaded adapter, in this process, through the runner: every check family on
-    the first two float64 cases of ``moderate`` (the whole regime takes several times
-    longer and grades nothing else of the glue)."""
+def test_runs_through_the_harness() -> None:
+    """The built-in, in a worker of the runner's own, through the runner: every check
+    family on the first two float64 cases of ``moderate`` (the whole regime takes several
+    times longer and grades nothing else of the glue)."""
     cases = strategies.sample("moderate", dtype="float64", seed=0, size=2)
-    report = runner.run([adapter], dtypes=["float64"], regimes=[],
+    report = runner.run(["tensorflow"], dtypes=["float64"], regimes=[],
                         extra_cases=cases).to_dict()
     (entry,) = report["adapters"]
     assert entry["name"] == "tensorflow" and entry["verdict"] in ("pass", "fail")

@@ -14,6 +14,7 @@ from harness.adapters import numpy_stable
 from harness.adapters.contract import AdapterSpecError
 from harness.adapters.numpy_dialects import NumpyInDialect
 from harness.adapters.registry import describe
+from harness.report import markdown
 from references import dialects
 
 
@@ -86,7 +87,11 @@ class PMinusY(NumpyInDialect):
 
 
 def test_targets_outside_the_domain_are_recorded_not_graded():
-    outside = _run(PMinusY("tensorflow"), "moderate")
+    run = runner.run([PMinusY("tensorflow")], dtypes=("float64",), regimes=("moderate",))
+    outside = run.adapters[0]
+    (row,) = markdown.difference_rows(run.to_dict())  # the report's tally, per rule
+    assert row[:2] == ["numpy-tensorflow", "target-distribution"]
+    assert row[5] == f"{_rows(outside, 'outside contract')} outside contract"
     assert outside.verdict == "pass", _failing(outside)
     assert _rows(outside, "outside contract") > 0
     graded = [r for r in outside.results.values()

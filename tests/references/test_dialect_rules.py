@@ -101,3 +101,18 @@ def test_unknown_dialects_are_named():
         assert d.name == name
         for rule in d.rules:
             assert rule.source.startswith("https://") and rule.says and rule.pytorch
+
+
+def test_row_mass_of_smoothed_labels():
+    """Paddle's soft labels from class indices with smoothing ε: y' = (1 − ε)·onehot + ε/K;
+    the mass Σ w·y' by hand in fractions."""
+    from fractions import Fraction
+
+    eps, w = 0.25, [2.0, 0.5, 1.5]
+    want = [float(Fraction(3, 4) * Fraction(w[t]) + Fraction(1, 4) / 3 * Fraction(sum(w)))
+            for t in (0, 2)]
+    assert dialects.row_mass(np.array([0, 2]), w, eps) == want
+    # an ignored row is left out: no loss, no mass
+    assert dialects.row_mass(np.array([0, -100]), w, eps, ignore_index=-100)[1] == 0.0
+    soft = dialects.row_mass(np.array([[0.5, 0.5, 0.0]]), w, eps)
+    assert soft == [float(Fraction(3, 4) * Fraction(5, 4) + Fraction(1, 12) * 4)]
