@@ -6,7 +6,7 @@ side by side in the same run, on this machine.
 prints a table (figure, value, goal, met) and, with ``--json``, writes the figures as one
 JSON object. What each figure is:
 
-* ``fast_reference_throughput_ratio``: elements/s of ``references.fast.log_softmax`` ÷
+* ``fast_reference_throughput_ratio``: elements/s of ``xentcheck.references.fast.log_softmax`` ÷
   elements/s of NumPy's float64 shifted log_softmax, both on the same (8, 131072) logits
   (best of R runs each).
 * ``fast_reference_max_ulp_vs_gold``: the largest error, in float64 ulps of the gold value,
@@ -16,7 +16,8 @@ JSON object. What each figure is:
 * ``llm_scale_time_ratio_vs_jax_check_grads``: the time xentcheck takes to certify a torch
   float32 cross-entropy value and fused gradient on (8, 131072) logits - the reference,
   the candidate's two calls, the grading of both and the gradient certificate, through the
-  engine's own code (``harness.truth``, ``harness.checks``), best of R, the torch worker
+  engine's own code (``xentcheck.harness.truth``, ``xentcheck.harness.checks``), best of R,
+  the torch worker
   already started - ÷ the time ``jax.test_util.check_grads(order=1, modes=["rev"])``
   takes on the same loss and input the first time it meets that shape (what one test in
   a CI suite pays: its XLA compiles included, JAX's import not).
@@ -99,7 +100,7 @@ def numpy_log_softmax(z: np.ndarray) -> np.ndarray:
 
 def fast_throughput(repeats: int) -> dict[str, Any]:
     """fast.log_softmax ÷ NumPy float64 elements/s at three K; the goal is on (8, 131072)."""
-    from references import fast
+    from xentcheck.references import fast
 
     out: dict[str, Any] = {}
     for k in (1024, SMALL_VOCAB, VOCAB):
@@ -116,7 +117,7 @@ def fast_throughput(repeats: int) -> dict[str, Any]:
 
 def gold_throughput() -> dict[str, Any]:
     """The gold tier's log_softmax elements/s on (4, 256)."""
-    from references import gold
+    from xentcheck.references import gold
 
     z = logits((4, 256))
     seconds = best_of(1, lambda: gold.log_softmax(z))
@@ -129,7 +130,7 @@ def fast_accuracy() -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "tests" / "references"))
     import test_fast  # the measure lives with the tests that assert it
 
-    from harness.strategies import REGIMES, sample
+    from xentcheck.harness.strategies import REGIMES, sample
 
     test_fast.BOUND = math.inf  # measure here; the tests assert the bound
     worst = 0.0
@@ -146,9 +147,9 @@ def fast_accuracy() -> dict[str, Any]:
 def certify(handle: Any, case: Any, functions: tuple[str, ...]) -> dict[str, Any]:
     """Grade ``functions`` of one adapter on one case through the engine: a fresh truth
     (reference and certificate), the adapter's calls, the grading. Returns the results."""
-    from harness import grading
-    from harness.checks import Context, derivatives, values
-    from harness.truth import Truth
+    from xentcheck.harness import grading
+    from xentcheck.harness.checks import Context, derivatives, values
+    from xentcheck.harness.truth import Truth
 
     truth = Truth(case)
     ctx = Context(handle.name, handle.spec, handle, truth, grading.STANDARD)
@@ -162,7 +163,7 @@ def certify(handle: Any, case: Any, functions: tuple[str, ...]) -> dict[str, Any
 
 
 def index_case(z: np.ndarray, dtype: str) -> Any:
-    from harness.cases import Case
+    from xentcheck.harness.cases import Case
 
     target = np.random.default_rng(1).integers(0, z.shape[1], z.shape[0])
     return Case(z, target, "indices", {}, dtype, "benchmark", f"benchmark-{dtype}-{z.shape}")
@@ -174,7 +175,7 @@ def llm_scale(repeats: int) -> dict[str, Any]:
     import jax.numpy as jnp
     from jax.test_util import check_grads
 
-    from harness.adapters.registry import open_adapter
+    from xentcheck.harness.adapters.registry import open_adapter
 
     jax.config.update("jax_enable_x64", True)
     out: dict[str, Any] = {}
@@ -222,7 +223,7 @@ def gradcheck_comparison(repeats: int) -> dict[str, Any]:
     """torch.autograd.gradcheck (slow mode) vs xentcheck on a float64 (8, 1000) CE gradient."""
     import torch
 
-    from harness.adapters.registry import open_adapter
+    from xentcheck.harness.adapters.registry import open_adapter
 
     case = index_case(logits((8, 1000)), "float64")
     x = torch.tensor(case.logits, requires_grad=True)
@@ -273,8 +274,8 @@ def planted_jacobian(delta: float = 1e-3) -> dict[str, Any]:
     """Whether xentcheck's derivative check and gradcheck's fast mode catch the plant."""
     import torch
 
-    from harness.adapters.registry import open_adapter
-    from harness.cases import Case
+    from xentcheck.harness.adapters.registry import open_adapter
+    from xentcheck.harness.cases import Case
 
     z = logits((4, 16), np.float64, seed=3)
     case = Case(z, np.zeros(4, np.int64), "indices", {}, "float64", "benchmark",
@@ -337,7 +338,8 @@ def _tree_rss_mb(root: int) -> float:
 
 def main_job() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "harness.cli", "run", "--jobs", "2", "--out", out]
+        command = [sys.executable, "-m", "xentcheck.harness.cli", "run", "--jobs", "2",
+                   "--out", out]
         start = time.perf_counter()
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import DTYPES, OPTIONS, REDUCTIONS, case_dtype, dtype_name
+from xentcheck.harness.adapters.contract import DTYPES, OPTIONS, REDUCTIONS, case_dtype, dtype_name
 
 __all__ = [
     "CASE_FORMAT",
@@ -124,7 +124,8 @@ class Case:
     - ``dtype``: ``"float64"``, ``"float32"``, ``"float16"`` or ``"bfloat16"``.
     - ``regime``, ``case_id`` (stable, e.g. ``"ties-float16-s0-3"``), ``seed`` (of a
       fixed-seed sample; ``None`` for Hypothesis draws and corpora) and ``origin`` (a
-      Python expression that regenerates the case, e.g. ``harness.strategies.sample(...)[3]``,
+      Python expression that regenerates the case, e.g.
+      ``xentcheck.harness.strategies.sample(...)[3]``,
       or ``None``).
 
     Only the structure is validated here (shapes, dtypes, names, option types): a case may
@@ -289,8 +290,9 @@ class Case:
         ``max_chars`` and the case knows its ``origin`` (a fixed-seed sample or a corpus
         chunk), the snippet regenerates it from there instead.
         """
-        line = f"from harness.cases import Case; case = Case.from_json({self.to_json()!r})"
-        if len(line) > max_chars and self.origin and self.origin.startswith("harness."):
+        line = ("from xentcheck.harness.cases import Case; "
+                f"case = Case.from_json({self.to_json()!r})")
+        if len(line) > max_chars and self.origin and self.origin.startswith("xentcheck.harness."):
             module = self.origin.split("(", 1)[0].rsplit(".", 1)[0]
             return f"import {module}; case = {self.origin}"
         return line

@@ -11,7 +11,8 @@ Exit codes, each meaning one thing (so that CI can tell a finding from a crash):
 - 130 / 143: interrupted by SIGINT / SIGTERM (the previous reports are left as they were).
 
 With ``run --baseline FILE`` the exit code reflects regressions against the baseline only
-(see :mod:`harness.compare`): known failures recorded in the baseline do not fail a CI job,
+(see :mod:`xentcheck.harness.compare`): known failures recorded in the baseline do not fail a
+CI job,
 anything newly failing or a max_ulp growth beyond the slack does.
 """
 
@@ -28,9 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import options
-from harness.signals import Terminated, raise_on_sigterm
-from harness.text import terminal
+from xentcheck.harness import options
+from xentcheck.harness.signals import Terminated, raise_on_sigterm
+from xentcheck.harness.text import terminal
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -42,7 +43,7 @@ EXIT_TERMINATED = 143
 
 def say(text: str) -> None:
     """Print a line of output, control characters shown escaped (adapter names, reasons
-    and report fields are untrusted: :func:`harness.text.terminal`); a reader that went
+    and report fields are untrusted: :func:`xentcheck.harness.text.terminal`); a reader that went
     away (``xentcheck run | head``) silences the rest of the output, but never stops the
     run or its reports."""
     try:
@@ -70,7 +71,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from references import audit
+    from xentcheck.references import audit
 
     argv = ["--quick"] if args.quick else []
     if args.seed is not None:
@@ -81,36 +82,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from harness.adapters import format_adapter_list, list_adapters
+    from xentcheck.harness.adapters import format_adapter_list, list_adapters
 
     say(format_adapter_list(list_adapters(timeout=args.timeout)))
     return EXIT_OK
 
 
-def _shard(text: str) -> tuple[int, int]:
-    index, sep, count = text.partition("/")
-    try:
-        i, n = int(index), int(count)
-    except ValueError:
-        i = n = 0
-    if not sep or n < 1 or not 1 <= i <= n:
-        raise argparse.ArgumentTypeError(f"--shard must be I/N with 1 <= I <= N, got {text!r}")
-    return i, n
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
 def _default_adapters() -> list[str]:
-    from harness.adapters import list_adapters
-    from harness.adapters.registry import OPT_IN
+    from xentcheck.harness.adapters import list_adapters
+    from xentcheck.harness.adapters.registry import OPT_IN
 
     return [info.name for info in list_adapters()
             if info.unavailable is None and info.source == "built-in"
@@ -119,15 +99,15 @@ def _default_adapters() -> list[str]:
 
 def _builtin_names() -> list[str]:
     """The built-ins of a default run: every one but the opt-in ones (OPT_IN)."""
-    from harness.adapters.registry import BUILTINS, OPT_IN
+    from xentcheck.harness.adapters.registry import BUILTINS, OPT_IN
 
     return [name for name in BUILTINS if name not in OPT_IN]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness import defects, grading, runner, strategies
-    from harness.adapters.contract import DTYPES, AdapterSpecError
-    from harness.fpenv import FloatingPointEnvironmentError
+    from xentcheck.harness import defects, grading, runner, strategies
+    from xentcheck.harness.adapters.contract import DTYPES, AdapterSpecError
+    from xentcheck.harness.fpenv import FloatingPointEnvironmentError
 
     baseline = _load_report(args.baseline, "--baseline") if args.baseline else None
     dtypes = args.dtype or list(DTYPES)
@@ -154,7 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Without --adapter: every built-in, each loaded in its own worker only (the ones that
     # cannot start there, e.g. torch-cuda without a GPU, are left out of the report).
     adapters = args.adapter or _builtin_names()
-    progress = _progress_bar() if sys.stderr.isatty() else None
+    progress = _ProgressBar() if sys.stderr.isatty() else None
     settings = dict(profile=args.profile, dtypes=dtypes, regimes=regimes,
                     cases_file=args.cases, seed=args.seed, timeout=args.timeout,
                     shard=args.shard, max_classes=args.max_classes, budgets_path=args.budgets,
@@ -165,17 +145,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
             hunts = _hunt(args, args.adapter or _default_adapters(), dtypes)
             settings["extra_cases"] = _hunted_cases(hunts)
         if args.jobs > 1:
-            data = runner.run_parallel(adapters, jobs=args.jobs, **settings)
+            data = runner.run_parallel(adapters, jobs=args.jobs, progress=progress, **settings)
         else:
             data = runner.run(adapters, progress=progress, **settings).to_dict()
     except (AdapterSpecError, FloatingPointEnvironmentError) as err:
         raise UsageError(str(err)) from None
     except runner.RunError as err:
         raise InternalError(str(err)) from None
+    finally:
+        if progress is not None:
+            progress.close()
     if hunts:
         data["hunts"] = [h.to_dict() for h in hunts]
     if not args.adapter:  # the opt-in built-ins, named with why they were left out
-        from harness.adapters.registry import OPT_IN
+        from xentcheck.harness.adapters.registry import OPT_IN
 
         data["skipped"] = sorted([*data.get("skipped", []),
                                   *({"name": n, "reason": r} for n, r in OPT_IN.items())],
@@ -193,7 +176,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _writable_out(path: str, what: str) -> Path:
     """The reports folder, created; a UsageError before any work when it cannot be
     written (a run's results must never be lost at the end)."""
-    from harness import report
+    from xentcheck.harness import report
 
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -208,8 +191,8 @@ def _writable_out(path: str, what: str) -> Path:
 
 def _write_reports(data: dict[str, Any], out: Path, *, stem: str | None = None,
                    with_json: bool = True) -> list[Path]:
-    """Write the report set (all of it or nothing; see :mod:`harness.report`)."""
-    from harness import report
+    """Write the report set (all of it or nothing; see :mod:`xentcheck.harness.report`)."""
+    from xentcheck.harness import report
 
     try:
         return report.write_set(data, out, stem=stem or report.STEM, with_json=with_json)
@@ -219,7 +202,7 @@ def _write_reports(data: dict[str, Any], out: Path, *, stem: str | None = None,
 
 
 def _pin(hunts: list[Any]) -> None:
-    from harness import hunt, runner
+    from xentcheck.harness import hunt, runner
 
     try:
         added = hunt.pin(_hunted_cases(hunts))
@@ -242,7 +225,7 @@ def _print_verdicts(data: dict[str, Any]) -> int:
 
 def _load_report(path: str, what: str) -> dict[str, Any]:
     """A conformance.json, or a one-line UsageError naming the file and the problem."""
-    from harness.report import json_report
+    from xentcheck.harness.report import json_report
 
     try:
         data = json_report.load(path)
@@ -257,7 +240,7 @@ def _load_report(path: str, what: str) -> dict[str, Any]:
 
 def _guard(baseline: dict[str, Any], current: dict[str, Any], ulp_slack: float) -> int:
     """Print the comparison; EXIT_FAIL on a regression, EXIT_OK otherwise."""
-    from harness.compare import compare
+    from xentcheck.harness.compare import compare
 
     try:
         comparison = compare(baseline, current, ulp_slack=ulp_slack)
@@ -274,7 +257,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from harness.merge import merge
+    from xentcheck.harness.merge import merge
 
     out = _writable_out(args.out_dir, "OUT_DIR")
     shards = [_load_report(path, "SHARD") for path in args.shards]
@@ -300,18 +283,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _slack(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}") from None
-    if not value >= 1.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 1, got {text!r}")
-    return value
+_slack = options.slack  # the type of run's --ulp-slack, for compare's too
 
 
 def _add_compare_parsers(sub: Any) -> None:
-    from harness.compare import ULP_FLOOR, ULP_SLACK
+    from xentcheck.harness.compare import ULP_FLOOR, ULP_SLACK
 
     slack_help = (f"allowed max_ulp growth factor (default {ULP_SLACK:g}): a result regresses "
                   f"when current > max(baseline x X, baseline + {ULP_FLOOR:g} ulp)")
@@ -337,12 +313,25 @@ def _add_compare_parsers(sub: Any) -> None:
 
 def _hunt(args: argparse.Namespace, adapters: list[str], dtypes: list[str]) -> list[Any]:
     """Hypothesis hunts for the worst input of every function each adapter provides."""
-    from harness import hunt
+    from xentcheck.harness import hunt
 
-    results = hunt.hunt_all(adapters, dtypes=dtypes, regimes=args.regime or None,
-                            max_examples=args.max_examples, seed=args.seed,
-                            profile=args.profile, timeout=args.timeout,
-                            budgets_path=args.budgets, max_classes=args.max_classes)
+    progress = _ProgressBar() if sys.stderr.isatty() else None
+    done: list[Any] = []
+
+    def hunted(result: Any) -> None:  # the number of hunts is known only as they end
+        done.append(result)
+        if progress is not None:
+            progress(len(done), len(done), f"hunt {result.function} {result.dtype}")
+
+    try:
+        results = hunt.hunt_all(adapters, dtypes=dtypes, regimes=args.regime or None,
+                                max_examples=args.max_examples, seed=args.seed,
+                                profile=args.profile, timeout=args.timeout,
+                                budgets_path=args.budgets, max_classes=args.max_classes,
+                                progress=hunted)
+    finally:
+        if progress is not None:
+            progress.close()
     for result in results:
         if result.found_failure:
             say(f"hunt: {result.summary()}")
@@ -360,20 +349,27 @@ def _hunted_cases(results: list[Any]) -> list[Any]:
     return cases
 
 
-def _progress_bar() -> Any:
-    from tqdm import tqdm
+class _ProgressBar:
+    """A progress bar on stderr, called with (cases started, total, the case being run);
+    the total may grow (a ``--jobs`` run learns each process's share as it starts)."""
 
-    bar: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self._bar: Any = None
 
-    def update(number: int, total: int, case_id: str) -> None:
-        if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, unit="case", leave=False)
-        bar["bar"].set_postfix_str(case_id, refresh=False)
-        bar["bar"].update(1)
-        if number == total:
-            bar["bar"].close()
+    def __call__(self, number: int, total: int, case_id: str) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
 
-    return update
+            self._bar = tqdm(total=total, unit="case", leave=False, file=sys.stderr)
+        if total != self._bar.total:
+            self._bar.total = total
+        self._bar.set_postfix_str(case_id, refresh=False)
+        self._bar.update(number - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,46 +377,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xentcheck",
         description="Verify softmax / cross-entropy implementations against exact references.",
     )
-    import harness
+    import xentcheck.harness
 
-    parser.add_argument("--version", action="version", version=f"xentcheck {harness.__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"xentcheck {xentcheck.harness.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     audit = sub.add_parser(
         "audit", help="prove every derivation of the references by finite differences"
     )
     audit.add_argument("--quick", action="store_true", help="fewer inputs per formula")
     audit.add_argument("--seed", type=int, default=None, help="seed of the random inputs")
-    from references.audit import FORMULAS
+    from xentcheck.references.audit import FORMULAS
 
     audit.add_argument("--only", action="append", metavar="FORMULA", choices=list(FORMULAS),
                        help=f"audit only this formula (repeatable): {', '.join(FORMULAS)}")
     audit.set_defaults(func=_cmd_audit)
     run = sub.add_parser("run", help="grade adapters against the exact truth, write reports")
-    # The options shared with the pytest plugin come from harness.options (defined once).
-    options.add_to_argparse(run, "adapter", "profile", "dtype", "regime")
-    run.add_argument("--cases", metavar="FILE", help="your own logits: .npy, or .npz with "
-                     "'logits' and optional 'labels'")
-    options.add_to_argparse(run, "seed", "timeout")
-    run.add_argument("--shard", type=_shard, metavar="I/N", help="run only shard I of N")
-    run.add_argument("--jobs", type=options.positive(int), default=1, metavar="J",
-                     help="local processes to share the cases (default 1)")
-    options.add_to_argparse(run, "max-classes", "budgets")
-    run.add_argument("--max-examples", type=_non_negative, default=0, metavar="N",
-                     help="also hunt each function's worst input with N Hypothesis examples "
-                          "(target() on the error; failures shrunk) and grade what is found")
-    run.add_argument("--pin", action="store_true",
-                     help="with --max-examples: pin the cases found, so every run replays them")
-    run.add_argument("--out", default="reports", metavar="DIR",
-                     help="where to write the reports (default reports/)")
-    run.add_argument("--baseline", metavar="FILE",
-                     help="a baseline conformance.json: the exit code then reflects "
-                          "regressions against it only (known failures in it pass)")
-    run.add_argument("--ulp-slack", type=_slack, default=2.0, metavar="X",
-                     help="with --baseline: allowed max_ulp growth factor (default 2)")
+    # Every option of run is defined once, in xentcheck.harness.options, and shared with the
+    # pytest plugin (as --xentcheck-NAME).
+    options.add_to_argparse(run)
     run.set_defaults(func=_cmd_run)
     _add_compare_parsers(sub)
     listing = sub.add_parser("list", help="list the adapters xentcheck can find")
-    from harness.adapters.registry import LIST_TIMEOUT
+    from xentcheck.harness.adapters.registry import LIST_TIMEOUT
 
     listing.add_argument("--timeout", type=options.bounded(float, 1e-3, 86400.0, "seconds"),
                          default=LIST_TIMEOUT, metavar="S",

@@ -5,10 +5,10 @@ neighbours (optax), TensorFlow and Keras, SciPy, ONNX Runtime, PaddlePaddle, tin
 MLX and fused LLM kernels (Liger-Kernel, Unsloth, Megatron-LM), each with its provenance
 (library, function, the issue or pull request, what went wrong) and an input of the same
 class, written for xentcheck: logits as numbers (``"inf"``, ``"-inf"``, ``"nan"`` as
-strings), or generated from a seed with the portable stream of :mod:`harness.strategies`
+strings), or generated from a seed with the portable stream of :mod:`xentcheck.harness.strategies`
 (``{"kind": "constant" | "uniform" | "normal", "shape": [N, K], ...}``); a target (class
 indices, probabilities with ``target_kind``, or ``{"random_classes": seed, "set": {row:
-class}}``); options. :func:`cases` turns them into :class:`~harness.cases.Case` s of the
+class}}``); options. :func:`cases` turns them into :class:`~xentcheck.harness.cases.Case` s of the
 regime ``known-defects``, which every run replays like the pinned cases. A malformed
 entry raises :class:`DefectCorpusError` naming it (the CLI: exit 2).
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import DTYPES, case_dtype
-from harness.cases import TARGET_KINDS, Case
+from xentcheck.harness.adapters.contract import DTYPES, case_dtype
+from xentcheck.harness.cases import TARGET_KINDS, Case
 
 KNOWN_DEFECTS = Path(__file__).resolve().parent / "data" / "known_defects.json"
 REGIME = "known-defects"
@@ -47,7 +47,7 @@ def _number(value: Any, where: str) -> float:
 
 
 def _generated(spec: Any, where: str) -> np.ndarray:
-    from harness.strategies import _StreamSource  # the portable stream of the samples
+    from xentcheck.harness.strategies import _StreamSource  # the portable stream of the samples
 
     if not isinstance(spec, dict) or spec.get("kind") not in ("constant", "uniform", "normal"):
         raise DefectCorpusError(f"{where}: generate needs kind constant, uniform or normal")
@@ -66,7 +66,7 @@ def _generated(spec: Any, where: str) -> np.ndarray:
 
 def _target(spec: Any, n: int, k: int, where: str) -> np.ndarray:
     if isinstance(spec, dict):
-        from harness.strategies import _StreamSource
+        from xentcheck.harness.strategies import _StreamSource
 
         seed = spec.get("random_classes")
         if not isinstance(seed, int):
@@ -111,7 +111,8 @@ def _case(entry: Any, index: int) -> Case:
         return Case(logits=logits, target=target, target_kind=kind,
                     options=dict(entry.get("options") or {}), dtype=dtype, regime=REGIME,
                     case_id=f"defect-{entry['id']}",
-                    origin=f"harness.strategies.sample({REGIME!r}, dtype={dtype!r})[{index}]")
+                    origin=("xentcheck.harness.strategies."
+                            f"sample({REGIME!r}, dtype={dtype!r})[{index}]"))
     except (ValueError, TypeError) as exc:
         raise DefectCorpusError(f"{where}: {exc}") from None
 
@@ -141,7 +142,8 @@ def entries(path: Path = KNOWN_DEFECTS) -> tuple[dict[str, Any], ...]:
 
 def cases(dtype: str | None = None, path: Path = KNOWN_DEFECTS) -> list[Case]:
     """The corpus as cases (of ``dtype`` only, when given), in the file's order; the
-    origin of each is its place in ``harness.strategies.sample('known-defects', dtype)``."""
+    origin of each is its place in
+    ``xentcheck.harness.strategies.sample('known-defects', dtype)``."""
     if not path.exists():
         raise DefectCorpusError(f"{path}: no such file")
     built = _load(str(path), path.stat().st_mtime_ns)[1]
@@ -150,6 +152,6 @@ def cases(dtype: str | None = None, path: Path = KNOWN_DEFECTS) -> list[Case]:
         return chosen
     import dataclasses
 
-    return [dataclasses.replace(c, origin=f"harness.strategies.sample({REGIME!r}, "
+    return [dataclasses.replace(c, origin=f"xentcheck.harness.strategies.sample({REGIME!r}, "
                                           f"dtype={dtype!r})[{i}]")
             for i, c in enumerate(chosen)]

@@ -4,6 +4,12 @@ A finding records how many rows a check looked at and how many failed, the rows 
 grade, the largest errors and the worst element with everything needed to reproduce it.
 :class:`Result` adds findings up per (adapter, check, function, dtype, regime): that is one
 row of ``conformance.json``.
+
+The worst element is the one of the worst grade with the largest error in ulps (ties: the
+case id and index decide, :func:`worst_key`); a finding's ``max_ulp`` and ``max_ratio``
+count every graded element, broken ones (an infinite error) included, so a result's
+summary and its worst case describe the same element whenever the largest error lies in
+the worst grade.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from harness.cases import Case, encode_floats
-from references.gold import UNDEFINED
+from xentcheck.harness.cases import Case, encode_floats
+from xentcheck.references.gold import UNDEFINED
 
 #: Row labels of the checks that hold or not (no ulp grading): rows per outcome.
 HOLDS, VIOLATED = "holds", "violated"
@@ -27,7 +33,7 @@ MAX_NOTES = 5
 #: How many input entries a worst-case record shows (the reproducer has them all).
 SHOWN_ENTRIES = 16
 
-#: Rows recorded, not graded, under an adapter's dialect (references.dialects): an input
+#: Rows recorded, not graded, under an adapter's dialect (xentcheck.references.dialects): an input
 #: outside the library's documented domain, an exception the library documents for it.
 OUTSIDE, REFUSED = "outside contract", "refused"
 
@@ -54,13 +60,17 @@ class Worst:
     allowed_ulp: float | None  # the stability bound in ulps at that element
     reproducer: str
     severity: int = 0
+    #: what the call took besides the logits (:func:`call_inputs`): ``target_kind``,
+    #: ``target`` (the row's, as strings) and ``options``; empty for functions of the
+    #: logits alone
+    call: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "case": self.case_id, "row": self.row, "index": self.index, "input": self.input,
             "got": self.got, "expected": self.expected, "ulp": _num(self.ulp),
             "ratio": _num(self.ratio), "allowed_ulp": _num(self.allowed_ulp),
-            "reproducer": self.reproducer, "severity": self.severity,
+            "reproducer": self.reproducer, "severity": self.severity, **self.call,
         }
 
 
@@ -155,8 +165,9 @@ def worst_key(severity: int, ulp: float | None, case_id: str, index: list[int]) 
 
 
 def _worst_of_passing(worst: dict[str, Any]) -> dict[str, Any]:
-    """A passing result keeps where its largest error is, not the input (report size)."""
-    return {k: v for k, v in worst.items() if k != "input"}
+    """A passing result keeps where its largest error is and the options, not the input or
+    the target (report size)."""
+    return {k: v for k, v in worst.items() if k not in ("input", "target")}
 
 
 def _worse(a: Worst, b: Worst) -> bool:
@@ -199,6 +210,53 @@ def exact_text(value: Any) -> str:
     if isinstance(value, np.floating):  # a fast-tier value (longdouble): its own digits
         return np.format_float_scientific(value, unique=True, trim="-")
     return repr(value)
+
+
+#: Functions whose call takes the case's target (the others take logits or a tangent).
+TARGET_FUNCTIONS = ("cross_entropy", "cross_entropy_grad", "cross_entropy_from_probs",
+                    "cross_entropy_grad_wrt_probs", "cross_entropy_jvp", "cross_entropy_hvp")
+#: Functions whose call takes the case's options (as the adapter contract passes them).
+OPTION_FUNCTIONS = ("cross_entropy", "cross_entropy_grad", "cross_entropy_jvp",
+                    "cross_entropy_hvp")
+
+
+def call_inputs(case: Case, function: str, row: int | None) -> dict[str, Any]:
+    """What a worst-case record shows of the call besides the logits: for a function that
+    takes a target, ``target_kind`` and the target of ``row`` (every row's when ``row`` is
+    None, e.g. a reduced loss), as strings (class indices, or hex floats, first
+    :data:`SHOWN_ENTRIES`); for one that takes options, ``options`` as the case's JSON writes
+    them (floats as hex floats; ``weight`` cut to its first entries). Empty otherwise.
+
+    >>> case = Case(np.array([[0.0, 1.0]]), np.array([1]), "indices",
+    ...             {"label_smoothing": 0.25, "reduction": "mean"}, "float64", "moderate", "c")
+    >>> shown = call_inputs(case, "cross_entropy", 0)
+    >>> shown["target_kind"], shown["target"], shown["options"]["reduction"]
+    ('indices', ['1'], 'mean')
+    >>> shown["options"]["label_smoothing"]
+    '0x1.0000000000000p-2'
+    >>> call_inputs(case, "softmax", 0)
+    {}
+    """
+    out: dict[str, Any] = {}
+    if function not in TARGET_FUNCTIONS:
+        return out
+    out["target_kind"] = case.target_kind
+    if case.target_kind == "indices":
+        flat = np.asarray(case.target).reshape(-1)
+        if row is not None and 0 <= row < flat.size:
+            out["target"] = [str(int(flat[row]))]
+        else:
+            out["target"] = [str(int(t)) for t in flat[:SHOWN_ENTRIES]]
+            if flat.size > SHOWN_ENTRIES:
+                out["target"].append(f"... ({flat.size} entries)")
+    else:
+        out["target"] = input_row(case.target, row)
+    if function in OPTION_FUNCTIONS:
+        out["options"] = {
+            key: (input_row(np.asarray(value), None) if key == "weight"
+                  else float.hex(float(value)) if key == "label_smoothing" else value)
+            for key, value in case.options.items()}
+    return out
 
 
 def input_row(array: np.ndarray, row: int | None) -> list[str]:

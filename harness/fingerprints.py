@@ -2,12 +2,12 @@
 
 ``harness/data/sample_fingerprints.json`` holds the SHA-256 of every default sample (each
 regime and dtype, seed 0, plus ``wide`` at vocabulary size) as
-:func:`harness.cases.fingerprint_cases` computes it. The test suite regenerates them, also
+:func:`xentcheck.harness.cases.fingerprint_cases` computes it. The test suite regenerates them, also
 with NumPy's SIMD dispatch turned off, and compares: a sample that changes with the CPU,
 the platform or an unrelated edit fails there, before a baseline made on one machine can
 disagree with a run on another.
 
-``python -m harness.fingerprints`` checks the file (exit 1 on a difference, naming it);
+``python -m xentcheck.harness.fingerprints`` checks the file (exit 1 on a difference, naming it);
 ``--write`` rewrites it after a deliberate change of the samples (say so in the commit:
 every baseline made before it compares as "not comparable" on the changed regimes).
 """
@@ -20,9 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import strategies
-from harness.adapters.contract import DTYPES
-from harness.cases import fingerprint_cases
+from xentcheck.harness import strategies
+from xentcheck.harness.adapters.contract import DTYPES
+from xentcheck.harness.cases import fingerprint_cases
 
 FINGERPRINTS = Path(__file__).resolve().parent / "data" / "sample_fingerprints.json"
 
@@ -62,7 +62,7 @@ def differences(expected: dict[str, str], got: dict[str, str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.fingerprints",
+        prog="python -m xentcheck.harness.fingerprints",
         description="check (or rewrite) the committed fingerprints of the default samples")
     parser.add_argument("--write", action="store_true", help="rewrite the committed file")
     args = parser.parse_args(argv)

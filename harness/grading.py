@@ -1,7 +1,7 @@
 """Error metrics, stability bounds, grades and profiles (DESIGN.md §7).
 
 Every graded output element gets two numbers: its error in ulps of the candidate's dtype
-against the exact value (``references.rounding.ulp_error``), and its *stability ratio*,
+against the exact value (``xentcheck.references.rounding.ulp_error``), and its *stability ratio*,
 the error divided by the error the textbook shifted algorithm is allowed on that input:
 
     allowed = u_w * B + Lambda * lambda_w                      (working format = dtype)
@@ -53,7 +53,7 @@ log_softmax, computed as (z_i - m) - log s: u |d_i| from dhat_i, |theta| + kappa
     No |m| and no |lse|: a candidate forming z_i - (m + log s) loses u |m| and is unstable
     at |z| ~ 1e8.
 cross_entropy, per row L = -sum_k u_k log p_k with the effective target u_k (weights and
-    smoothing as in ``references.gold``; U = sum |u_k|, r = #{u_k != 0}): log p_k from the
+    smoothing as in ``xentcheck.references.gold``; U = sum |u_k|, r = #{u_k != 0}): log p_k from the
     log_softmax above, times u_k (one rounding), summed (r - 1): with
     B_ls(k) the log_softmax bound of entry k,
     B = sum_k |u_k| B_ls(k) + r sum_k |u_k log p_k| + sum_k c_k |log p_k|;  Lambda = r / 2,
@@ -84,9 +84,9 @@ cross_entropy_grad_wrt_probs, -y_k / yhat_k: one division. B = |g_k|;  Lambda = 
 Evaluating the bounds
 ---------------------
 Exact values are decoded once into arrays (:func:`decode`, a
-``references.rounding.ExactValues``: sign, binary exponent, 159 leading significand bits)
+``xentcheck.references.rounding.ExactValues``: sign, binary exponent, 159 leading significand bits)
 and every candidate graded against them reuses the decoding; the ulp errors computed from
-it are ``references.rounding.ulp_error``'s bit for bit.
+it are ``xentcheck.references.rounding.ulp_error``'s bit for bit.
 B uses exact quantities, evaluated in float64: x (the exact output, read from its decoded
 exponent and leading bits, so values beyond float64's range cost nothing), and p, d, l
 from the logits by the shifted algorithm in float64, whose relative error (about
@@ -103,7 +103,7 @@ Per element, best first (``GRADES``): ``exact`` (<= 0.5 ulp), ``faithful`` (<= 1
 ``broken`` (non-finite where a finite value is right, finite or another non-finite where
 NaN or an infinity is right: the conventions of ``ulp_error``; callers grade exceptions
 and wrong shapes or dtypes with :func:`broken_result`). Exact values that are
-``references.gold.UNDEFINED``, and rows of logits holding +inf or only -inf (DESIGN.md §4:
+``xentcheck.references.gold.UNDEFINED``, and rows of logits holding +inf or only -inf (DESIGN.md §4:
 behaviour recorded, not graded; gold's logsumexp of an all -inf row is -inf, the limit,
 but the shifted algorithm's NaN there is no defect), are not graded. A row's grade is
 its worst element's; a result's, its worst row's. Profile ``standard`` passes ``stable``
@@ -112,13 +112,14 @@ Per-adapter accuracy budgets (``harness/data/budgets.json``, :func:`load_budgets
 N and the ratio limit for one adapter, function and dtype, never excuse ``broken``, and
 say why; :func:`judge` reports when one was needed.
 
->>> import numpy as np, references
+>>> import numpy as np
+>>> import xentcheck.references
 >>> z = np.array([[0.0, 1.0, 2.0]])
->>> exact = references.softmax(z)
->>> g = grade_elements("softmax", references.round_to(exact, "float64"), exact, inputs=z)
+>>> exact = xentcheck.references.softmax(z)
+>>> g = grade_elements("softmax", xentcheck.references.round_to(exact, "float64"), exact, inputs=z)
 >>> summarize(g).grade
 'exact'
->>> off = np.nextafter(np.nextafter(references.round_to(exact, "float64"), 1), 1)
+>>> off = np.nextafter(np.nextafter(xentcheck.references.round_to(exact, "float64"), 1), 1)
 >>> g = grade_elements("softmax", off, exact, inputs=z)
 >>> summarize(g).grade, judge(g, STANDARD).passed, judge(g, profile("strict", ulp_budget=1)).passed
 ('ulp≤N', True, False)
@@ -135,9 +136,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import DTYPES, FUNCTIONS, dtype_name
-from references import portable
-from references.rounding import ExactValues, float_format, ulp_error
+from xentcheck.harness.adapters.contract import DTYPES, FUNCTIONS, dtype_name
+from xentcheck.references import portable
+from xentcheck.references.rounding import ExactValues, float_format, ulp_error
 
 __all__ = [
     "BUDGETS_PATH",
@@ -214,17 +215,17 @@ def grade_label(grade: str, ulp_budget: float = DEFAULT_ULP_BUDGET) -> str:
 
 
 def decode(exact: Any) -> ExactValues:
-    """Exact values decoded once for grading (``references.rounding.ExactValues``).
+    """Exact values decoded once for grading (``xentcheck.references.rounding.ExactValues``).
 
     ``exact``: gold's values (an object array or scalar of mpf, ints, floats and
     ``UNDEFINED``), a float array taken as exact (float64, float32, float16, bfloat16 or
-    ``np.longdouble``, as ``references.fast`` returns; NaN is NaN there: to mark
+    ``np.longdouble``, as ``xentcheck.references.fast`` returns; NaN is NaN there: to mark
     undefined elements use ``ExactValues.from_floats(values, undefined=mask)``), or
     values already decoded (returned as they are). Decode once and pass the result to
     :func:`grade_elements` for every candidate graded against the same values.
 
-    >>> import references
-    >>> decoded = decode(references.softmax(np.array([0.0, 1.0])))
+    >>> import xentcheck.references
+    >>> decoded = decode(xentcheck.references.softmax(np.array([0.0, 1.0])))
     >>> decoded.shape, decoded.expo.tolist()
     ((2,), [-2, -1])
     """
@@ -573,7 +574,7 @@ def grade_elements(
 ) -> ElementGrades:
     """Ulp error, stability ratio and grade of every element of one output.
 
-    ``function``: a contract function (``harness.adapters.contract.FUNCTIONS``).
+    ``function``: a contract function (``xentcheck.harness.adapters.contract.FUNCTIONS``).
     ``candidate``: the adapter's output, already checked for shape and dtype (wrong ones
     are :func:`broken_result`). ``exact``: the gold values (object array of mpf and
     ``UNDEFINED``, the candidate's shape), or the same decoded once by :func:`decode`
@@ -584,7 +585,7 @@ def grade_elements(
     adapter. ``tangent``: the direction of a JVP or the vector of an HVP. ``dtype``: the
     case dtype (default: the candidate's; a mismatch raises ``ValueError``).
 
-    The ulp errors are ``references.rounding.ulp_error``'s, bit for bit, computed with
+    The ulp errors are ``xentcheck.references.rounding.ulp_error``'s, bit for bit, computed with
     NumPy from the decoded values.
     """
     if function not in FUNCTIONS:

@@ -1,6 +1,6 @@
 """Worst-case hunting: Hypothesis searches for the inputs an adapter gets most wrong.
 
-:func:`hunt` runs a Hypothesis search over :func:`harness.strategies.cases` for one
+:func:`hunt` runs a Hypothesis search over :func:`xentcheck.harness.strategies.cases` for one
 adapter, function and dtype (and optionally one regime). Every drawn case goes through
 the adapter and is graded against the gold exactly as the ``values`` and ``gradient``
 checks of a run grade it: same profile, same accuracy budgets, and a derivative is failed
@@ -18,11 +18,11 @@ for the cases that would fail, so that passing cases cost no certificate). Two o
 
 A case that fails the profile raises inside the test, so Hypothesis shrinks it to a
 minimal failing case, which is caught and returned with a one-line reproducer
-(``python -m harness.repro SPEC FUNCTION 'CASEJSON'``). Searches are deterministic for a
+(``python -m xentcheck.harness.repro SPEC FUNCTION 'CASEJSON'``). Searches are deterministic for a
 seed (``@hypothesis.seed``; no example database, no deadline, no explain phase).
 
 :func:`pin` appends cases to the pinned corpus that every run replays
-(:data:`harness.runner.PINNED_CASES`); :func:`hunt_all` hunts every function and dtype an
+(:data:`xentcheck.harness.runner.PINNED_CASES`); :func:`hunt_all` hunts every function and dtype an
 adapter provides and pins what it found.
 """
 
@@ -45,19 +45,19 @@ import hypothesis.errors
 import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 
-from harness import grading, strategies
-from harness.adapters.contract import (
+from xentcheck.harness import grading, strategies
+from xentcheck.harness.adapters.contract import (
     DTYPES,
     FUNCTIONS,
     FUNCTIONS_WITH_OPTIONS,
     CallOutcome,
     dtype_name,
 )
-from harness.cases import Case
-from harness.checks import Context, fault_finding, graded_finding, rows_of
-from harness.findings import Worst
-from harness.truth import MAX_JACOBIAN_CLASSES, Truth
-from references import portable
+from xentcheck.harness.cases import Case
+from xentcheck.harness.checks import Context, fault_finding, graded_finding, rows_of
+from xentcheck.harness.findings import Worst
+from xentcheck.harness.truth import MAX_JACOBIAN_CLASSES, Truth
+from xentcheck.references import portable
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES",
@@ -191,7 +191,7 @@ def _json_number(value: float | None) -> float | str | None:
 
 def reproducer(spec: str, function: str, case: Case) -> str:
     """The one-line shell command that replays ``function`` of adapter ``spec`` on ``case``."""
-    return (f"python -m harness.repro {shlex.quote(spec)} {function} "
+    return (f"python -m xentcheck.harness.repro {shlex.quote(spec)} {function} "
             f"{shlex.quote(case.to_json())}")
 
 
@@ -233,7 +233,7 @@ def _log2(values: np.ndarray) -> np.ndarray:
 def _margins(grades: grading.ElementGrades, policy: grading.Profile,
              budget: grading.Budget | None) -> np.ndarray:
     """Per element, log2 of how far it is from failing ``policy`` (> 0: fails), with the
-    thresholds widened by ``budget`` as :func:`harness.grading.judge` widens them."""
+    thresholds widened by ``budget`` as :func:`xentcheck.harness.grading.judge` widens them."""
     n = policy.ulp_budget
     ratio_limit = 1.0
     if budget is not None:
@@ -450,8 +450,8 @@ def _validate(function: str, dtype: Any, regime: str | None, max_examples: int,
 
 def _open(adapter: Any, timeout: float | None) -> tuple[Any, bool]:
     """A handle for ``adapter`` and whether this hunt opened it (and so must close it)."""
-    from harness.adapters.isolation import AdapterHandle
-    from harness.adapters.registry import open_adapter
+    from xentcheck.harness.adapters.isolation import AdapterHandle
+    from xentcheck.harness.adapters.registry import open_adapter
 
     if isinstance(adapter, AdapterHandle):
         return adapter, False
@@ -477,17 +477,17 @@ def hunt(
 
     ``adapter``: a spec, an adapter object, or an open handle (left open; anything else is
     opened for this hunt and closed at its end). ``regime``: one of
-    :data:`harness.strategies.REGIMES`, or None for all but ``corpus``. ``max_examples``:
+    :data:`xentcheck.harness.strategies.REGIMES`, or None for all but ``corpus``. ``max_examples``:
     Hypothesis' budget of valid examples (shrinking calls come on top). ``seed``: the
     search is the same for the same seed, adapter and arguments. ``timeout``: seconds per
     adapter call (enforced for adapters in a worker). ``ulp_budget``, ``budgets_path``:
-    as for :func:`harness.runner.run`. ``max_classes``: the largest K drawn (the softmax
-    Jacobian is capped at :data:`harness.truth.MAX_JACOBIAN_CLASSES`).
+    as for :func:`xentcheck.harness.runner.run`. ``max_classes``: the largest K drawn (the softmax
+    Jacobian is capped at :data:`xentcheck.harness.truth.MAX_JACOBIAN_CLASSES`).
 
     Raises :class:`HuntError` for an unknown function, dtype or regime, or an adapter that
     lacks the function or dtype or cannot be started; a spec that names nothing raises
-    :class:`~harness.adapters.contract.AdapterSpecError` (a usage error), as in
-    :func:`harness.runner.run`.
+    :class:`~xentcheck.harness.adapters.contract.AdapterSpecError` (a usage error), as in
+    :func:`xentcheck.harness.runner.run`.
     """
     started = time.monotonic()
     dtype = _validate(function, dtype, regime, max_examples, seed)
@@ -593,8 +593,8 @@ def _report(result: HuntResult, seen: _Seen, handle: Any, policy: grading.Profil
 
 def pin(cases: Iterable[Case], path: str | Path | None = None) -> int:
     """Append ``cases`` to the pinned corpus at ``path`` (one ``Case.to_json()`` a line;
-    default :data:`harness.runner.PINNED_CASES`, which every run replays), leaving out any
-    whose contents (:meth:`~harness.cases.Case.digest`) are there already.
+    default :data:`xentcheck.harness.runner.PINNED_CASES`, which every run replays), leaving out any
+    whose contents (:meth:`~xentcheck.harness.cases.Case.digest`) are there already.
 
     The file is rewritten atomically (a temporary file in the same folder, then
     ``os.replace``), so a reader never sees half a line; existing lines are kept as they
@@ -602,7 +602,7 @@ def pin(cases: Iterable[Case], path: str | Path | None = None) -> int:
     how many cases were new.
     """
     if path is None:
-        from harness.runner import PINNED_CASES  # here: the runner may import this module
+        from xentcheck.harness.runner import PINNED_CASES  # here: the runner may import this module
 
         path = PINNED_CASES
     target = Path(path)

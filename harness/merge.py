@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.findings import _SEVERITY, MAX_NOTES, severity, worst_key
+from xentcheck.harness.findings import _SEVERITY, MAX_NOTES, severity, worst_key
 
 
 def _max(a: Any, b: Any) -> Any:

@@ -1,10 +1,13 @@
 """The options of a conformance run, defined once and shared by the CLI and the pytest plugin.
 
 Each :class:`Option` is plain data (name, type, default, choices, help). ``xentcheck run``
-gets them as ``--adapter``, ``--profile``, ... through :func:`add_to_argparse`; the pytest
-plugin (:mod:`harness.plugin`) gets the same definitions as ``--xentcheck-adapter``,
+gets every one of them (:data:`RUN_OPTIONS`; it defines no option of its own) as
+``--adapter``, ``--profile``, ... through :func:`add_to_argparse`; the pytest plugin
+(:mod:`xentcheck.harness.plugin`) gets the same definitions as ``--xentcheck-adapter``,
 ``--xentcheck-profile``, ... through :func:`add_to_pytest`, so a flag's type, default and
-validation can never drift between the two surfaces (the pytest-benchmark habit).
+validation can never drift between the two surfaces (the pytest-benchmark habit). Where
+the plugin gives an option another meaning or default, the definition says so
+(``pytest_help``, ``pytest_default``); the plugin's docstring says why.
 
 This module is imported when pytest loads the plugin, so it imports nothing heavy: only
 the standard library.
@@ -38,8 +41,13 @@ def positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+#: The dtypes a run knows (``xentcheck.harness.adapters.contract.DTYPES``, which imports
+#: NumPy; a test keeps the two equal): the plugin validates ``--xentcheck-dtype`` with it
+#: in pytest-xdist's controller, which imports nothing heavy.
+DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+
 #: The largest K of a sample (a large LLM vocabulary, 2**17): ``--max-classes`` above it is
-#: refused, as :func:`harness.strategies.sample` refuses it.
+#: refused, as :func:`xentcheck.harness.strategies.sample` refuses it.
 MAX_CLASSES = 131072
 
 #: The largest seed: SeedSequence takes any non-negative integer, but a seed is a number a
@@ -66,12 +74,51 @@ def bounded(kind: type, low: float, high: float, what: str = "a number") -> Call
     return parse
 
 
+def non_negative(text: str) -> int:
+    """An argparse ``type``: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def shard(text: str) -> tuple[int, int]:
+    """An argparse ``type``: ``I/N`` with 1 <= I <= N, as ``(I, N)``."""
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--shard must be I/N with 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def slack(text: str) -> float:
+    """An argparse ``type``: a finite factor >= 1 (the allowed max_ulp growth)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}") from None
+    if not value >= 1.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 1, got {text!r}")
+    return value
+
+
+#: ``Option.pytest_default`` when the plugin's default is the CLI's.
+SAME = object()
+
+
 @dataclass(frozen=True)
 class Option:
     """One run option: what both argparse and pytest's ``parser.addoption`` are given.
 
     ``repeatable`` options collect every occurrence into a list (``action="append"``);
-    ``pytest_help`` replaces ``help`` where the plugin's meaning differs (defaults).
+    ``switch`` options take no value (``action="store_true"``); ``pytest_help`` replaces
+    ``help`` where the plugin's meaning differs, and ``pytest_default`` the default.
     """
 
     name: str
@@ -80,8 +127,10 @@ class Option:
     default: Any = None
     choices: tuple[str, ...] | None = None
     repeatable: bool = False
+    switch: bool = False
     metavar: str | None = None
     pytest_help: str | None = None
+    pytest_default: Any = SAME
 
     @property
     def dest(self) -> str:
@@ -101,9 +150,15 @@ class Option:
         """The name ``config.getoption`` takes: ``xentcheck_max_classes``."""
         return (PYTEST_PREFIX + self.name).replace("-", "_")
 
-    def keywords(self) -> dict[str, Any]:
+    def keywords(self, *, pytest: bool = False) -> dict[str, Any]:
         """The keyword arguments of ``add_argument``/``addoption`` (flags and help aside)."""
-        kwargs: dict[str, Any] = {"default": self.default}
+        default = self.default
+        if pytest and self.pytest_default is not SAME:
+            default = self.pytest_default
+        kwargs: dict[str, Any] = {"default": default}
+        if self.switch:
+            kwargs["action"] = "store_true"
+            return kwargs
         if self.repeatable:
             kwargs["action"] = "append"
         if self.type is not None:
@@ -128,14 +183,42 @@ RUN_OPTIONS: tuple[Option, ...] = (
            help="float64, float32, float16, bfloat16 (repeatable; default all)"),
     Option("regime", repeatable=True, metavar="REGIME",
            help="a named input regime (repeatable; default all)"),
+    Option("cases", metavar="FILE",
+           help="your own logits: .npy, or .npz with 'logits' and optional 'labels'"),
     Option("seed", type=bounded(int, 0, MAX_SEED, "a whole number"), default=0,
            help="seed of the fixed samples (default 0)"),
     Option("timeout", type=bounded(float, 1e-3, 86400.0, "seconds"), default=60.0,
            metavar="S", help="seconds one adapter call may take (default 60)"),
+    Option("shard", type=shard, metavar="I/N", help="run only shard I of N"),
+    Option("jobs", type=positive(int), default=1, metavar="J",
+           help="local processes to share the cases (default 1)",
+           pytest_help="not for pytest, which shares tests among processes with "
+                       "pytest-xdist: give -n J instead (any J > 1 here is refused)"),
     Option("max-classes", type=bounded(int, 1, MAX_CLASSES, "a number of classes"),
            metavar="K", help=f"largest K of the samples (up to {MAX_CLASSES}, for "
                              "vocabulary-sized rows)"),
     Option("budgets", metavar="FILE", help="per-adapter accuracy budgets (JSON)"),
+    Option("max-examples", type=non_negative, default=0, metavar="N",
+           help="also hunt each function's worst input with N Hypothesis examples "
+                "(target() on the error; failures shrunk) and grade what is found",
+           pytest_help="also hunt each function's worst input with N Hypothesis examples: "
+                       "one test per function and dtype (FUNCTION[DTYPE-hunt]) that fails "
+                       "with the shrunk failing case"),
+    Option("pin", switch=True,
+           help="with --max-examples: pin the cases found, so every run replays them"),
+    Option("out", default="reports", metavar="DIR",
+           help="where to write the reports (default reports/)",
+           pytest_help="also write the report set (conformance.json, .md, .html, JUnit) of "
+                       "the results the session computed to DIR (default: none)",
+           pytest_default=None),
+    Option("baseline", metavar="FILE",
+           help="a baseline conformance.json: the exit code then reflects "
+                "regressions against it only (known failures in it pass)",
+           pytest_help="a baseline conformance.json: a result that fails as it failed in "
+                       "the baseline is an expected failure (xfail); only regressions "
+                       "against it fail"),
+    Option("ulp-slack", type=slack, default=2.0, metavar="X",
+           help="with --baseline: allowed max_ulp growth factor (default 2)"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in RUN_OPTIONS}
@@ -169,7 +252,8 @@ def add_to_pytest(group: Any, *names: str) -> None:
     """
     for option in _selected(names):
         group.addoption(option.pytest_flag, dest=option.pytest_dest,
-                        help=option.pytest_help or option.help, **option.keywords())
+                        help=option.pytest_help or option.help,
+                        **option.keywords(pytest=True))
 
 
 def from_pytest(config: Any) -> dict[str, Any]:

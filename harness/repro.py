@@ -1,8 +1,8 @@
-"""Reproduce one finding: ``python -m harness.repro ADAPTER FUNCTION CASE``.
+"""Reproduce one finding: ``python -m xentcheck.harness.repro ADAPTER FUNCTION CASE``.
 
 ``CASE`` is a case as JSON (what reports print) or the expression a report names a sampled
-case by: ``harness.strategies.sample('wide', dtype='float32', seed=0, size=2)[1]``,
-``harness.strategies.load_corpus('logits.npz', dtype='float32')[3]``, either followed by
+case by: ``xentcheck.harness.strategies.sample('wide', dtype='float32', seed=0, size=2)[1]``,
+``xentcheck.harness.strategies.load_corpus('logits.npz', dtype='float32')[3]``, either followed by
 ``.select_rows([2])``. The expression is parsed, never evaluated: only those calls, with
 literal arguments, are accepted. The adapter is loaded, the function called on the case,
 and every element printed: the input, what came back, the exact value, the error in ulps
@@ -22,19 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from harness import grading, strategies
-from harness.adapters.contract import FUNCTIONS, AdapterSpecError
-from harness.adapters.registry import open_adapter
-from harness.cases import Case, encode_floats
-from harness.findings import exact_text
-from harness.text import terminal
-from harness.truth import Truth
-from references import dialects
+from xentcheck.harness import grading, strategies
+from xentcheck.harness.adapters.contract import FUNCTIONS, AdapterSpecError
+from xentcheck.harness.adapters.registry import open_adapter
+from xentcheck.harness.cases import Case, encode_floats
+from xentcheck.harness.findings import exact_text
+from xentcheck.harness.text import terminal
+from xentcheck.harness.truth import Truth
+from xentcheck.references import dialects
 
 #: The calls a case expression may make, by every name they are written with.
 _CALLS: dict[str, Callable[..., Any]] = {}
 for _name, _function in (("sample", strategies.sample), ("load_corpus", strategies.load_corpus)):
-    for _prefix in ("", "strategies.", "harness.strategies."):
+    # "harness.strategies." is how reproducers written before 0.3 spell it
+    for _prefix in ("", "strategies.", "harness.strategies.", "xentcheck.harness.strategies."):
         _CALLS[_prefix + _name] = _function
 
 
@@ -47,7 +48,7 @@ def _dotted(node: ast.AST) -> str:
         return node.id
     if isinstance(node, ast.Attribute):
         return f"{_dotted(node.value)}.{node.attr}"
-    raise CaseExpressionError("only calls of harness.strategies.sample or load_corpus")
+    raise CaseExpressionError("only calls of xentcheck.harness.strategies.sample or load_corpus")
 
 
 def _literal(node: ast.AST) -> Any:
@@ -76,7 +77,7 @@ def _evaluate(node: ast.AST) -> Any:
         name = _dotted(func)
         if name not in _CALLS:
             raise CaseExpressionError(f"{name}() is not a case source; use "
-                                      "harness.strategies.sample or load_corpus")
+                                      "xentcheck.harness.strategies.sample or load_corpus")
         args = [_literal(a) for a in node.args]
         kwargs = {k.arg: _literal(k.value) for k in node.keywords if k.arg is not None}
         if len(kwargs) != len(node.keywords):
@@ -85,7 +86,7 @@ def _evaluate(node: ast.AST) -> Any:
             return _CALLS[name](*args, **kwargs)
         except TypeError as err:
             raise CaseExpressionError(f"{name}: {err}") from None
-    raise CaseExpressionError("expected case JSON or harness.strategies.sample(...)[i]")
+    raise CaseExpressionError("expected case JSON or xentcheck.harness.strategies.sample(...)[i]")
 
 
 def load_case(text: str) -> Case:
@@ -109,7 +110,7 @@ def load_case(text: str) -> Case:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 3:
-        print("repro: error: usage: python -m harness.repro ADAPTER FUNCTION CASE",
+        print("repro: error: usage: python -m xentcheck.harness.repro ADAPTER FUNCTION CASE",
               file=sys.stderr)
         return 2
     spec, function, text = args
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # a bug of xentcheck's: one line, the traceback in a file
-        from harness.cli import save_traceback
+        from xentcheck.harness.cli import save_traceback
 
         path = save_traceback(exc)
         print(terminal(f"repro: internal error: {type(exc).__name__}: {exc}"

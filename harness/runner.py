@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from harness import fpenv, grading, strategies
-from harness.adapters import contract
-from harness.cases import Case
-from harness.checks import Context, families
-from harness.findings import Finding, Result
-from harness.truth import Truth
-from references import dialects
+from xentcheck.harness import fpenv, grading, strategies
+from xentcheck.harness.adapters import contract
+from xentcheck.harness.cases import Case
+from xentcheck.harness.checks import Context, families
+from xentcheck.harness.findings import Finding, Result
+from xentcheck.harness.truth import Truth
+from xentcheck.references import dialects
 
 #: The report schema. /2 added the input fingerprints (``inputs``), the versions of
 #: xentcheck and Hypothesis, NumPy's SIMD targets, the report id and the built-ins left out.
@@ -133,10 +133,10 @@ def platform_info(adapters: Sequence[AdapterReport] = ()) -> dict[str, Any]:
     import mpmath
     import numpy
 
-    import harness
+    import xentcheck.harness
 
     return {
-        "xentcheck": harness.__version__,
+        "xentcheck": xentcheck.harness.__version__,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "mpmath": mpmath.__version__,
@@ -190,7 +190,7 @@ def unique_names(handles: Sequence[Any]) -> list[str]:
     """The report name of each adapter: its own name, or ``name (spec)`` where two adapters
     of one run share a name (``v1/impl.py`` and ``v2/impl.py`` are both ``impl``). The
     same spec given twice is refused with :class:`AdapterSpecError`."""
-    from harness.adapters.contract import AdapterSpecError
+    from xentcheck.harness.adapters.contract import AdapterSpecError
 
     specs = [h.spec for h in handles]
     for spec in specs:
@@ -263,16 +263,16 @@ def run(
     """Run the conformance checks of every adapter over the cases and grade them.
 
     ``adapters``: built-in names, specs (``pkg.mod:attr``, ``file.py:attr``, ``c:file.c``)
-    or adapter objects. Raises :class:`~harness.adapters.contract.AdapterSpecError` for a
+    or adapter objects. Raises :class:`~xentcheck.harness.adapters.contract.AdapterSpecError` for a
     spec that cannot be resolved or is given twice (a usage error); an adapter that cannot
     be started is reported with verdict ``error`` and the run goes on, or left out of the
     report (named in ``skipped``) with ``skip_unavailable`` (how a default run treats a
     built-in whose framework is absent). Two adapters with one name are told apart as
-    ``name (spec)``. Raises :class:`~harness.fpenv.FloatingPointEnvironmentError` when the
+    ``name (spec)``. Raises :class:`~xentcheck.harness.fpenv.FloatingPointEnvironmentError` when the
     floating-point environment of this process is not IEEE's default, at the start or
     after an in-process adapter changed it.
     """
-    from harness.adapters.registry import open_adapter
+    from xentcheck.harness.adapters.registry import open_adapter
 
     started = time.monotonic()
     fpenv.check("before the run")
@@ -354,10 +354,15 @@ PART_GRACE = 5.0
 def _part_main(kwargs: dict[str, Any], conn: Any) -> None:
     """A ``--jobs`` process: run its part and send the report back. SIGTERM and SIGINT
     unwind through :func:`run`'s cleanup (its workers' process groups are killed)."""
-    from harness.adapters.contract import AdapterSpecError
-    from harness.signals import raise_on_sigterm
+    from xentcheck.harness.adapters.contract import AdapterSpecError
+    from xentcheck.harness.signals import raise_on_sigterm
 
     raise_on_sigterm()
+    if kwargs.pop("report_progress", False):
+        def progress(number: int, total: int, case_id: str) -> None:
+            conn.send(("progress", number, total, case_id))
+
+        kwargs["progress"] = progress
     try:
         message: tuple[Any, ...] = ("ok", run(**kwargs).to_dict())
     except (AdapterSpecError, fpenv.FloatingPointEnvironmentError) as exc:
@@ -372,9 +377,13 @@ def _part_main(kwargs: dict[str, Any], conn: Any) -> None:
         conn.close()
 
 
-def run_parallel(adapters: Sequence[str], *, jobs: int, **kwargs: Any) -> dict[str, Any]:
+def run_parallel(adapters: Sequence[str], *, jobs: int,
+                 progress: Callable[[int, int, str], None] | None = None,
+                 **kwargs: Any) -> dict[str, Any]:
     """:func:`run` split over ``jobs`` local processes (whole dtypes each where possible,
     see :func:`part_of`), merged into one report (as ``run(...).to_dict()`` would give).
+    ``progress`` is called as in :func:`run`, with the cases done and the total over all
+    processes (the total grows until every process has started its first case).
 
     Adapters must be specs (names or paths), since each process loads its own. A process
     that dies raises :class:`RunError`; an interrupt (SIGINT, SIGTERM) ends every process
@@ -382,13 +391,15 @@ def run_parallel(adapters: Sequence[str], *, jobs: int, **kwargs: Any) -> dict[s
     import multiprocessing
     from multiprocessing.connection import wait
 
-    from harness.adapters.contract import AdapterSpecError
-    from harness.merge import combine
+    from xentcheck.harness.adapters.contract import AdapterSpecError
+    from xentcheck.harness.merge import combine
 
-    kwargs.pop("progress", None)
     context = multiprocessing.get_context("spawn")
     processes: list[Any] = []
     parts: dict[int, dict[str, Any]] = {}
+    done: dict[int, tuple[int, int]] = {}  # part -> (cases done, its total)
+    if progress is not None:
+        kwargs["report_progress"] = True
     try:
         pending: dict[Any, tuple[int, Any]] = {}
         for i in range(1, jobs + 1):
@@ -417,6 +428,12 @@ def run_parallel(adapters: Sequence[str], *, jobs: int, **kwargs: Any) -> dict[s
                         raise RunError("a --jobs process died before finishing its part "
                                        f"(exit code {process.exitcode}); nothing was graded"
                                        ) from None
+                    if message[0] == "progress":
+                        done[i] = (message[1], message[2])
+                        if progress is not None:
+                            progress(sum(n for n, _ in done.values()),
+                                     sum(t for _, t in done.values()), message[3])
+                        continue
                     del pending[receiver]
                     receiver.close()
                     if message[0] == "usage":
@@ -439,3 +456,356 @@ def run_parallel(adapters: Sequence[str], *, jobs: int, **kwargs: Any) -> dict[s
     merged = combine([parts[i] for i in sorted(parts)])
     merged["settings"]["shard"] = kwargs.get("shard") and "{}/{}".format(*kwargs["shard"])
     return merged
+
+
+# ----------------------------------------------------- one result at a time (the plugin)
+#
+# The pytest plugin (xentcheck.harness.plugin) collects one test per (adapter, function,
+# dtype, regime, check) without calling the adapter or computing any truth, and each test
+# then computes its own result. :func:`plan_results` names the results a run may report
+# (from the cases and what the adapter says it provides, nothing computed);
+# :class:`ResultRunner` computes one of them, the cases' truths and the adapter's outputs
+# kept for every other result of the process that needs them. A result computed so is
+# the result :func:`run` reports for the same key.
+
+#: Every check a run reports, with the functions it reports under (the families of
+#: ``xentcheck.harness.checks``, in the order :func:`run` applies them).
+CHECKS: dict[str, tuple[str, ...]] = {
+    "value": ("logsumexp", "softmax", "log_softmax", "cross_entropy",
+              "cross_entropy_from_probs"),
+    "gradient": ("cross_entropy_grad", "softmax_jacobian", "cross_entropy_grad_wrt_probs"),
+    "jvp": ("softmax_jvp", "log_softmax_jvp", "cross_entropy_jvp"),
+    "hvp": ("cross_entropy_hvp",),
+    "chain-rule": ("cross_entropy_grad",),
+    "self-fd": ("cross_entropy_grad",),
+    "reduction": ("cross_entropy",),
+    "batch-invariance": ("softmax", "log_softmax"),
+    "shift-invariance": ("softmax", "log_softmax", "cross_entropy", "cross_entropy_grad"),
+    "chunk-invariance": ("cross_entropy", "cross_entropy_grad"),
+    "contract": contract.FUNCTIONS,
+    "range": ("softmax", "log_softmax", "cross_entropy"),
+    "normalization": ("softmax", "cross_entropy_grad"),
+    "order": ("softmax", "log_softmax"),
+    "determinism": ("softmax", "log_softmax", "cross_entropy", "cross_entropy_grad"),
+    "edge": ("logsumexp", "softmax", "log_softmax", "cross_entropy", "cross_entropy_grad"),
+    "ignored-mean": ("cross_entropy_grad",),
+    "invalid-input": ("cross_entropy", "cross_entropy_grad"),
+}
+
+#: The functions whose outputs a check of a function reads besides the function itself
+#: (the chain rule is built from softmax, its Jacobian and −y/ŷ; the gradient's own
+#: finite differences call the loss).
+_READS: dict[str, tuple[str, ...]] = {
+    "chain-rule": ("softmax", "softmax_jacobian", "cross_entropy_grad_wrt_probs"),
+    "self-fd": ("cross_entropy", "cross_entropy_grad"),
+}
+
+_DERIVATIVE_CHECKS = ("gradient", "jvp", "hvp")
+
+
+@dataclass(frozen=True)
+class PlannedResult:
+    """A result a run may report: ``adapter`` is its name in reports, ``spec`` how to load
+    it; ``group`` names the truths it needs (results of one group share them)."""
+
+    adapter: str
+    spec: str
+    function: str
+    dtype: str
+    regime: str
+    check: str
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.adapter, self.check, self.function, self.dtype, self.regime)
+
+    @property
+    def group(self) -> str:
+        return truth_group(self.function, self.dtype, self.regime)
+
+
+def truth_group(function: str, dtype: str, regime: str) -> str:
+    """The truths a result of ``function`` needs, as a name: ``dtype-regime-family``; the
+    from-probabilities functions go with softmax (their inputs are its exact values)."""
+    family = "softmax" if function in ("cross_entropy_from_probs",
+                                       "cross_entropy_grad_wrt_probs") else function
+    return f"{dtype}-{regime}-{family}"
+
+
+def block_cases(*, dtypes: Sequence[str], regimes: Sequence[str], seed: int = 0,
+                cases_file: str | None = None, shard: tuple[int, int] | None = None,
+                max_classes: int | None = None, extra_cases: Sequence[Case] = ()
+                ) -> dict[tuple[str, str], list[Case]]:
+    """The cases :func:`run` grades with the same settings, by (dtype, regime) in order."""
+    cases = shard_of(build_cases(dtypes=dtypes, regimes=regimes, seed=seed,
+                                 cases_file=cases_file, max_classes=max_classes)
+                     + list(extra_cases), shard)
+    blocks: dict[tuple[str, str], list[Case]] = {}
+    for case in cases:
+        blocks.setdefault((case.dtype, case.regime), []).append(case)
+    return blocks
+
+
+def _may_report(check: str, function: str, case: Case, truth: Truth,
+                provides: dict[str, tuple[str, ...]]) -> bool:
+    """Whether ``check`` may report ``function`` on ``case``: what the checks require of the
+    case and the adapter before they call anything (a necessary condition; the truth is
+    only asked what applies, nothing is computed)."""
+    needed = _READS.get(check, (function,)) if check == "chain-rule" else (function,)
+    if not all(f in provides for f in needed):
+        return False
+    rows = case.num_rows
+    if check in ("value", *_DERIVATIVE_CHECKS):
+        return truth.applicable(function) or truth.outside_rule(function) is not None
+    if check == "contract":
+        return truth.applicable(function)
+    if check == "invalid-input":
+        from xentcheck.harness.checks import invalid
+
+        return case.regime in invalid.REGIMES and rows > 0 and case.num_classes >= 2
+    if check == "ignored-mean":
+        ignore = case.options.get("ignore_index")
+        return (rows > 0 and case.options.get("reduction") == "mean" and ignore is not None
+                and case.target_kind == "indices" and bool(np.all(case.target == ignore)))
+    if rows == 0:
+        return False
+    if check == "chain-rule":
+        return (not case.options and case.dtype in ("float64", "float32")
+                and truth.applicable("softmax_jacobian"))
+    if not truth.applicable(function):
+        return False
+    if check == "self-fd":
+        return case.dtype == "float64" and "cross_entropy" in provides
+    if check == "reduction":
+        return "reduction" in provides[function] and "reduction" not in case.options
+    if check in ("batch-invariance", "chunk-invariance"):
+        return rows >= 2
+    if check == "shift-invariance":
+        from xentcheck.harness.checks import consistency
+
+        return consistency._shift(case.logits) is not None
+    if check == "edge":
+        from xentcheck.harness.checks import edges
+
+        return any(bool(r.any()) for r in edges.situations(case.logits).values())
+    return True  # range, normalization, order, determinism
+
+
+class ResultRunner:
+    """Computes results one at a time for one process (a pytest session or xdist worker).
+
+    Each adapter is opened once (its worker started on first use: loading it tells what it
+    provides, and calls nothing); each case's truth is computed once per dialect and each
+    adapter output once per case, kept for every result that needs them. :meth:`close`
+    ends the workers."""
+
+    def __init__(self, *, profile: str = "standard", dtypes: Sequence[str] = contract.DTYPES,
+                 regimes: Sequence[str] = DEFAULT_REGIMES, cases_file: str | None = None,
+                 seed: int = 0, timeout: float = 60.0, shard: tuple[int, int] | None = None,
+                 max_classes: int | None = None, ulp_budget: float | None = None,
+                 budgets_path: str | None = None, extra_cases: Sequence[Case] = ()) -> None:
+        self.timeout = timeout
+        self.policy = grading.profile(profile, ulp_budget=ulp_budget)
+        self.budgets = grading.load_budgets(budgets_path)
+        self._cases = dict(dtypes=dtypes, regimes=regimes, seed=seed, cases_file=cases_file,
+                           shard=shard, max_classes=max_classes, extra_cases=extra_cases)
+        self._blocks: dict[tuple[str, str], list[Case]] | None = None
+        self._handles: dict[str, Any] = {}
+        self._truths: dict[tuple[int, str], Truth] = {}
+        self._outputs: dict[tuple[str, int], dict[str, Any]] = {}
+
+    @property
+    def blocks(self) -> dict[tuple[str, str], list[Case]]:
+        """The cases by (dtype, regime) (:func:`block_cases`), built on first use."""
+        if self._blocks is None:
+            self._blocks = block_cases(**self._cases)
+        return self._blocks
+
+    # adapters ---------------------------------------------------------------
+    def handle(self, spec: str) -> Any:
+        """The open handle of ``spec`` (opened on first use; loading it calls nothing).
+        Raises :class:`~xentcheck.harness.adapters.contract.AdapterSpecError` for a spec
+        that names nothing."""
+        self._open(spec).wait()
+        return self._handles[spec]
+
+    def _open(self, spec: str) -> Any:
+        """The handle of ``spec``, its worker started in the background if need be."""
+        if spec not in self._handles:
+            from xentcheck.harness.adapters.registry import open_adapter
+
+            self._handles[spec] = open_adapter(spec, timeout=self.timeout)
+        return self._handles[spec]
+
+    def close(self) -> None:
+        handles, self._handles = list(self._handles.values()), {}
+        with ThreadPoolExecutor(max_workers=max(1, len(handles))) as pool:
+            list(pool.map(lambda h: h.close(), handles))
+
+    # planning ---------------------------------------------------------------
+    def truth(self, case: Case, dialect: str) -> Truth:
+        """The truth of ``case`` under ``dialect``: an empty one at first, filled on use."""
+        key = (id(case), dialect)
+        if key not in self._truths:
+            self._truths[key] = Truth(case, dialects.dialect(dialect))
+        return self._truths[key]
+
+    def plan(self, specs: Sequence[str]) -> list[tuple[Any, str, list[PlannedResult]]]:
+        """For each adapter: its handle, its report name and the results it may report,
+        in order of dtype, regime, function and check. Opens the adapters (their workers
+        load them and say what they provide) and calls no adapter function."""
+        for spec in specs:  # the workers load the adapters while the cases are built
+            self._open(spec)
+        self.blocks  # noqa: B018 - built now
+        handles = [self.handle(spec) for spec in specs]
+        names = unique_names(handles)
+        out = []
+        for handle, name in zip(handles, names, strict=True):
+            planned: list[PlannedResult] = []
+            if handle.unavailable is None:
+                for (dtype, _), cases in self.blocks.items():
+                    if dtype in handle.dtypes:
+                        planned.extend(self._plan_block(handle, name, cases))
+            out.append((handle, name, planned))
+        return out
+
+    def _plan_block(self, handle: Any, name: str, cases: list[Case]) -> list[PlannedResult]:
+        found = set()
+        for case in cases:
+            truth = self.truth(case, handle.dialect)
+            for check, functions in CHECKS.items():
+                for function in functions:
+                    if (check, function) not in found and _may_report(
+                            check, function, case, truth, handle.provides):
+                        found.add((check, function))
+        order = {f: i for i, f in enumerate(contract.FUNCTIONS)}
+        checks = list(CHECKS)
+        dtype, regime = cases[0].dtype, cases[0].regime
+        return [PlannedResult(name, handle.spec, function, dtype, regime, check)
+                for check, function in sorted(found, key=lambda cf: (
+                    order.get(cf[1], len(order)), checks.index(cf[0])))]
+
+    # computing ----------------------------------------------------------------
+    def result(self, planned: PlannedResult) -> Result | None:
+        """The result :func:`run` reports for ``planned`` (None when the check reported
+        nothing on any of its cases)."""
+        from xentcheck.harness.checks import invariants
+
+        handle = self.handle(planned.spec)
+        result = Result(*planned.key)
+        found = False
+        reads = _READS.get(planned.check, (planned.function,))
+        view = _ProvidedOnly(handle, reads)
+        for case in self.blocks.get((planned.dtype, planned.regime), ()):
+            if case.dtype not in handle.dtypes:
+                continue
+            ctx = Context(planned.adapter, planned.spec, view,
+                          self.truth(case, handle.dialect), self.policy, self.budgets,
+                          self.timeout, self._outputs.setdefault((planned.spec, id(case)), {}))
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # candidates' own warnings are not ours
+                if planned.check == "contract":
+                    findings: Iterable[Finding] = (
+                        invariants._contract(self._requested(ctx, planned.function)))
+                else:
+                    findings = _findings(planned.check, planned.function, ctx)
+                for finding in findings:
+                    if (finding.check, finding.function) == (planned.check, planned.function):
+                        result.add(finding)
+                        found = True
+        return result if found else None
+
+    def _requested(self, ctx: Context, function: str) -> Context:
+        """A context whose memo holds ``function``'s output if :func:`run`'s checks before
+        the invariants ask for it on this case (so that ``contract`` reports it), else
+        nothing."""
+        from xentcheck.harness.checks import consistency
+
+        mine = Context(ctx.adapter, ctx.spec, ctx.handle, ctx.truth, ctx.profile, ctx.budgets,
+                       ctx.timeout, {})
+        if not ctx.provides(function) or not ctx.truth.applicable(function):
+            return mine  # no check asks for it
+        asked = True  # the values and derivatives checks ask for every applicable function
+        if function in CHECKS["gradient"] + CHECKS["jvp"] + CHECKS["hvp"]:
+            asked = ctx.truth.certificate(function).holds
+            if not asked and ctx.case.num_rows:  # the consistency checks may still ask
+                extra = {"softmax": _READS["chain-rule"],
+                         "softmax_jacobian": _READS["chain-rule"],
+                         "cross_entropy_grad": _READS["self-fd"]}.get(function, (function,))
+                probe = _Probe(ctx.adapter, ctx.spec,
+                               _ProvidedOnly(ctx.handle.handle, (function, *extra)),
+                               ctx.truth, ctx.profile, ctx.budgets, ctx.timeout, ctx._memo)
+                probe.watched = function
+                for part in (consistency._chain_rule, consistency._self_fd,
+                             consistency._reductions, consistency._batch_invariance,
+                             consistency._shift_invariance, consistency._chunk_invariance):
+                    try:
+                        for _ in part(probe):
+                            pass
+                    except _Asked:
+                        asked = True
+                        break
+        if asked:
+            mine._memo[function] = ctx.outcome(function)
+        return mine
+
+
+class _ProvidedOnly:
+    """An adapter handle that shows only some of the functions it provides (so that a
+    check computes, and calls, only what one result needs)."""
+
+    def __init__(self, handle: Any, functions: Iterable[str]) -> None:
+        self.handle = handle
+        wanted = set(functions)
+        self.provides = {f: o for f, o in handle.provides.items() if f in wanted}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+
+class _Asked(Exception):
+    """The watched function's output was asked for (see :class:`_Probe`)."""
+
+
+class _Probe(Context):
+    """A context that stops a check at the moment it asks for one function's output."""
+
+    watched: str = ""
+
+    def outcome(self, function: str) -> Any:
+        if function == self.watched:
+            raise _Asked
+        return super().outcome(function)
+
+
+def _findings(check: str, function: str, ctx: Context) -> Iterator[Finding]:
+    """What ``check`` finds on one case (for every function the context shows)."""
+    from xentcheck.harness.checks import (
+        consistency,
+        derivatives,
+        edges,
+        invalid,
+        invariants,
+        values,
+    )
+
+    if check == "value":
+        return values.run(ctx)
+    if check in _DERIVATIVE_CHECKS:
+        return derivatives.certified(ctx, check, (function,))
+    if check in ("edge", "ignored-mean"):
+        return edges.run(ctx)
+    if check == "invalid-input":
+        return invalid.run(ctx)
+    if ctx.case.num_rows == 0:  # the consistency and invariant checks need rows
+        return iter(())
+    parts = {
+        "chain-rule": consistency._chain_rule, "self-fd": consistency._self_fd,
+        "reduction": consistency._reductions,
+        "batch-invariance": consistency._batch_invariance,
+        "shift-invariance": consistency._shift_invariance,
+        "chunk-invariance": consistency._chunk_invariance,
+        "range": invariants._ranges, "normalization": invariants._normalization,
+        "order": invariants._order, "determinism": invariants._determinism,
+    }
+    return parts[check](ctx)

@@ -3,15 +3,16 @@
 A :class:`Truth` is built per case before any adapter runs; every adapter's outputs are
 graded against the same reference values. Derivatives come with a certificate: the
 reference gradient is checked against finite differences of the reference function along
-a random direction (``references.fd``), so every gradient verdict rests on a derivative
+a random direction (``xentcheck.references.fd``), so every gradient verdict rests on a derivative
 that was itself proven for that very input.
 
-Two tiers (:func:`tier_for`): small cases get the exact gold tier (``references.gold``,
-mpmath) and 20-digit certificates from :func:`references.fd.directional_derivative`;
+Two tiers (:func:`tier_for`): small cases get the exact gold tier (``xentcheck.references.gold``,
+mpmath) and 20-digit certificates from :func:`xentcheck.references.fd.directional_derivative`;
 large ones (more than :data:`MAX_JACOBIAN_CLASSES` classes, every logit finite, the loss
-defined) get the fast tier (``references.fast``: longdouble for float64 candidates, float64
+defined) get the fast tier (``xentcheck.references.fast``: longdouble for float64 candidates,
+float64
 for float32 and narrower, both within 1e-3 ulp of the candidate's dtype) and linear-cost
-certificates, one direction per row (:func:`references.fd.directional_derivative_rows`),
+certificates, one direction per row (:func:`xentcheck.references.fd.directional_derivative_rows`),
 agreeing to :data:`FAST_CERTIFICATE_DIGITS` digits.
 """
 
@@ -26,13 +27,13 @@ from typing import Any
 import mpmath
 import numpy as np
 
-import references as ref
-from harness import grading
-from harness.adapters.contract import case_dtype
-from harness.cases import Case
-from references import dialects, fast, fd, portable
-from references.gold import UNDEFINED
-from references.precision import standard_precision
+import xentcheck.references as ref
+from xentcheck.harness import grading
+from xentcheck.harness.adapters.contract import case_dtype
+from xentcheck.harness.cases import Case
+from xentcheck.references import dialects, fast, fd, portable
+from xentcheck.references.gold import UNDEFINED
+from xentcheck.references.precision import standard_precision
 
 #: Largest K for which the (N, K, K) softmax Jacobian is computed and checked; beyond it
 #: the Jacobian is too large to be worth holding, and the fused gradient covers the rows.
@@ -69,7 +70,7 @@ _PROBS_FUNCTIONS = ("cross_entropy_from_probs", "cross_entropy_grad_wrt_probs")
 #: Forward mode (logits, tangent) and with a target (logits, target, tangent/vector).
 _TANGENT_FUNCTIONS = ("softmax_jvp", "log_softmax_jvp")
 _TARGET_TANGENT_FUNCTIONS = ("cross_entropy_jvp", "cross_entropy_hvp")
-#: What the soft-label-weight rule scales row by row (references.dialects.scale_rows).
+#: What the soft-label-weight rule scales row by row (xentcheck.references.dialects.scale_rows).
 _ROW_MASS_FUNCTIONS = ("cross_entropy", "cross_entropy_grad", "cross_entropy_jvp",
                        "cross_entropy_hvp")
 #: What each directional derivative is the derivative of, along the tangent (certificates).
@@ -331,7 +332,7 @@ class Truth:
 
     def _dialect_value(self, function: str) -> Any:
         """``function`` under the dialect's rules, from the PyTorch-convention reference of
-        a related case (references.dialects)."""
+        a related case (xentcheck.references.dialects)."""
         if function == "cross_entropy_from_probs":  # clip-probabilities
             probs = dialects.clip_probabilities(self.probs)
             if self.tier == "gold":

@@ -1,14 +1,15 @@
 """The truth: exact reference values for softmax and cross-entropy, and the tools that prove them.
 
-``references.gold`` computes every function of the design in mpmath; ``references.fd``
-proves its derivatives by high-precision finite differences; ``references.rounding``
+``xentcheck.references.gold`` computes every function of the design in mpmath;
+``xentcheck.references.fd``
+proves its derivatives by high-precision finite differences; ``xentcheck.references.rounding``
 rounds exact values to a dtype and measures ulp errors. The common names are
 re-exported here.
 """
 
 from __future__ import annotations
 
-from references.gold import (
+from xentcheck.references.gold import (
     DEFAULT_PREC,
     UNDEFINED,
     cross_entropy,
@@ -25,7 +26,7 @@ from references.gold import (
     softmax_jacobian,
     softmax_jvp,
 )
-from references.rounding import FloatFormat, float_format, round_to, ulp, ulp_error
+from xentcheck.references.rounding import FloatFormat, float_format, round_to, ulp, ulp_error
 
 __all__ = [
     "DEFAULT_PREC",

@@ -2,7 +2,7 @@
 
 The seeds derive the softmax / cross-entropy formulas by hand; this module proves each one
 on random and extreme inputs. For a derivative the analytic gold value is compared with a
-high-precision finite-difference estimate (:mod:`references.fd`) of the function it
+high-precision finite-difference estimate (:mod:`xentcheck.references.fd`) of the function it
 differentiates; for the loss value, with independent routes evaluated at four times the
 precision. Each formula gives one :class:`AuditRow`: the formula, the hand derivation it
 comes from, the inputs tried and the worst digits of agreement over all of them.
@@ -46,8 +46,8 @@ import mpmath
 import numpy as np
 from tabulate import tabulate
 
-from references import fd, gold
-from references.precision import standard_precision
+from xentcheck.references import fd, gold
+from xentcheck.references.precision import standard_precision
 
 __all__ = [
     "AGREEMENT_PREC",

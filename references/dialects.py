@@ -1,7 +1,7 @@
 """Semantic dialects: the cross-entropy contracts libraries document where they differ from
 PyTorch's, each rule cited, and the reference's answer under it (DESIGN.md §4).
 
-The reference follows PyTorch's documented formulas (:mod:`references.gold`). A library
+The reference follows PyTorch's documented formulas (:mod:`xentcheck.references.gold`). A library
 that documents another choice is graded under its *dialect*: the reference applies that
 library's rules, an input outside the library's documented domain is "outside contract"
 (recorded, not graded), and an exception the library documents for an input (NaN) is
@@ -45,8 +45,8 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from references.gold import DEFAULT_PREC, UNDEFINED
-from references.rounding import float_format
+from xentcheck.references.gold import DEFAULT_PREC, UNDEFINED
+from xentcheck.references.rounding import float_format
 
 __all__ = [
     "DEFAULT",

@@ -82,7 +82,7 @@ import ml_dtypes
 import mpmath
 import numpy as np
 
-from references.precision import standard_precision
+from xentcheck.references.precision import standard_precision
 
 __all__ = [
     "DEFAULT_DIGITS",
@@ -455,7 +455,7 @@ def directional_derivative_rows(
     """d/dt f(x + t v)_n at t = 0 for every row n, in the float type of ``x``.
 
     The linear-cost counterpart of :func:`directional_derivative` for large inputs (the
-    fast reference tier, ``references.fast``): ``f`` maps an (N, K) array to N row values
+    fast reference tier, ``xentcheck.references.fast``): ``f`` maps an (N, K) array to N row values
     (e.g. per-row losses), every row is differentiated along its own row of ``v`` at once,
     and each evaluation costs O(N K) vectorized operations. Central differences at steps
     ``h_j = h_0 / 2**j`` (j = 0..levels) are extrapolated by Richardson as above.

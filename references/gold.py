@@ -60,7 +60,7 @@ import numpy as np
 from mpmath import mpf
 from mpmath.libmp import from_man_exp
 
-from references.precision import standard_precision
+from xentcheck.references.precision import standard_precision
 
 __all__ = [
     "DEFAULT_PREC",

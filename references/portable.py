@@ -11,7 +11,8 @@ Everything here is built from operations IEEE 754 rounds exactly (``+ - * /``,
 never fuses the multiply and add of two ufunc calls), and from constants computed with
 mpmath (exact integer arithmetic inside) and rounded once to float64. Results are a pure
 function of the inputs, accurate to a few float64 ulps: enough for bounds, seeds and
-sampling, not meant as references (``references.gold`` and ``references.fast`` are).
+sampling, not meant as references (``xentcheck.references.gold`` and
+``xentcheck.references.fast`` are).
 
 - :func:`constant_log`, :func:`constant_log2`, :data:`LN2`: constants, correctly rounded
   (to within 2**-107 ulp of a rounding midpoint; the same everywhere either way);

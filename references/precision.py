@@ -5,7 +5,7 @@ user's ``conftest.py`` that sets ``mpmath.mp.dps = 10`` would otherwise round ev
 turned into an ``mpf`` to 34 bits, and a caller at 2000 bits would make every step
 outside an explicit ``workprec`` block cost more and round differently. Every public
 function of :mod:`references` that touches mpmath, and the harness's exact-value engine
-(:class:`harness.truth.Truth`), runs under :func:`standard_precision`: at
+(:class:`xentcheck.harness.truth.Truth`), runs under :func:`standard_precision`: at
 :data:`STANDARD_BITS` whatever the global setting, raising it locally where it needs more
 (``with mpmath.workprec(...)``), and leaving the caller's setting as it found it.
 

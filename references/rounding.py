@@ -50,7 +50,7 @@ import mpmath
 import numpy as np
 from mpmath import libmp
 
-from references.precision import standard_precision
+from xentcheck.references.precision import standard_precision
 
 __all__ = [
     "EXPONENT_CLAMP",
@@ -143,8 +143,8 @@ _FINITE, _INF, _NAN, _UNDEFINED = 0, 1, 2, 3
 
 
 def _undefined() -> object:
-    # Imported lazily: references.gold is heavy and imports nothing from here.
-    from references.gold import UNDEFINED
+    # Imported lazily: xentcheck.references.gold is heavy and imports nothing from here.
+    from xentcheck.references.gold import UNDEFINED
 
     return UNDEFINED
 
@@ -188,7 +188,7 @@ def _decode(v: Any, undefined: object) -> tuple[int, bool, int, int]:
         return _decode_float(float(v))  # e.g. an ml_dtypes.bfloat16 scalar: exact in float64
     raise TypeError(
         f"cannot round {type(v).__name__} exactly; expected mpmath.mpf, int, a binary float, "
-        "or references.gold.UNDEFINED"
+        "or xentcheck.references.gold.UNDEFINED"
     )
 
 
@@ -246,7 +246,7 @@ def round_to(values: Any, dtype: Any) -> np.ndarray:
     """Correctly round exact values to ``dtype`` (round to nearest, ties to even).
 
     ``values``: an ``mpmath.mpf``, a Python int or float, a NumPy scalar, or an
-    array-like / object array of those, any shape. ``references.gold.UNDEFINED`` and NaN
+    array-like / object array of those, any shape. ``xentcheck.references.gold.UNDEFINED`` and NaN
     give NaN; ±inf give ±inf. ``dtype``: float64, float32, float16 or bfloat16 (see
     :func:`float_format`).
 
@@ -520,7 +520,7 @@ class ExactValues:
     @classmethod
     def from_exact(cls, values: Any) -> ExactValues:
         """Decode exact values: anything :func:`round_to` accepts (an object array of mpf,
-        ints, binary floats and ``references.gold.UNDEFINED``, any shape), read exactly.
+        ints, binary floats and ``xentcheck.references.gold.UNDEFINED``, any shape), read exactly.
 
         About 1 µs per element of gold's (a Python pass that lays every significand out
         as 256 bits, then NumPy); do it once per set of exact values.
@@ -612,7 +612,7 @@ class ExactValues:
         ``np.longdouble`` (every bit of its significand is kept). Vectorized.
 
         ``undefined``: an optional boolean mask of the values' shape marking elements that
-        are ``UNDEFINED`` (``references.fast`` answers NaN there); elsewhere NaN is NaN.
+        are ``UNDEFINED`` (``xentcheck.references.fast`` answers NaN there); elsewhere NaN is NaN.
 
         >>> ld = np.longdouble(1) + np.longdouble(2.0**-60)   # exact where it has 64 bits
         >>> d = ExactValues.from_floats(np.array([ld, np.nan]), undefined=[False, True])

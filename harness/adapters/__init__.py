@@ -1,6 +1,6 @@
 """Adapters: the contract (DESIGN.md §3), loading from specs, isolation, the built-ins.
 
->>> from harness.adapters import open_adapter
+>>> from xentcheck.harness.adapters import open_adapter
 >>> import numpy as np
 >>> with open_adapter("numpy") as numpy_adapter:
 ...     outcome = numpy_adapter.call("softmax", np.array([[0.0, 0.0]]))
@@ -12,7 +12,7 @@ Heavy frameworks are imported only inside their own adapter modules.
 
 from __future__ import annotations
 
-from harness.adapters.contract import (
+from xentcheck.harness.adapters.contract import (
     DTYPES,
     FAULT_KINDS,
     FUNCTIONS,
@@ -24,8 +24,8 @@ from harness.adapters.contract import (
     CallOutcome,
     Fault,
 )
-from harness.adapters.isolation import AdapterHandle, InProcessHandle, WorkerHandle
-from harness.adapters.registry import (
+from xentcheck.harness.adapters.isolation import AdapterHandle, InProcessHandle, WorkerHandle
+from xentcheck.harness.adapters.registry import (
     BUILTINS,
     ENTRY_POINT_GROUP,
     describe,

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import AdapterUnavailable
+from xentcheck.harness.adapters.contract import AdapterUnavailable
 
 CSRC = Path(__file__).resolve().with_name("csrc")
 HEADER = CSRC / "xentcheck.h"

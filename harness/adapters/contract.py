@@ -163,7 +163,8 @@ class AdapterInfo:
     version: str | None = None
     unavailable: str | None = None
     source: str = "spec"  # "built-in", "entry point", "spec" or "object"
-    dialect: str = "pytorch"  # the documented contract it is graded under (references.dialects)
+    #: the documented contract it is graded under (xentcheck.references.dialects)
+    dialect: str = "pytorch"
 
 
 @dataclass(frozen=True)

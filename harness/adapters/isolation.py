@@ -3,8 +3,11 @@
 :class:`WorkerHandle` keeps one worker process per adapter alive across calls. The worker
 is ``python -c ...`` started with :class:`subprocess.Popen` in its own session (not
 ``fork``: the parent may hold threads of torch, jax or BLAS), loads the adapter from its
-spec, and answers calls over two private pipes. A call travels to the worker as a pickle
-(protocol 5) whose array buffers go out of band. What comes back is plain data only
+spec, and answers calls over two private pipes (its side is
+:mod:`xentcheck.harness.adapters.worker`, which imports this module, never the other way
+round: :mod:`~xentcheck.harness.adapters.registry` opens handles from here). A call
+travels to the worker as a pickle (protocol 5) whose array buffers go out of band. What
+comes back is plain data only
 (:func:`send_plain`): a JSON header of strings, numbers, lists and dicts, with each array
 as its dtype name (from a fixed list), its shape and its raw bytes. Nothing the worker
 sends is ever unpickled in the grading process, so an adapter cannot run code there (an
@@ -18,7 +21,7 @@ within its timeout (``timeout``: the worker's process group is killed) is report
 the next call starts a new worker. After ``max_restarts`` deaths the handle stops
 restarting and answers ``unavailable``. Every other fault (``raised``, ``wrong-type``,
 ``wrong-shape``, ``wrong-dtype``, ``mutated-input``) is found inside the worker by
-:func:`harness.adapters.contract.invoke` and leaves the worker running.
+:func:`xentcheck.harness.adapters.contract.invoke` and leaves the worker running.
 
 :class:`InProcessHandle` calls an adapter object directly, for objects passed through the
 API (``open_adapter(obj)``): the same checks, and the adapter gets copies of the inputs so
@@ -42,28 +45,26 @@ import sys
 import threading
 import time
 import types
-import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from harness.adapters.contract import (
+from xentcheck.harness.adapters.contract import (
     DTYPES,
     FAULT_KINDS,
     FUNCTIONS,
     OPTIONS,
     AdapterInfo,
     AdapterSpecError,
-    AdapterUnavailable,
     CallOutcome,
     Fault,
     call_options,
     invoke,
     one_line,
 )
-from references import dialects
+from xentcheck.references import dialects
 
 #: Seconds one call may take before its worker is killed (the CLI's ``--timeout``).
 DEFAULT_TIMEOUT = 60.0
@@ -271,7 +272,7 @@ def _from_plain(obj: Any, buffers: list[bytearray], depth: int) -> Any:
 class AdapterHandle:
     """One adapter, ready to be called: what it provides and :meth:`call`.
 
-    ``info`` (an :class:`~harness.adapters.contract.AdapterInfo`) has the name, the
+    ``info`` (an :class:`~xentcheck.harness.adapters.contract.AdapterInfo`) has the name, the
     functions provided with the options each accepts, the dtypes, the version, and
     ``unavailable`` (why it cannot be used, or ``None``). Use as a context manager or
     call :meth:`close`.
@@ -417,7 +418,7 @@ class InProcessHandle(AdapterHandle):
         return value, faults, time.perf_counter() - start
 
 
-_WORKER_CODE = "from harness.adapters.isolation import worker_main; worker_main({}, {})"
+_WORKER_CODE = "from xentcheck.harness.adapters.worker import worker_main; worker_main({}, {})"
 
 
 _PIPE_SIZE = 1 << 20  # fewer wake-ups per large array than the default 64 KiB
@@ -845,6 +846,9 @@ def _reply(message: Any) -> tuple[np.ndarray | None, tuple[Fault, ...]]:
     return value, tuple(faults)
 
 
+# The worker's hello and replies, as plain data (sent by xentcheck.harness.adapters.worker).
+
+
 def _fault_plain(fault: Fault) -> dict[str, str]:
     return {"kind": fault.kind, "reason": fault.reason, "detail": fault.detail}
 
@@ -882,62 +886,3 @@ def _load_message(spec: str | None, adapter_object: Any) -> dict[str, Any]:
         ) from exc
     return message
 
-
-# --------------------------------------------------------------------------- the worker
-
-
-def worker_main(read_fd: int, write_fd: int) -> None:
-    """The worker's loop: load the adapter named by the first message, then answer calls."""
-    os.dup2(2, 1)  # the adapter's prints go to stderr; the protocol has its own pipes
-    # Overflow and invalid-value warnings are what extreme inputs are for: the grading
-    # reports the outcome, so the candidate's own warnings would only be noise.
-    warnings.simplefilter("ignore")
-    reader = os.fdopen(read_fd, "rb")
-    writer = os.fdopen(write_fd, "wb", buffering=0)
-    try:
-        load = receive_message(reader)
-    except EOFError:
-        return
-    sys.path[:] = load["sys_path"]
-    adapter = None
-    try:
-        from harness.adapters import registry
-
-        if "spec" in load:
-            adapter, source = registry.load_adapter(load["spec"])
-            info = registry.describe(adapter, spec=load["spec"], source=source)
-        else:
-            adapter = registry._materialize(pickle.loads(load["pickled"]), "<object>")
-            info = registry.describe(adapter, spec=registry._object_spec(adapter), source="object")
-        hello: dict[str, Any] = {"ok": True, "info": _info_plain(info)}
-    except AdapterSpecError as exc:
-        hello = {"ok": False, "kind": "spec", "message": one_line(str(exc))}
-    except AdapterUnavailable as exc:
-        hello = {"ok": False, "kind": "unavailable", "message": one_line(str(exc))}
-    except (Exception, SystemExit) as exc:
-        message = one_line(f"failed to load: {type(exc).__name__}: {exc}")
-        hello = {"ok": False, "kind": "unavailable", "message": message}
-    try:
-        _serve(adapter, hello, reader, writer)
-    except (BrokenPipeError, ConnectionError):
-        pass  # the grading process went away: nobody is left to answer
-
-
-def _serve(adapter: Any, hello: dict[str, Any], reader: BinaryIO, writer: BinaryIO) -> None:
-    send_plain(writer, hello)
-    if not hello["ok"]:
-        return
-    while True:
-        try:
-            message = receive_message(reader)
-        except EOFError:
-            return
-        _, function, arrays, kwargs = message
-        value, faults = invoke(adapter, function, arrays, kwargs)
-        plain = [_fault_plain(f) for f in faults]
-        if value is not None and value.dtype.name not in PLAIN_DTYPES:
-            if not any(f.kind == "wrong-dtype" for f in faults):
-                plain.append(_fault_plain(Fault(
-                    "wrong-dtype", f"returned dtype {value.dtype.name}, not a float dtype")))
-            value = None  # not sent: only numeric arrays of known dtypes cross back
-        send_plain(writer, {"value": value, "faults": plain})

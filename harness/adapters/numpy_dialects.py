@@ -1,7 +1,7 @@
 """The careful ``numpy`` implementation under another library's documented contract.
 
-:class:`NumpyInDialect` is the built-in ``numpy`` (:mod:`harness.adapters.numpy_stable`)
-with a dialect's rules (:mod:`references.dialects`) applied, so that every dialect has an
+:class:`NumpyInDialect` is the built-in ``numpy`` (:mod:`xentcheck.harness.adapters.numpy_stable`)
+with a dialect's rules (:mod:`xentcheck.references.dialects`) applied, so that every dialect has an
 implementation known to be right under it (the test suite runs each one) and a plant for
 each rule: the PyTorch-convention ``numpy`` graded under a dialect fails where the rule
 applies, and the other way round.
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters import numpy_stable as careful
-from references import dialects
+from xentcheck.harness.adapters import numpy_stable as careful
+from xentcheck.references import dialects
 
 
 class NumpyInDialect:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import REDUCTIONS, dtype_name
+from xentcheck.harness.adapters.contract import REDUCTIONS, dtype_name
 
 name = "numpy"
 dtypes = ("float64", "float32", "float16", "bfloat16")

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import AdapterUnavailable
+from xentcheck.harness.adapters.contract import AdapterUnavailable
 
 DTYPES: tuple[str, ...] = ("float64", "float32", "float16")
 

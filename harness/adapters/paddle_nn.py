@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import AdapterUnavailable
+from xentcheck.harness.adapters.contract import AdapterUnavailable
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
 

@@ -13,8 +13,8 @@ What a spec names becomes the adapter as follows: a class is instantiated with n
 arguments; a module that provides none of the contract's functions but has ``load()`` is
 replaced by ``load()``'s result (the built-ins' convention); any other callable that
 provides none of them is called with no arguments (a factory). Bad specs raise
-:class:`~harness.adapters.contract.AdapterSpecError` with a one-line message; a missing
-framework or compiler raises :class:`~harness.adapters.contract.AdapterUnavailable`.
+:class:`~xentcheck.harness.adapters.contract.AdapterSpecError` with a one-line message; a missing
+framework or compiler raises :class:`~xentcheck.harness.adapters.contract.AdapterUnavailable`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.adapters.contract import (
+from xentcheck.harness.adapters.contract import (
     DTYPES,
     FUNCTIONS,
     FUNCTIONS_WITH_OPTIONS,
@@ -43,7 +43,7 @@ from harness.adapters.contract import (
     dtype_name,
     one_line,
 )
-from harness.adapters.isolation import (
+from xentcheck.harness.adapters.isolation import (
     DEFAULT_MAX_RESTARTS,
     DEFAULT_START_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -51,26 +51,26 @@ from harness.adapters.isolation import (
     InProcessHandle,
     WorkerHandle,
 )
-from references import dialects
+from xentcheck.references import dialects
 
 #: Built-in adapter name -> ``module`` (whose ``load()`` gives the adapter) or
 #: ``module:function`` (another loader of that module).
 BUILTINS: dict[str, str] = {
-    "numpy-seed": "harness.adapters.numpy_seed",
-    "numpy": "harness.adapters.numpy_stable",
-    "scipy": "harness.adapters.scipy_special",
-    "torch": "harness.adapters.torch_nn",
-    "torch-cuda": "harness.adapters.torch_nn:load_cuda",
-    "jax": "harness.adapters.jax_nn",
-    "c": "harness.adapters.c_ctypes",
-    "c-seed": "harness.adapters.c_ctypes:load_seed",
-    "tensorflow": "harness.adapters.tensorflow_nn",
-    "optax": "harness.adapters.optax_losses",
-    "optax-safe": "harness.adapters.optax_losses:load_safe",
-    "onnxruntime": "harness.adapters.onnxruntime_graphs",
-    "paddle": "harness.adapters.paddle_nn",
-    "sklearn": "harness.adapters.sklearn_metrics",
-    "tinygrad": "harness.adapters.tinygrad_tensor",
+    "numpy-seed": "xentcheck.harness.adapters.numpy_seed",
+    "numpy": "xentcheck.harness.adapters.numpy_stable",
+    "scipy": "xentcheck.harness.adapters.scipy_special",
+    "torch": "xentcheck.harness.adapters.torch_nn",
+    "torch-cuda": "xentcheck.harness.adapters.torch_nn:load_cuda",
+    "jax": "xentcheck.harness.adapters.jax_nn",
+    "c": "xentcheck.harness.adapters.c_ctypes",
+    "c-seed": "xentcheck.harness.adapters.c_ctypes:load_seed",
+    "tensorflow": "xentcheck.harness.adapters.tensorflow_nn",
+    "optax": "xentcheck.harness.adapters.optax_losses",
+    "optax-safe": "xentcheck.harness.adapters.optax_losses:load_safe",
+    "onnxruntime": "xentcheck.harness.adapters.onnxruntime_graphs",
+    "paddle": "xentcheck.harness.adapters.paddle_nn",
+    "sklearn": "xentcheck.harness.adapters.sklearn_metrics",
+    "tinygrad": "xentcheck.harness.adapters.tinygrad_tensor",
 }
 
 #: Built-ins a default run leaves out (they run with ``--adapter NAME``), and why.
@@ -82,7 +82,7 @@ OPT_IN: dict[str, str] = {
 #: The entry-point group third-party packages register adapters under.
 ENTRY_POINT_GROUP = "xentcheck.adapters"
 
-_C_MODULE = "harness.adapters.c_ctypes"
+_C_MODULE = "xentcheck.harness.adapters.c_ctypes"
 
 
 def is_c_spec(spec: str) -> bool:
@@ -483,7 +483,7 @@ def format_adapter_list(infos: Iterable[AdapterInfo]) -> str:
     Names, versions and reasons come from the adapters: shown terminal-safe."""
     from tabulate import tabulate
 
-    from harness.text import terminal
+    from xentcheck.harness.text import terminal
 
     rows = []
     for info in infos:

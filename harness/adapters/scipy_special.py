@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import AdapterUnavailable
+from xentcheck.harness.adapters.contract import AdapterUnavailable
 
 try:
     import scipy

@@ -51,7 +51,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from harness.adapters.contract import AdapterUnavailable
+from xentcheck.harness.adapters.contract import AdapterUnavailable
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 DEVICE = "CPU"

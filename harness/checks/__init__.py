@@ -15,22 +15,23 @@ from typing import Any
 
 import numpy as np
 
-from harness import grading
-from harness.adapters.contract import CallOutcome
-from harness.cases import Case
-from harness.findings import (
+from xentcheck.harness import grading
+from xentcheck.harness.adapters.contract import CallOutcome
+from xentcheck.harness.cases import Case
+from xentcheck.harness.findings import (
     HOLDS,
     OUTSIDE,
     REFUSED,
     VIOLATED,
     Finding,
     Worst,
+    call_inputs,
     exact_text,
     hex_value,
     input_row,
     severity,
 )
-from harness.truth import Truth
+from xentcheck.harness.truth import Truth
 
 #: Longest case JSON a reproducer embeds; longer cases are named by their origin.
 REPRODUCER_CHARS = 6000
@@ -48,7 +49,7 @@ class Context:
 
     adapter: str  # the adapter's name in reports
     spec: str  # how to load it again (for reproducers)
-    handle: Any  # harness.adapters.isolation.AdapterHandle
+    handle: Any  # xentcheck.harness.adapters.isolation.AdapterHandle
     truth: Truth
     profile: grading.Profile
     budgets: dict[tuple[str, str, str], grading.Budget] = field(default_factory=dict)
@@ -91,12 +92,14 @@ class Context:
         elif case.logits.size > REPRODUCER_ELEMENTS and (
                 row is None or case.num_classes > REPRODUCER_ELEMENTS):
             return (f"# case {case.case_id}: {case.logits.size} logits, too many to embed "
-                    "(save it with Case.to_json and replay it with python -m harness.repro)")
+                    "(save it with Case.to_json and replay it with "
+                    "python -m xentcheck.harness.repro)")
         else:
             text = case.to_json()
             if len(text) > REPRODUCER_CHARS and row is not None and case.num_rows > 1:
                 text = case.select_rows([row]).to_json()
-        return f"python -m harness.repro {shlex.quote(self.spec)} {function} {shlex.quote(text)}"
+        return (f"python -m xentcheck.harness.repro {shlex.quote(self.spec)} {function} "
+                f"{shlex.quote(text)}")
 
 
 def rows_of(value: np.ndarray | None, case: Case) -> int:
@@ -173,7 +176,8 @@ def fault_finding(ctx: Context, check: str, function: str, outcome: CallOutcome,
     worst = Worst(ctx.case.case_id, 0 if ctx.case.num_rows else None, [],
                   input_row(ctx.case.logits, 0) if ctx.case.num_rows else [], None, None,
                   None, None, None, ctx.reproducer(function, 0 if ctx.case.num_rows else None),
-                  severity("broken"))
+                  severity("broken"),
+                  call_inputs(ctx.case, function, 0 if ctx.case.num_rows else None))
     return Finding(check, function, ctx.case, rows, rows, {"broken": rows}, "broken",
                    worst=worst, note=str(fault))
 
@@ -194,21 +198,56 @@ def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarra
     budget = grading.budget_for(ctx.budgets, ctx.adapter, function, ctx.case.dtype,
                                 ctx.case.regime)
     verdict = grading.judge(element, profile, budget=budget)
-    result = verdict.budgeted if verdict.budget_used and verdict.budgeted else verdict.result
+    budgeted = verdict.budget_used and verdict.budgeted is not None and verdict.budget
+    result = verdict.budgeted if budgeted else verdict.result
+    ratio_limit = max(1.0, verdict.budget.max_ratio or 0.0) if budgeted else 1.0
     worst = None
-    if result.worst_index is not None:
-        index = tuple(result.worst_index)
+    index = worst_element(element, result.ulp_budget, ratio_limit)
+    if index is not None:
         row = index[0] if np.ndim(candidate) >= 1 else None
         worst = Worst(
             ctx.case.case_id, row, list(index), input_row(inputs, row),
             hex_value(np.asarray(candidate)[index]), exact_text(decoded.element(index)),
-            result.worst_ulp, result.worst_ratio, result.worst_allowed,
-            ctx.reproducer(function, row), severity(result.grade),
+            float(element.ulp[index]), float(element.ratio[index]),
+            float(element.allowed[index]), ctx.reproducer(function, row),
+            severity(result.grade), call_inputs(ctx.case, function, row),
         )
+    max_ulp, max_ratio = largest_errors(element)
     return Finding(check, function, ctx.case, result.rows, verdict.failed,
-                   dict(result.grades), result.grade, result.max_ulp, result.max_ratio,
-                   worst, budget=str(verdict.budget.reason) if verdict.budget_used and
-                   verdict.budget else None)
+                   dict(result.grades), result.grade, max_ulp, max_ratio,
+                   worst, budget=str(verdict.budget.reason) if budgeted else None)
+
+
+def worst_element(element: grading.ElementGrades, ulp_budget: float,
+                  ratio_limit: float = 1.0) -> tuple[int, ...] | None:
+    """The index of the worst element: of the worst grade (under ``ulp_budget`` and
+    ``ratio_limit``, as judged), the one with the largest error in ulps, the first of
+    equals (broken ones are all infinitely wrong). The same order as
+    :func:`xentcheck.harness.findings.worst_key` across cases, so that a result's
+    ``max_ulp`` is its worst case's whenever the largest error lies in the worst grade.
+    None when nothing was graded."""
+    codes = grading.classify(element.ulp, element.ratio, element.broken, element.graded,
+                             ulp_budget=ulp_budget, ratio_limit=ratio_limit)
+    worst = int(codes.max(initial=-1))
+    if worst < 0:
+        return None
+    key = np.where(codes == worst, np.nan_to_num(element.ulp, nan=-1.0, posinf=np.inf),
+                   -np.inf)
+    flat = int(np.argmax(np.ravel(key)))
+    return tuple(int(i) for i in np.unravel_index(flat, np.shape(codes)))
+
+
+def largest_errors(element: grading.ElementGrades) -> tuple[float | None, float | None]:
+    """The largest error in ulps and the largest stability ratio over every graded
+    element, broken ones included (their error is infinite: a summary that left them out
+    would read "0 ulp" above a worst case of NaN). None when nothing was graded."""
+    graded = np.asarray(element.graded, dtype=bool)
+    if not graded.any():
+        return None, None
+    ulp, ratio = np.asarray(element.ulp)[graded], np.asarray(element.ratio)[graded]
+    ulp, ratio = ulp[~np.isnan(ulp)], ratio[~np.isnan(ratio)]
+    return (float(ulp.max()) if ulp.size else None,
+            float(ratio.max()) if ratio.size else None)
 
 
 def boolean_finding(ctx: Context, check: str, function: str, violated: np.ndarray,
@@ -221,7 +260,8 @@ def boolean_finding(ctx: Context, check: str, function: str, violated: np.ndarra
         row = int(np.argmax(violated))
         inputs = shown if shown is not None else ctx.case.logits
         worst = Worst(ctx.case.case_id, row, [row], input_row(inputs, row), None, None,
-                      None, None, None, ctx.reproducer(function, row), severity(VIOLATED))
+                      None, None, None, ctx.reproducer(function, row), severity(VIOLATED),
+                      call_inputs(ctx.case, function, row))
     grades = {HOLDS: int(violated.size - bad)} if violated.size - bad else {}
     if bad:
         grades[VIOLATED] = bad
@@ -234,7 +274,14 @@ Family = Callable[[Context], Iterator[Finding]]
 
 def families() -> dict[str, Family]:
     """The check families by name, in the order the runner applies them."""
-    from harness.checks import consistency, derivatives, edges, invalid, invariants, values
+    from xentcheck.harness.checks import (
+        consistency,
+        derivatives,
+        edges,
+        invalid,
+        invariants,
+        values,
+    )
 
     return {
         "values": values.run,

@@ -23,11 +23,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-import references as ref
-from harness import grading
-from harness.adapters.contract import case_dtype
-from harness.cases import Case
-from harness.checks import (
+import xentcheck.references as ref
+from xentcheck.harness import grading
+from xentcheck.harness.adapters.contract import case_dtype
+from xentcheck.harness.cases import Case
+from xentcheck.harness.checks import (
     SILENT_FAULTS,
     Context,
     allowed_abs,
@@ -37,8 +37,8 @@ from harness.checks import (
     rows_of,
     target_mass,
 )
-from harness.findings import Finding
-from harness.truth import mean_denominator
+from xentcheck.harness.findings import Finding
+from xentcheck.harness.truth import mean_denominator
 
 #: Rows of a case re-run one at a time by the batch-invariance check.
 BATCH_ROWS = 3

@@ -3,7 +3,7 @@ forward-mode JVPs and the Hessian-vector product.
 
 Every verdict is backed by a certificate: the gold derivative of the very case is checked
 against high-precision finite differences of the gold function along a random direction
-(:meth:`harness.truth.Truth.certificate`). A case whose certificate does not hold is not
+(:meth:`xentcheck.harness.truth.Truth.certificate`). A case whose certificate does not hold is not
 graded at all (it would be the reference, not the candidate, at fault) and says so.
 """
 
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.checks import Context, outside_finding
-from harness.checks.values import graded_outputs
-from harness.findings import Finding
+from xentcheck.harness.checks import Context, outside_finding
+from xentcheck.harness.checks.values import graded_outputs
+from xentcheck.harness.findings import Finding
 
 FUNCTIONS = ("cross_entropy_grad", "softmax_jacobian", "cross_entropy_grad_wrt_probs")
 #: Forward mode (check ``jvp``) and second order (check ``hvp``): JVPs of softmax,
 #: log_softmax and the loss along the case's tangent, the loss's Hessian-vector product.
 #: Each gold value is a directional derivative, certified by finite differences along
-#: the very tangent (``harness.truth.Truth.certificate``).
+#: the very tangent (``xentcheck.harness.truth.Truth.certificate``).
 JVP_FUNCTIONS = ("softmax_jvp", "log_softmax_jvp", "cross_entropy_jvp")
 HVP_FUNCTIONS = ("cross_entropy_hvp",)
 

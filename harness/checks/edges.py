@@ -2,9 +2,13 @@
 
 For rows with +inf logits (the limit is one-hot, NaN is common) and all −inf rows (0/0),
 and for a mean over no targets (0/0), what the candidate returned is recorded as
-``nan``, ``inf``, ``finite``, ``raised`` or ``limit`` (+inf rows that match the limit),
-so reports can show a behaviour table. The one graded part: when every target is ignored
-the gradient of the mean must be 0 (check ``ignored-mean``).
+``nan``, ``inf``, ``finite`` or ``limit`` (+inf rows that match the limit), so reports can
+show a behaviour table. A call that gave no value is recorded by its fault: ``raised``
+only when the call was made and raised; ``not offered`` (:data:`NOT_OFFERED`) when it was
+never made because the adapter does not accept an option the case needs (or the function
+was quarantined: ``not run``); the fault kind otherwise (``crashed``, ``timeout``,
+``wrong-shape``, ...). The one graded part: when every target is ignored the gradient of
+the mean must be 0 (check ``ignored-mean``).
 """
 
 from __future__ import annotations
@@ -13,11 +17,19 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from harness.checks import Context, boolean_finding
-from harness.findings import Finding
-from references.gold import UNDEFINED
+from xentcheck.harness.checks import Context, boolean_finding
+from xentcheck.harness.findings import Finding
+from xentcheck.references.gold import UNDEFINED
 
 FUNCTIONS = ("logsumexp", "softmax", "log_softmax", "cross_entropy", "cross_entropy_grad")
+
+#: What a call that was never made is recorded as: the adapter does not offer the call
+#: (an option the case needs is not in its signature).
+NOT_OFFERED = "not offered"
+
+#: The recorded behaviour of a call that gave no value, by fault kind (other kinds are
+#: recorded under their own name: ``crashed``, ``timeout``, ``wrong-shape``, ...).
+_FAULT_BEHAVIOUR = {"raised": "raised", "not-provided": NOT_OFFERED, "not-run": "not run"}
 
 
 def situations(case_logits: np.ndarray) -> dict[str, np.ndarray]:
@@ -29,9 +41,12 @@ def situations(case_logits: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def behaviour(value: np.ndarray | None, limit: np.ndarray | None = None) -> str:
+def behaviour(value: np.ndarray | None, limit: np.ndarray | None = None,
+              fault: str | None = "raised") -> str:
+    """What one row of output shows: ``nan``, ``limit``, ``inf`` or ``finite``; for no
+    value (``value`` None), what became of the call, from the ``fault`` kind."""
     if value is None:
-        return "raised"
+        return _FAULT_BEHAVIOUR.get(fault or "raised", fault or "raised")
     v = np.asarray(value, dtype=np.float64)
     if np.any(np.isnan(v)):
         return "nan"
@@ -52,6 +67,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             continue
         outcome = ctx.outcome(function)
         value = outcome.value if outcome.ok else None
+        fault = outcome.fault.kind if outcome.fault is not None else None
         if value is not None and np.ndim(value) == 0:
             continue  # reductions mix rows: the per-row behaviour is what is recorded
         exact = ctx.truth.exact(function)
@@ -64,7 +80,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                 if situation == "+inf logit" and UNDEFINED not in np.ravel(exact_row):
                     limit = np.array([float(x) for x in np.ravel(exact_row)]).reshape(
                         np.shape(exact_row))
-                seen = behaviour(None if value is None else value[n], limit)
+                seen = behaviour(None if value is None else value[n], limit, fault)
                 yield Finding("edge", function, case, 1, 0, {seen: 1}, None,
                               note=f"{situation}: {seen}")
     yield from _ignored_mean(ctx)

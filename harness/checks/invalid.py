@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from harness.checks import Context, boolean_finding, recorded_finding
-from harness.findings import OUTSIDE, Finding
+from xentcheck.harness.checks import Context, boolean_finding, recorded_finding
+from xentcheck.harness.findings import OUTSIDE, Finding
 
 FUNCTIONS = ("cross_entropy", "cross_entropy_grad")
 #: The regimes whose cases the invalid targets are tried on.

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-import references as ref
-from harness.adapters.contract import FUNCTIONS
-from harness.checks import Context, allowed_abs, boolean_finding, target_mass
-from harness.findings import Finding
-from harness.truth import mean_denominator
+import xentcheck.references as ref
+from xentcheck.harness.adapters.contract import FUNCTIONS
+from xentcheck.harness.checks import Context, allowed_abs, boolean_finding, target_mass
+from xentcheck.harness.findings import Finding
+from xentcheck.harness.truth import mean_denominator
 
 _CONTRACT_FAULTS = ("wrong-shape", "wrong-dtype", "wrong-type", "mutated-input")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.checks import (
+from xentcheck.harness.checks import (
     SILENT_FAULTS,
     Context,
     fault_finding,
@@ -13,7 +13,7 @@ from harness.checks import (
     outside_finding,
     rows_of,
 )
-from harness.findings import Finding
+from xentcheck.harness.findings import Finding
 
 FUNCTIONS = ("logsumexp", "softmax", "log_softmax", "cross_entropy", "cross_entropy_from_probs")
 

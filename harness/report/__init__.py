@@ -1,5 +1,5 @@
 """Report writers, one module per format, all rendering the one JSON-ready structure that
-:meth:`harness.runner.RunReport.to_dict` builds, and the writing of a report set.
+:meth:`xentcheck.harness.runner.RunReport.to_dict` builds, and the writing of a report set.
 
 A run's reports are one set: ``conformance.json``, ``.md``, ``.html`` and ``.junit.xml``
 (:func:`write_set`). Every file of a set carries the same report id (the first 16 hex
@@ -28,10 +28,10 @@ STEM = "conformance"
 
 #: The writer modules, by the suffix of the file each writes.
 WRITERS: dict[str, str] = {
-    ".json": "harness.report.json_report",
-    ".md": "harness.report.markdown",
-    ".html": "harness.report.html",
-    ".junit.xml": "harness.report.junit",
+    ".json": "xentcheck.harness.report.json_report",
+    ".md": "xentcheck.harness.report.markdown",
+    ".html": "xentcheck.harness.report.html",
+    ".junit.xml": "xentcheck.harness.report.junit",
 }
 
 

@@ -1,4 +1,11 @@
-"""``conformance.html``: the Markdown report's tables plus plots, as one self-contained file.
+"""``conformance.html``: the Markdown report's sections plus plots, as one self-contained file.
+
+The same layout as ``conformance.md`` (adapters with their versions once, the grade
+legend, scoreboards over every dtype and per dtype, largest errors, edge behaviour), with
+grades coloured, and a failures table per adapter that fits a 1400-pixel window: one row
+of short cells per failing result (grade, test, rows failed, where, got, should be, ulps,
+ratio, bound), and beneath it, across the whole width, what the call took (target,
+options, input), the notes and the reproducer, in boxes that wrap and scroll.
 
 Rendered from the same JSON-ready run data as the other writers (so ``xentcheck report`` can
 re-render it from ``conformance.json``). The file loads nothing from elsewhere: the CSS is
@@ -26,23 +33,34 @@ import base64
 import io
 import math
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from harness.adapters.contract import FUNCTIONS
-from harness.report import write_atomic
-from harness.report.markdown import (
-    _ORDER,
+from xentcheck.harness.adapters.contract import FUNCTIONS
+from xentcheck.harness.report import write_atomic
+from xentcheck.harness.report.markdown import (
     ACCURACY_CHECKS,
+    ADAPTER_HEAD,
+    BEHAVIOUR_LEGEND,
     DIFFERENCE_HEAD,
-    _rank,
+    FAILURES_PER_ADAPTER_HTML,
+    NOT_OFFERED_MARK,
     _ulp,
+    adapter_rows,
+    behaviour_rows,
+    call_text,
     difference_rows,
+    failing_results,
+    grade_head,
+    grade_rows,
+    jq_command,
+    largest_differs,
+    max_ulp_text,
+    scoreboard_cells,
 )
-from harness.text import terminal
+from xentcheck.harness.text import terminal
 
 FILENAME = "conformance.html"
 
@@ -52,7 +70,7 @@ _MAX = {"float64": 1.798e308, "float32": 3.403e38, "float16": 65504.0, "bfloat16
 
 #: Typical logit magnitude |z| of each regime given the dtype's log(max) ``L`` and max ``M``:
 #: the middle (geometric mean where the range spans decades) of what the regime draws
-#: (see :mod:`harness.strategies`). ``nonfinite``, ``masked``, ``wide``, ``ties`` and
+#: (see :mod:`xentcheck.harness.strategies`). ``nonfinite``, ``masked``, ``wide``, ``ties`` and
 #: ``single-class`` draw their finite entries like ``moderate``; ``corpus`` is MNIST logits.
 #: ``empty`` has no entries and is not plotted.
 REGIME_MAGNITUDE: dict[str, Callable[[float, float], float]] = {
@@ -100,6 +118,21 @@ td.fail { font-weight: 700; }
 .verdict-error { background: #b2182b; color: #fff; }
 code { font-size: 0.85em; word-break: break-all; }
 .muted { color: #666; }
+table.failures { width: 100%; table-layout: fixed; }
+table.failures td { overflow-wrap: anywhere; }
+table.failures col.grade { width: 7em; } table.failures col.test { width: 19em; }
+table.failures col.rows { width: 6em; } table.failures col.where { width: 17em; }
+table.failures col.num { width: 5.5em; }
+table.failures tr.detail td { background: #fafafa; border-top: none; padding-bottom: 0.6em; }
+table.failures tr.detail dl { margin: 0; display: grid; grid-template-columns: 7em 1fr;
+                              gap: 0.2em 0.6em; align-items: baseline; }
+table.failures tr.detail dt { color: #555; }
+table.failures tr.detail dd { margin: 0; min-width: 0; }
+table.failures tr.detail dd code { display: block; white-space: pre-wrap;
+                                   word-break: break-all; max-height: 6.5em; overflow: auto; }
+pre.command { white-space: pre-wrap; word-break: break-all; background: #f6f6f6;
+              padding: 0.5em; font-size: 0.85em; }
+table.grades td:first-child { white-space: nowrap; }
 .plot { max-width: 100%; height: auto; border: 1px solid #ddd; }
 .legend span { display: inline-block; padding: 0.1em 0.5em; margin: 0 0.2em; }
 """
@@ -126,11 +159,6 @@ def _td(text: Any, cls: str = "", style: str = "") -> str:
     return f"<td{attrs}>{_e(text)}</td>"
 
 
-def _label(adapter: dict[str, Any]) -> str:
-    version = adapter.get("version")
-    return f"{adapter['name']} {version}" if version else str(adapter["name"])
-
-
 def _runnable(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in data["adapters"] if a["verdict"] != "error"]
 
@@ -142,17 +170,15 @@ def _accuracy(a: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- tables
 
 
-def verdicts(data: dict[str, Any]) -> str:
+def adapters(data: dict[str, Any]) -> str:
+    """The adapters, once, with their versions and specs (the other tables name them by
+    their short name only), verdicts and counts."""
     rows = []
-    for a in data["adapters"]:
-        failing = sum(1 for r in a["results"] if not r["passed"])
-        rows.append([_td(a["name"]), _td(a.get("spec") or ""), _td(a.get("version") or ""),
-                     _td(a.get("dialect") or "pytorch"),
-                     _td(a["verdict"], cls=f"verdict-{_e(a['verdict'])}"),
-                     _td(failing, cls="num"), _td(len(a["results"]), cls="num"),
-                     _td(a.get("reason") or "")])
-    table = _table(["adapter", "spec", "version", "dialect", "verdict", "failing results",
-                    "results", "reason"], rows, cls="verdicts")
+    for name, version, spec, dialect, verdict, failing, results, reason in adapter_rows(data):
+        rows.append([_td(name), _td(version), _td(spec), _td(dialect),
+                     _td(verdict, cls=f"verdict-{_e(verdict)}"),
+                     _td(failing, cls="num"), _td(results, cls="num"), _td(reason)])
+    table = _table(ADAPTER_HEAD, rows, cls="adapters")
     quarantined = [[_td(a["name"]), _td(n["function"]), _td(n["calls"], cls="num"),
                     _td(n["reason"])]
                    for a in data["adapters"] for n in a.get("not_run") or ()]
@@ -161,7 +187,20 @@ def verdicts(data: dict[str, Any]) -> str:
                   "was not called any more):</p>"
                   + _table(["adapter", "function", "calls", "reason"], quarantined,
                            cls="not-run"))
+    left_out = [[_td(s.get("name")), _td(s.get("reason") or "")]
+                for s in data.get("skipped") or ()]
+    if left_out:
+        table += ("<p>Built-ins left out of this run:</p>"
+                  + _table(["adapter", "reason"], left_out, cls="skipped"))
     return table
+
+
+def grades(data: dict[str, Any]) -> str:
+    """The grade legend: what each grade means and what it counts as under the profile."""
+    settings = data["settings"]
+    rows = [[_grade_cell(grade, False), _td(meaning), _td(counts)]
+            for grade, meaning, counts in grade_rows(settings)]
+    return _table(grade_head(settings), rows, cls="grades")
 
 
 def differences(data: dict[str, Any]) -> str:
@@ -184,41 +223,33 @@ def _grade_cell(grade: str | None, failed: bool) -> str:
                style=f"background:{colour};color:{fg}")
 
 
-def scoreboard(data: dict[str, Any]) -> str:
-    """Adapter × function: the worst accuracy grade over every dtype and regime, coloured;
-    ✗ marks a failing result, — a function the adapter does not provide."""
-    adapters = _runnable(data)
+def scoreboard(data: dict[str, Any], dtype: str | None = None) -> str:
+    """Adapter × function: the worst accuracy grade over every dtype and regime (or over
+    ``dtype``'s), coloured; ✗ marks a failing result, — a function the adapter does not
+    provide."""
     rows = []
-    for function in FUNCTIONS:
+    for function, cells in scoreboard_cells(data, dtype):
         row = [_td(function)]
-        for a in adapters:
-            results = [r for r in _accuracy(a) if r["function"] == function]
-            if not results:
-                row.append(_td("—" if function not in a["provides"] else "", cls="grade"))
-                continue
-            worst = max((r["grade"] for r in results), key=_rank)
-            row.append(_grade_cell(worst, any(not r["passed"] for r in results)))
+        for worst, failed, provided in cells:
+            if worst is None:
+                row.append(_td("" if provided else "—", cls="grade"))
+            else:
+                row.append(_grade_cell(worst, failed))
         rows.append(row)
-    legend = " ".join(
-        f'<span style="background:{c};color:'
-        f'{"#fff" if g in ("exact", "broken", "violated") else "#000"}">{_e(g)}</span>'
-        for g, c in _GRADE_COLOURS.items() if g in _ORDER)
-    return (_table(["function"] + [a["name"] for a in adapters], rows, cls="scoreboard")
-            + f'\n<p class="legend">Grades, best to worst: {legend}</p>')
+    return _table(["function"] + [a["name"] for a in _runnable(data)], rows,
+                  cls="scoreboard")
+
+
+def scoreboards(data: dict[str, Any]) -> str:
+    """The scoreboard over every dtype, then one per dtype of the run."""
+    parts = ["<h3>All dtypes</h3>", scoreboard(data)]
+    for dtype in data["settings"]["dtypes"]:
+        parts += [f"<h3>{_e(dtype)}</h3>", scoreboard(data, dtype)]
+    return "\n".join(parts)
 
 
 def _ulp_cell(results: list[dict[str, Any]]) -> str:
-    values = [r["max_ulp"] for r in results]
-    broken = any(r["grade"] == "broken" for r in results)
-    numeric = [v for v in values if isinstance(v, (int, float))]
-    if not values:
-        return _td("—", cls="num")
-    if broken:  # NaN where finite is right (or the reverse): an infinite error in ulps
-        text = "inf (broken)"
-    elif any(v == "inf" for v in values):
-        text = "inf"
-    else:
-        text = _ulp(max(numeric)) if numeric else "—"
+    text = max_ulp_text(results)
     failed = any(not r["passed"] for r in results)
     return _td(text, cls="num fail" if failed else "num",
                style="background:#f4a582" if failed else "")
@@ -237,28 +268,20 @@ def max_ulp_tables(data: dict[str, Any]) -> str:
                            if r["function"] == function and r["dtype"] == dtype])
                 for a in adapters])
         parts.append(f"<h3>{_e(dtype)}</h3>\n" + _table(
-            ["function"] + [_label(a) for a in adapters], rows, cls="max-ulp"))
+            ["function"] + [a["name"] for a in adapters], rows, cls="max-ulp"))
     return "\n".join(parts)
 
 
 def behaviour(data: dict[str, Any]) -> str:
-    """What each adapter does where the reference leaves the answer ungraded."""
-    seen: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    adapters = [a["name"] for a in _runnable(data)]
-    for a in data["adapters"]:
-        for r in a["results"]:
-            if r["check"] != "edge":
-                continue
-            for note in r["notes"]:
-                situation, _, what = str(note).partition(": ")
-                seen[(situation, r["function"])][a["name"]].add(what)
-    if not seen:
+    """What each adapter does where the reference leaves the answer ungraded; calls never
+    made are marked apart from calls that raised."""
+    rows = behaviour_rows(data)
+    if not rows:
         return "<p>No ungraded situations came up in this run.</p>"
-    rows = [[_td(situation), _td(function)]
-            + [_td(", ".join(sorted(seen[(situation, function)][name])) or "—")
-               for name in adapters]
-            for situation, function in sorted(seen)]
-    return _table(["situation", "function"] + adapters, rows, cls="behaviour")
+    cells = [[_td(x, cls="muted" if x == NOT_OFFERED_MARK else "") for x in row]
+             for row in rows]
+    return (_table(["situation", "function"] + [a["name"] for a in _runnable(data)], cells,
+                   cls="behaviour") + f'<p class="muted">{_e(BEHAVIOUR_LEGEND)}</p>')
 
 
 def _input_text(w: dict[str, Any], limit: int = 24) -> str:
@@ -274,59 +297,101 @@ def _code(text: Any, limit: int = 400) -> str:
     return f"<td><code>{_e(s)}</code></td>" if s else "<td></td>"
 
 
-def _severity(result: dict[str, Any]) -> tuple[float, float]:
-    """Sort key, worst first: the worst element's severity, then the largest error."""
-    w = result.get("worst") or {}
-    u = result.get("max_ulp")
-    ulp = math.inf if u == "inf" else float(u) if isinstance(u, (int, float)) else 0.0
-    return (-float(w.get("severity") or _rank(result.get("grade"))), -ulp)
+def _detail(label: str, text: Any, code: bool = True, limit: int = 2000) -> str:
+    s = "" if text is None else str(text)
+    if not s:
+        return ""
+    if len(s) > limit:
+        s = s[:limit] + "..."
+    shown = f"<code>{_e(s)}</code>" if code else _e(s)
+    return f"<dt>{_e(label)}</dt><dd>{shown}</dd>"
 
 
-def failures(data: dict[str, Any], per_adapter: int = 40) -> str:
-    """Each failing result with its worst input, got, should-be, ulps, ratio, bound and
-    reproducer, worst first, at most ``per_adapter`` per adapter (so that one bad adapter
-    does not hide the others); adapters that could not be run at all with their reason."""
-    errors = [f"<li><strong>{_e(a['name'])}</strong>: could not be run: "
-              f"{_e(a.get('reason'))}</li>"
-              for a in data["adapters"] if a["verdict"] == "error"]
-    rows = []
-    more = []
-    for a in _runnable(data):
-        failing = sorted((r for r in a["results"] if not r["passed"]), key=_severity)
-        if len(failing) > per_adapter:
-            more.append(f"{_e(a['name'])}: {len(failing) - per_adapter}")
-        for r in failing[:per_adapter]:
-            w = r.get("worst") or {}
-            notes = "; ".join(str(n) for n in r.get("notes") or [])
-            where = (f"case {w.get('case')} row {w.get('row')}"
-                     + (f" index {w.get('index')}" if w.get("index") is not None else "")
-                     if w else "")
-            rows.append([
-                _td(a["name"]),
-                _td(f"{r['function']}[{r['dtype']}-{r['regime']}-{r['check']}]"),
-                _grade_cell(r["grade"], True),
-                _td(f"{r['failed']} of {r['cases']}", cls="num"),
-                _td(_ulp(r["max_ulp"]), cls="num"), _td(_ulp(r["max_ratio"]), cls="num"),
-                _td(where), _code(w.get("got")), _code(w.get("expected")),
-                _td(_ulp(w.get("ulp")) if w else "", cls="num"),
-                _td(_ulp(w.get("ratio")) if w else "", cls="num"),
-                _td(_ulp(w.get("allowed_ulp")) if w else "", cls="num"),
-                _code(_input_text(w) if w else "", limit=2000),
-                _code(w.get("reproducer") or r.get("reproducer"), limit=600),
-                _td(notes),
-            ])
+_FAILURE_COLUMNS = [("grade", "grade"), ("test", "test"), ("rows failed", "rows"),
+                    ("worst at", "where"), ("got", ""), ("should be", ""), ("ulps", "num"),
+                    ("ratio", "num"), ("bound (ulp)", "num")]
+
+
+def _failure_rows(r: dict[str, Any]) -> list[str]:
+    """Two table rows of one failing result: the summary and its worst element's numbers,
+    then, across the whole width, what the call took (target, options, input), notes and
+    the reproducer."""
+    w = r.get("worst") or {}
+    where = ""
+    if w:
+        where = f"case {w.get('case')} row {w.get('row')}" + (
+            f" index {w.get('index')}" if w.get("index") is not None else "")
+    main = [
+        _grade_cell(r["grade"], True),
+        _td(f"{r['function']} [{r['dtype']}-{r['regime']}] check {r['check']}"),
+        _td(f"{r['failed']} of {r['cases']}", cls="num"),
+        _td(where), _code(w.get("got")), _code(w.get("expected")),
+        _td(_ulp(w.get("ulp")) if w else "", cls="num"),
+        _td(_ulp(w.get("ratio")) if w else "", cls="num"),
+        _td(_ulp(w.get("allowed_ulp")) if w else "", cls="num"),
+    ]
+    target, options = call_text(w) if w else ("", "")
+    details = "".join([
+        _detail("largest", f"{_ulp(r.get('max_ulp'))} ulp, ratio {_ulp(r.get('max_ratio'))}, "
+                           "at other elements than the worst case", code=False)
+        if largest_differs(r) else "",
+        _detail("target", target), _detail("options", options),
+        _detail("input", _input_text(w) if w else ""),
+        _detail("notes", "; ".join(str(n) for n in r.get("notes") or []), code=False),
+        _detail("reproduce", (w.get("reproducer") if w else None) or r.get("reproducer"),
+                limit=1200),
+    ])
+    rows = ["".join(main)]
+    if details:
+        rows.append(f'<td colspan="{len(_FAILURE_COLUMNS)}"><dl>{details}</dl></td>')
+    return rows
+
+
+def _failure_table(results: list[dict[str, Any]]) -> str:
+    cols = "".join(f'<col class="{c}">' if c else "<col>" for _, c in _FAILURE_COLUMNS)
+    out = ['<table class="failures">', f"<colgroup>{cols}</colgroup>", "<thead><tr>"]
+    out += [f"<th>{_e(h)}</th>" for h, _ in _FAILURE_COLUMNS]
+    out.append("</tr></thead>")
+    for r in results:  # one tbody per result: its two rows stay together
+        main, *detail = _failure_rows(r)
+        out.append(f'<tbody><tr class="result">{main}</tr>'
+                   + "".join(f'<tr class="detail">{d}</tr>' for d in detail) + "</tbody>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def failures(data: dict[str, Any], per_adapter: int = FAILURES_PER_ADAPTER_HTML) -> str:
+    """Per adapter, each failing result with its worst element (got, should be, ulps,
+    ratio, bound), the target, options and input it was called with and its reproducer,
+    worst first, at most ``per_adapter`` per adapter (so that one bad adapter does not
+    hide the others), with a ``jq`` line for the rest; adapters that could not be run at
+    all with their reason."""
     parts = []
-    if errors:
-        parts.append("<ul>\n" + "\n".join(errors) + "\n</ul>")
-    if rows:
-        parts.append(f"<p>Worst first, at most {per_adapter} per adapter.</p>")
-        parts.append(_table(
-            ["adapter", "test", "grade", "rows failed", "max ulp", "max ratio", "worst at",
-             "got", "should be", "ulps", "ratio", "bound (ulp)", "input", "reproduce",
-             "notes"], rows, cls="failures"))
-    if more:
-        parts.append(f"<p>Not shown (see conformance.json): {'; '.join(more)} more.</p>")
-    return "\n".join(parts) if parts else "<p>None: every adapter passed.</p>"
+    for index, a in enumerate(data["adapters"]):
+        if a["verdict"] == "error":
+            parts.append(f"<h3>{_e(a['name'])}</h3>\n<p>Could not be run: "
+                         f"{_e(a.get('reason'))}</p>")
+            continue
+        failing = failing_results(a)
+        if not failing:
+            continue
+        shown = failing[:per_adapter]
+        parts.append(f"<h3>{_e(a['name'])}</h3>\n<p>{len(failing)} failing result"
+                     f"{'s' if len(failing) != 1 else ''}"
+                     + (f", the {len(shown)} worst below.</p>" if len(shown) < len(failing)
+                        else ", worst first.</p>"))
+        parts.append(_failure_table(shown))
+        rest = len(failing) - len(shown)
+        if rest:
+            parts.append(f'<p class="more">{rest} more failing result'
+                         f"{'s' if rest != 1 else ''} of {_e(a['name'])}, none worse than "
+                         "those above, are in <code>conformance.json</code>; list every one "
+                         f'with:</p>\n<pre class="command">{_e(jq_command(index))}</pre>')
+    if not parts:
+        return "<p>None: every adapter passed.</p>"
+    return (f"<p>Per adapter, worst first (grade, then error), at most {per_adapter} each. "
+            "The worst case of a result is its worst grade's largest error.</p>\n"
+            + "\n".join(parts))
 
 
 # ---------------------------------------------------------------------------- plots
@@ -404,7 +469,7 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 def _title(adapter: dict[str, Any], extra: str = "") -> str:
-    label = _label(adapter)
+    label = str(adapter["name"])  # the short name, as in every table (versions: Adapters)
     label = label if len(label) <= 40 else label[:39] + "…"
     return _safe(label + extra)
 
@@ -554,17 +619,27 @@ def render(data: dict[str, Any]) -> str:
                "</code> (every file of the set carries it).")
     body = "\n".join([
         "<h1>xentcheck conformance report</h1>", f"<p>{summary}</p>",
-        "<h2>Verdicts</h2>", verdicts(data),
-        "<h2>Scoreboard</h2>",
-        "<p>Worst accuracy grade against the exact truth over every dtype and regime "
+        '<h2 id="adapters">Adapters</h2>',
+        "<p>Versions and specs are listed here only; the tables below name each adapter by "
+        "its name.</p>", adapters(data),
+        '<h2 id="grades">Grades</h2>',
+        "<p>Each row checked gets the worst grade of its elements; a result (one check of "
+        "one function on one dtype and regime) gets its worst row's. Errors are measured in "
+        "ulps of the dtype against the exact value, and as the stability ratio: the error "
+        "over the first-order bound of the textbook shifted algorithm on that input.</p>",
+        grades(data),
+        '<h2 id="scoreboard">Scoreboard</h2>',
+        "<p>Worst accuracy grade against the exact truth over every regime "
         "(checks <code>value</code>, <code>gradient</code>, <code>jvp</code> and "
-        "<code>hvp</code>); ✗ marks a failing result, "
-        "— not provided.</p>", scoreboard(data),
-        "<h2>Documented differences from the PyTorch convention</h2>", differences(data),
-        "<h2>Largest error found, in ulps of the dtype</h2>", max_ulp_tables(data),
-        "<h2>Plots</h2>", plots(data),
-        "<h2>Behaviour where the reference gives no grade</h2>", behaviour(data),
-        "<h2>Failures</h2>", failures(data),
+        "<code>hvp</code>), over every dtype and per dtype; ✗ marks a failing result, "
+        "— not provided.</p>", scoreboards(data),
+        '<h2 id="differences">Documented differences from the PyTorch convention</h2>',
+        differences(data),
+        '<h2 id="largest-errors">Largest error found, in ulps of the dtype</h2>',
+        max_ulp_tables(data),
+        '<h2 id="plots">Plots</h2>', plots(data),
+        '<h2 id="behaviour">Behaviour where the reference gives no grade</h2>', behaviour(data),
+        '<h2 id="failures">Failures</h2>', failures(data),
     ])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<title>xentcheck conformance report</title>\n"

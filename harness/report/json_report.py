@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.findings import GRADES
-from harness.report import STEM, write_atomic
+from xentcheck.harness.findings import GRADES
+from xentcheck.harness.report import STEM, write_atomic
 
 SUFFIX = ".json"
 FILENAME = STEM + SUFFIX
@@ -180,7 +180,8 @@ _WORST = _record(
     {"case": _STR, "row": _OPT_INT, "index": _list(_INT), "got": _OPT_STR,
      "expected": _OPT_STR, "ulp": _figure, "ratio": _figure, "allowed_ulp": _figure,
      "reproducer": _STR},
-    {"input": _list(_STR), "severity": _INT}, none=True)
+    {"input": _list(_STR), "severity": _INT, "target_kind": _STR, "target": _list(_STR),
+     "options": _kind(dict, what="an object")}, none=True)
 
 _RESULT = _record({
     "check": _STR, "function": _STR, "dtype": _STR, "regime": _STR,

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from harness.report import write_atomic
+from xentcheck.harness.report import write_atomic
 
 FILENAME = "conformance.junit.xml"
 

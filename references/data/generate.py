@@ -28,9 +28,9 @@ import ml_dtypes
 import mpmath
 import numpy as np
 
-import references as ref
-from references.gold import DEFAULT_PREC, GOLD_BITS, UNDEFINED
-from references.rounding import round_to, ulp_error
+import xentcheck.references as ref
+from xentcheck.references.gold import DEFAULT_PREC, GOLD_BITS, UNDEFINED
+from xentcheck.references.rounding import round_to, ulp_error
 
 SCHEMA = "xentcheck-golden/1"
 OUTPUT = Path(__file__).with_name("golden_vectors.json")

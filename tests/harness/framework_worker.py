@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.adapters.contract import FUNCTIONS, Fault
-from harness.adapters.registry import open_adapter
-from references.rounding import ulp_error
+from xentcheck.harness.adapters.contract import FUNCTIONS, Fault
+from xentcheck.harness.adapters.registry import open_adapter
+from xentcheck.references.rounding import ulp_error
 
 
 class WorkerFault(Exception):

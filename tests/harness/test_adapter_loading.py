@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from harness.adapters import (
+from xentcheck.harness.adapters import (
     BUILTINS,
     FUNCTIONS,
     OPTIONS,
@@ -26,8 +26,8 @@ from harness.adapters import (
     load_adapter,
     open_adapter,
 )
-from harness.adapters.contract import DTYPES, call_options, dtype_name
-from harness.adapters.registry import accepted_options, is_c_spec
+from xentcheck.harness.adapters.contract import DTYPES, call_options, dtype_name
+from xentcheck.harness.adapters.registry import accepted_options, is_c_spec
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -201,9 +201,9 @@ def test_unavailable_builtin_says_why(
     fixtures_on_path: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(BUILTINS, "frobnitz", "unavailable_adapter")
-    monkeypatch.setitem(BUILTINS, "ghost", "harness.adapters.no_such_module")
+    monkeypatch.setitem(BUILTINS, "ghost", "xentcheck.harness.adapters.no_such_module")
     with open_adapter("ghost", isolated=False) as handle:
-        assert "harness.adapters.no_such_module is missing" in handle.unavailable
+        assert "xentcheck.harness.adapters.no_such_module is missing" in handle.unavailable
     with open_adapter("frobnitz", isolated=False) as handle:
         table = format_adapter_list([handle.info])
     assert "unavailable: frobnitz is not installed" in table

@@ -1,4 +1,4 @@
-"""The built-in adapter ``onnxruntime`` (``harness.adapters.onnxruntime_graphs``).
+"""The built-in adapter ``onnxruntime`` (``xentcheck.harness.adapters.onnxruntime_graphs``).
 
 Each function on a small fixed case against values computed here with mpmath at 50 digits
 (``mp.workdps(50)``), in every dtype the adapter declares; the glue (options mapped to the
@@ -149,7 +149,7 @@ def test_a_cached_session_serves_another_shape(adapter):
 
 def test_runs_through_the_harness(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--adapter",
+        [sys.executable, "-m", "xentcheck.harness.cli", "run", "--adapter",
          "harness/adapters/onnxruntime_graphs.py", "--dtype", "float64", "--regime",
          "moderate", "--jobs", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=REPO)

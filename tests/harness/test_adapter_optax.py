@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, require  # noqa: F401
 
-import references as gold
-from harness import runner, strategies
-from references.rounding import ulp_error
+import xentcheck.references as gold
+from xentcheck.harness import runner, strategies
+from xentcheck.references.rounding import ulp_error
 
 require("optax")
 

@@ -1,4 +1,4 @@
-"""The built-in adapter ``paddle`` (``harness.adapters.paddle_nn``) against exact values.
+"""The built-in adapter ``paddle`` (``xentcheck.harness.adapters.paddle_nn``) against exact values.
 
 Every function the adapter provides, in each dtype it declares, on one small
 well-conditioned case, in ulps of that dtype against ``references`` (mpmath at the
@@ -22,7 +22,7 @@ import pytest
 from framework_worker import WorkerAdapter, framework_fixture, require  # noqa: F401
 from framework_worker import assert_ulps as _assert_ulps
 
-import references as gold
+import xentcheck.references as gold
 
 require("paddle")
 
@@ -135,7 +135,7 @@ def test_soft_label_weights_follow_paddles_documented_rule(
 
 
 def test_a_run_through_the_cli_grades_paddle(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "harness.cli", "run", "--adapter",
+    command = [sys.executable, "-m", "xentcheck.harness.cli", "run", "--adapter",
                str(REPO / "harness" / "adapters" / "paddle_nn.py"), "--dtype", "float64",
                "--regime", "moderate", "--jobs", "1", "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""The built-in adapter ``sklearn`` (``harness.adapters.sklearn_metrics``).
+"""The built-in adapter ``sklearn`` (``xentcheck.harness.adapters.sklearn_metrics``).
 
 ``cross_entropy_from_probs`` (``sklearn.metrics.log_loss`` per row) on a small fixed case
 against values computed here with mpmath at 50 digits (``mp.workdps(50)``) in every dtype
@@ -97,7 +97,7 @@ def test_what_is_not_provided(adapter):
 
 def test_runs_through_the_harness(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--adapter",
+        [sys.executable, "-m", "xentcheck.harness.cli", "run", "--adapter",
          "harness/adapters/sklearn_metrics.py", "--dtype", "float64", "--regime", "moderate",
          "--jobs", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=REPO)

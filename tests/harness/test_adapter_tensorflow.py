@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, require  # noqa: F401
 
-import references as gold
-from harness import runner, strategies
-from harness.adapters.contract import FUNCTIONS, FUNCTIONS_WITH_OPTIONS
-from references.rounding import ulp_error
+import xentcheck.references as gold
+from xentcheck.harness import runner, strategies
+from xentcheck.harness.adapters.contract import FUNCTIONS, FUNCTIONS_WITH_OPTIONS
+from xentcheck.references.rounding import ulp_error
 
 require("tensorflow")
 

@@ -1,4 +1,5 @@
-"""The built-in adapter ``tinygrad`` (``harness.adapters.tinygrad_tensor``) against exact values.
+"""The built-in adapter ``tinygrad`` (``xentcheck.harness.adapters.tinygrad_tensor``)
+against exact values.
 
 Every function the adapter provides on one small well-conditioned float64 case, and the
 values in each narrower dtype it declares, in ulps of that dtype against ``references``
@@ -25,7 +26,7 @@ import pytest
 from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, require  # noqa: F401
 from framework_worker import assert_ulps as _assert_ulps
 
-import references as gold
+import xentcheck.references as gold
 
 require("tinygrad")
 if shutil.which("clang") is None:  # its CPU device compiles with clang: unavailable here
@@ -158,7 +159,7 @@ def test_probability_targets_from_probs_are_not_provided(
 
 
 def test_a_run_through_the_cli_grades_tinygrad(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "harness.cli", "run", "--adapter",
+    command = [sys.executable, "-m", "xentcheck.harness.cli", "run", "--adapter",
                str(REPO / "harness" / "adapters" / "tinygrad_tensor.py"), "--dtype", "float64",
                "--regime", "empty", "--jobs", "1", "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)

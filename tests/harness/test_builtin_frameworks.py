@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
-import references as gold
-from harness.adapters import c_ctypes, contract, jax_nn, torch_nn
-from harness.adapters.contract import FUNCTIONS, AdapterUnavailable, case_dtype
-from references.rounding import ulp_error
+import xentcheck.references as gold
+from xentcheck.harness.adapters import c_ctypes, contract, jax_nn, torch_nn
+from xentcheck.harness.adapters.contract import FUNCTIONS, AdapterUnavailable, case_dtype
+from xentcheck.references.rounding import ulp_error
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_C = REPO / "examples" / "c_adapter" / "my_softmax.c"

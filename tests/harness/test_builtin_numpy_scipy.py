@@ -19,11 +19,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import references as gold
-from harness.adapters import contract, open_adapter
-from harness.adapters.contract import case_dtype
-from harness.adapters.isolation import AdapterHandle
-from references.rounding import round_to, ulp_error
+import xentcheck.references as gold
+from xentcheck.harness.adapters import contract, open_adapter
+from xentcheck.harness.adapters.contract import case_dtype
+from xentcheck.harness.adapters.isolation import AdapterHandle
+from xentcheck.references.rounding import round_to, ulp_error
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "python_adapter" / "my_adapter.py"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness import cli
-from harness.compare import compare
+from xentcheck.harness import cli
+from xentcheck.harness.compare import compare
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "reports" / "conformance.json"

@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 
 from conftest import living_children
-from harness.adapters import open_adapter
+from xentcheck.harness.adapters import open_adapter
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAULTY = FIXTURES / "faulty_adapters.py"
 ROOT = Path(__file__).resolve().parents[2]
+XENTCHECK = [sys.executable, "-m", "xentcheck.harness.cli"]  # the CLI, in this interpreter
 LOGITS = np.array([[1.0, 2.0, 3.0]])
 SLEEP_MARK = "600.4242"  # faulty_adapters.SLEEP_MARK
 
@@ -108,7 +109,7 @@ def test_eight_faulty_adapters_and_a_correct_one(tmp_path: Path) -> None:
     """Each faulty adapter is reported with its reason, the hanging and crashing ones are
     quarantined (not run, with the reason), and the correct one passes."""
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "harness.cli", "run", "--timeout", "2", "--dtype", "float64",
+    argv = [*XENTCHECK, "run", "--timeout", "2", "--dtype", "float64",
             "--regime", "moderate", "--regime", "ties", "--regime", "empty",  # N = 0 too
             "--out", str(out), "--adapter", "numpy"]
     for name in _EIGHT:
@@ -156,7 +157,7 @@ def test_a_signal_ends_the_run_and_leaves_the_previous_reports(
     out.mkdir()
     (out / "conformance.json").write_text("previous")
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", "--adapter", str(adapter), "--timeout",
+        [*XENTCHECK, "run", "--adapter", str(adapter), "--timeout",
          "300", "--jobs", str(jobs), "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -193,7 +194,7 @@ def test_hostile_names_reach_neither_terminal_nor_markdown_raw(tmp_path: Path) -
             raise RuntimeError({EVIL!r})
         """))
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--adapter", str(adapter),
+    done = subprocess.run([*XENTCHECK, "run", "--adapter", str(adapter),
                            "--regime", "moderate", "--dtype", "float64", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -206,14 +207,14 @@ def test_hostile_names_reach_neither_terminal_nor_markdown_raw(tmp_path: Path) -
     assert data["adapters"][0]["name"] == EVIL  # the data keeps it as it was
     for command in (["compare", str(out / "conformance.json"), str(out / "conformance.json")],
                     ["report", str(out / "conformance.json"), "--out", str(tmp_path / "r")]):
-        shown = subprocess.run([sys.executable, "-m", "harness.cli", *command], cwd=ROOT,
+        shown = subprocess.run([*XENTCHECK, *command], cwd=ROOT,
                                capture_output=True, text=True, timeout=120)
         assert "\x1b" not in shown.stdout + shown.stderr
 
 
 def test_a_hostile_report_renders_as_text(tmp_path: Path) -> None:
     """Markdown tables keep their columns and carry no HTML, whatever the report says."""
-    from harness.report import markdown
+    from xentcheck.harness.report import markdown
 
     committed = json.loads((ROOT / "reports" / "conformance.json").read_text())
     for adapter in committed["adapters"]:
@@ -247,7 +248,7 @@ def test_list_survives_entry_points_that_exit_or_hang(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     started = time.monotonic()
     # 20 s: every built-in starts its worker at once, the frameworks' imports among them
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "list", "--timeout", "20"],
+    done = subprocess.run([*XENTCHECK, "list", "--timeout", "20"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert time.monotonic() - started < 120

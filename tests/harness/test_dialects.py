@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness import runner
-from harness.adapters import numpy_stable
-from harness.adapters.contract import AdapterSpecError
-from harness.adapters.numpy_dialects import NumpyInDialect
-from harness.adapters.registry import describe
-from harness.report import markdown
-from references import dialects
+from xentcheck.harness import runner
+from xentcheck.harness.adapters import numpy_stable
+from xentcheck.harness.adapters.contract import AdapterSpecError
+from xentcheck.harness.adapters.numpy_dialects import NumpyInDialect
+from xentcheck.harness.adapters.registry import describe
+from xentcheck.harness.report import markdown
+from xentcheck.references import dialects
 
 
 def _run(adapter: Any, *regimes: str) -> runner.AdapterReport:

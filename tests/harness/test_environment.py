@@ -16,11 +16,11 @@ import mpmath
 import numpy as np
 import pytest
 
-import references as ref
-from harness import fpenv, runner
-from harness.adapters.isolation import ProtocolError, receive_plain, send_plain
-from harness.adapters.registry import open_adapter
-from references import fd
+import xentcheck.references as ref
+from xentcheck.harness import fpenv, runner
+from xentcheck.harness.adapters.isolation import ProtocolError, receive_plain, send_plain
+from xentcheck.harness.adapters.registry import open_adapter
+from xentcheck.references import fd
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -140,7 +140,7 @@ def test_flush_to_zero_in_the_grading_process_is_refused(fast_math_library: Path
     """Loaded before the run (LD_PRELOAD): exit 2, one line, nothing graded."""
     done = _subprocess(f"""
         import sys
-        from harness import cli
+        from xentcheck.harness import cli
         sys.exit(cli.main(["run", "--adapter", "numpy", "--regime", "moderate",
                            "--dtype", "float64", "--out", {str(fast_math_library.parent / 'o')!r}]))
         """, env={"LD_PRELOAD": str(fast_math_library)})
@@ -155,9 +155,9 @@ def test_an_in_process_adapter_that_turns_on_flush_to_zero_is_caught(
     done = _subprocess(f"""
         import ctypes
         import numpy as np
-        from harness import runner
-        from harness.fpenv import FloatingPointEnvironmentError
-        from harness.adapters import numpy_stable
+        from xentcheck.harness import runner
+        from xentcheck.harness.fpenv import FloatingPointEnvironmentError
+        from xentcheck.harness.adapters import numpy_stable
 
         class FastMath:
             name = "fast-math"
@@ -179,7 +179,7 @@ def test_an_in_process_adapter_that_turns_on_flush_to_zero_is_caught(
 def test_a_changed_rounding_direction_is_refused() -> None:
     done = _subprocess("""
         import ctypes, ctypes.util
-        from harness import fpenv
+        from xentcheck.harness import fpenv
         libm = ctypes.CDLL(ctypes.util.find_library("m"))
         libm.fesetround(0x800)  # FE_UPWARD on x86-64 (glibc)
         print(fpenv.problems())

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from harness import cli, runner
-from harness.report import html as html_report
+from xentcheck.harness import cli, runner
+from xentcheck.harness.report import html as html_report
 
 ROOT = Path(__file__).resolve().parents[2]
+XENTCHECK = [sys.executable, "-m", "xentcheck.harness.cli"]  # the CLI, in this interpreter
 SMALL = ["--adapter", "numpy", "--regime", "moderate", "--dtype", "float64"]
 
 
@@ -185,7 +186,7 @@ def test_a_dying_jobs_process_is_one_line(tmp_path: Path) -> None:
             return logits
         """))
     done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--adapter", str(adapter), "--jobs", "2",
+        [*XENTCHECK, "run", "--adapter", str(adapter), "--jobs", "2",
          "--regime", "moderate", "--out", str(tmp_path / "out")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 3, done.stdout + done.stderr
@@ -281,15 +282,16 @@ def test_merge_refuses_duplicate_and_missing_shards(tmp_path: Path, capsys) -> N
     (["numpy", "softmax"], "usage"),
     (["numpy", "no_such_function", "x"], "unknown function"),
     (["numpy", "softmax", "__import__('os').system('touch /tmp/xentcheck-pwned')"],
-     "only calls of harness.strategies.sample"),
-    (["numpy", "softmax", "harness.strategies.sample('moderate')[99]"], "case [99] of 5"),
-    (["numpy", "softmax", "harness.strategies.sample('moderate', dtype=open)[0]"], "literals"),
+     "only calls of xentcheck.harness.strategies.sample"),
+    (["numpy", "softmax", "xentcheck.harness.strategies.sample('moderate')[99]"], "case [99] of 5"),
+    (["numpy", "softmax",
+      "xentcheck.harness.strategies.sample('moderate', dtype=open)[0]"], "literals"),
     (["numpy", "softmax", "{not json"], "cannot read the case"),
-    (["no-such-adapter", "softmax", "harness.strategies.sample('moderate')[0]"],
+    (["no-such-adapter", "softmax", "xentcheck.harness.strategies.sample('moderate')[0]"],
      "unknown adapter"),
 ])
 def test_repro_bad_arguments_are_one_line_exit_2(args: list[str], message: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "harness.repro", *args], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "xentcheck.harness.repro", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     _one_line(done.stderr, message)

@@ -1,4 +1,5 @@
-"""Tests of harness.grading: the rule that keeps grading honest, and the grading machinery.
+"""Tests of xentcheck.harness.grading: the rule that keeps grading honest, and the
+grading machinery.
 
 1. The textbook shifted algorithm (written below in NumPy: float64 and float32 natively,
    float16 and bfloat16 computing in float32 and rounding once) passes ``standard`` on
@@ -29,11 +30,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import references as gold
-from harness import grading
-from harness.adapters import contract
-from harness.adapters.contract import FUNCTIONS, case_dtype
-from harness.grading import (
+import xentcheck.references as gold
+from xentcheck.harness import grading
+from xentcheck.harness.adapters import contract
+from xentcheck.harness.adapters.contract import FUNCTIONS, case_dtype
+from xentcheck.harness.grading import (
     GRADES,
     STANDARD,
     STRICT,
@@ -45,7 +46,7 @@ from harness.grading import (
     profile,
     summarize,
 )
-from references.gold import UNDEFINED
+from xentcheck.references.gold import UNDEFINED
 
 DTYPES: dict[str, np.dtype] = {name: case_dtype(name) for name in contract.DTYPES}
 HALF = ("float16", "bfloat16")
@@ -826,7 +827,7 @@ def fixed_cases(function: str, dtype: str) -> list[Case]:
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_numpy_builtin_passes_standard(function: str, dtype: str) -> None:
-    from harness.adapters import numpy_stable
+    from xentcheck.harness.adapters import numpy_stable
 
     for case in fixed_cases(function, dtype):
         fn = getattr(numpy_stable, function)

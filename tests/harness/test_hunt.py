@@ -17,10 +17,10 @@ import hypothesis
 import numpy as np
 import pytest
 
-from harness import grading, hunt, repro, runner, strategies
-from harness.adapters.registry import open_adapter
-from harness.cases import Case
-from harness.strategies import overflow_edge, sample
+from xentcheck.harness import grading, hunt, repro, runner, strategies
+from xentcheck.harness.adapters.registry import open_adapter
+from xentcheck.harness.cases import Case
+from xentcheck.harness.strategies import overflow_edge, sample
 
 HERE = Path(__file__).resolve()
 FIXTURES = HERE.parent / "fixtures"
@@ -74,7 +74,7 @@ class LogOfOnePlus:
 def replayed_case(command: str) -> Case:
     """The case a reproducer line carries (its last shell word)."""
     words = shlex.split(command)
-    assert words[:3] == ["python", "-m", "harness.repro"], command
+    assert words[:3] == ["python", "-m", "xentcheck.harness.repro"], command
     return Case.from_json(words[-1])
 
 
@@ -94,7 +94,7 @@ def test_unshifted_softmax_overflow_is_found_and_shrunk() -> None:
     report = result.failure_report
     assert report is not None and report.ulp == math.inf and report.got is not None
     assert report.got.startswith("nan"), report
-    assert "harness.repro" in result.reproducer and " softmax " in result.reproducer
+    assert "xentcheck.harness.repro" in result.reproducer and " softmax " in result.reproducer
     assert replayed_case(result.reproducer).same_as(failing)
     assert result.max_ulp == math.inf and result.worst_grade == "broken"
 

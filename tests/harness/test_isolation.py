@@ -18,8 +18,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from harness.adapters import open_adapter
-from harness.adapters.isolation import WorkerHandle, receive_message, send_message
+from xentcheck.harness.adapters import open_adapter
+from xentcheck.harness.adapters.isolation import WorkerHandle, receive_message, send_message
 
 FAULTY = Path(__file__).resolve().parent / "fixtures" / "faulty_adapters.py"
 LOGITS = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]], dtype=np.float32)

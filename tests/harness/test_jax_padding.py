@@ -2,7 +2,7 @@
 
 The adapter pads every input to a few bucket shapes (rows to 8, classes to 256 or 4096),
 masks the padded rows and passes every option as a traced argument, so that XLA compiles
-once per bucket, dtype and target kind (see ``harness.adapters.jax_nn``). Checked here:
+once per bucket, dtype and target kind (see ``xentcheck.harness.adapters.jax_nn``). Checked here:
 
 - the padded losses and gradients (every reduction, with weights, ``ignore_index`` and
   label smoothing, both target kinds) are bit for bit those of the same JAX code run on the
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.adapters import jax_nn
+from xentcheck.harness.adapters import jax_nn
 
 jax = pytest.importorskip("jax")
 

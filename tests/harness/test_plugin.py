@@ -1,11 +1,13 @@
-"""The pytest plugin (:mod:`harness.plugin`) as a user meets it: a separate example project
+"""The pytest plugin (:mod:`xentcheck.harness.plugin`) as a user meets it: a separate
+example project
 with a ten-line adapter, run by pytest in a subprocess.
 
 A correct adapter (textbook shifted softmax / log_softmax / cross-entropy in NumPy, float64
 only, validating its targets) gets passing tests; a buggy one (unshifted ``exp``) gets failing
 tests with readable ids and messages carrying got / should be / ulps / reproducer; the JUnit
 file parses; without ``--xentcheck-adapter`` nothing is added; the shared option definitions
-reach both surfaces; importing the plugin imports no NumPy.
+reach both surfaces; importing the plugin imports no NumPy. How collection, selection and
+pytest-xdist behave, and the other run options, are tested in ``test_plugin_*.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import options
+from xentcheck.harness import options
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,20 +62,24 @@ RUN_ARGS = ("--xentcheck-regime", "moderate", "--xentcheck-regime", "large",
 
 
 def _entry_point_installed() -> bool:
-    return any(ep.value == "harness.plugin" for ep in metadata.entry_points(group="pytest11"))
+    return any(ep.value == "xentcheck.harness.plugin"
+               for ep in metadata.entry_points(group="pytest11"))
 
 
-def pytest_in(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run pytest in ``project`` as a user would, in a fresh process."""
+def pytest_in(project: Path, *args: str, cache: bool = False,
+              timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run pytest in ``project`` as a user would, in a fresh process (without pytest's
+    cache unless ``cache``)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     env.pop("PYTEST_ADDOPTS", None)
     # The installed pytest11 entry point loads the plugin; -p loads it from a bare checkout
     # (both at once would register it twice, which pluggy refuses).
-    load = () if _entry_point_installed() else ("-p", "harness.plugin")
-    return subprocess.run([sys.executable, "-m", "pytest", *load, "-p", "no:cacheprovider",
+    load = () if _entry_point_installed() else ("-p", "xentcheck.harness.plugin")
+    no_cache = () if cache else ("-p", "no:cacheprovider")
+    return subprocess.run([sys.executable, "-m", "pytest", *load, *no_cache,
                            "-p", "no:randomly", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +128,7 @@ def test_buggy_adapter_fails_readably(buggy_run: subprocess.CompletedProcess[str
     assert "got           -inf" in section
     assert "should be     -0.69314718" in section
     assert "inf ulp (bound " in section
-    assert "reproduce     python -m harness.repro buggy.py log_softmax" in section
+    assert "reproduce     python -m xentcheck.harness.repro buggy.py log_softmax" in section
     assert "plugin.py" not in section and "Traceback" not in section  # no harness traceback
 
 
@@ -169,7 +175,7 @@ def test_bad_adapter_is_one_line_usage_error(project: Path) -> None:
 
 
 def test_importing_the_plugin_imports_nothing_heavy() -> None:
-    code = ("import sys, harness.plugin; "
+    code = ("import sys, xentcheck.harness.plugin; "
             "print(sorted(m for m in ('numpy', 'mpmath', 'scipy', 'torch', 'jax') "
             "if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
@@ -179,7 +185,7 @@ def test_importing_the_plugin_imports_nothing_heavy() -> None:
 
 
 def test_cli_and_plugin_share_the_option_definitions() -> None:
-    from harness import cli
+    from xentcheck.harness import cli
 
     run = next(action for action in cli.build_parser()._subparsers._group_actions[0]
                .choices["run"]._actions if action.dest == "timeout")
@@ -190,14 +196,16 @@ def test_cli_and_plugin_share_the_option_definitions() -> None:
     assert (defaults.profile, defaults.seed, defaults.timeout) == ("standard", 0, 60.0)
     assert [o.pytest_flag for o in options.RUN_OPTIONS] == [
         "--xentcheck-adapter", "--xentcheck-profile", "--xentcheck-dtype",
-        "--xentcheck-regime", "--xentcheck-seed", "--xentcheck-timeout",
-        "--xentcheck-max-classes", "--xentcheck-budgets"]
+        "--xentcheck-regime", "--xentcheck-cases", "--xentcheck-seed", "--xentcheck-timeout",
+        "--xentcheck-shard", "--xentcheck-jobs", "--xentcheck-max-classes",
+        "--xentcheck-budgets", "--xentcheck-max-examples", "--xentcheck-pin",
+        "--xentcheck-out", "--xentcheck-baseline", "--xentcheck-ulp-slack"]
 
 
 def test_ci_profile_keeps_the_example_database() -> None:
     from hypothesis import settings
 
-    from harness.plugin import CI_PROFILE, register_ci_profile
+    from xentcheck.harness.plugin import CI_PROFILE, register_ci_profile
 
     register_ci_profile()
     profile = settings.get_profile(CI_PROFILE)
@@ -205,7 +213,7 @@ def test_ci_profile_keeps_the_example_database() -> None:
 
 
 def test_usage_lines_in_docstring_match_the_options() -> None:
-    from harness import plugin
+    from xentcheck.harness import plugin
 
     doc = textwrap.dedent(plugin.__doc__ or "")
     for flag in ("--xentcheck-adapter", "--xentcheck-dtype", "--xentcheck-regime",

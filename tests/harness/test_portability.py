@@ -21,8 +21,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from harness import fingerprints, strategies
-from references import portable
+from xentcheck.harness import fingerprints, strategies
+from xentcheck.references import portable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,14 +66,15 @@ def test_samples_are_the_same_without_simd_dispatch(level: int) -> None:
     levels = _dispatch_levels()
     if level >= len(levels):
         pytest.skip("one dispatch target only")
-    done = _python("from harness import fingerprints; raise SystemExit(fingerprints.main([]))",
+    done = _python("from xentcheck.harness import fingerprints; "
+                   "raise SystemExit(fingerprints.main([]))",
                    levels[level])
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 _PORTABLE_HASH = """
 import hashlib, numpy as np
-from references import portable as P
+from xentcheck.references import portable as P
 x = np.linspace(-745.0, 709.0, 20011)
 y = np.ldexp(np.linspace(0.5, 1.0, 20011), np.arange(20011) % 2098 - 1074)
 z = np.linspace(-0.999, 50.0, 20011)
@@ -117,7 +118,7 @@ def test_portable_functions_are_accurate() -> None:
 
 _RUN = """
 import json, sys
-from harness import cli
+from xentcheck.harness import cli
 code = cli.main(["run", "--adapter", "numpy", "--adapter", "c", "--regime", "wide",
                  "--regime", "huge", "--regime", "moderate", "--dtype", "float64",
                  "--dtype", "float32", "--out", sys.argv[1]])

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from harness.report import html as html_report
-from harness.report import json_report, junit
+from xentcheck.harness.report import html as html_report
+from xentcheck.harness.report import json_report, junit
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "reports" / "conformance.json"
@@ -37,7 +37,7 @@ def _worst(got: str, expected: str) -> dict[str, Any]:
     return {"case": "large-float32-s0-1", "row": 0, "index": [0, 1],
             "input": ["0x1.0p+7", "-0x1.8p+6", "inf"], "got": got, "expected": expected,
             "ulp": 12.5, "ratio": 3.1, "allowed_ulp": 4.0, "severity": 3,
-            "reproducer": "python -m harness.repro evil log_softmax '<case & more>'"}
+            "reproducer": "python -m xentcheck.harness.repro evil log_softmax '<case & more>'"}
 
 
 def synthetic() -> dict[str, Any]:
@@ -145,9 +145,9 @@ def test_html_synthetic_tables_escaping_and_self_contained() -> None:
     assert EVIL not in text  # escaped everywhere: name, spec, reason, notes
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     # the parser reads the escaped text back as the literal name
-    verdicts = _table(page, "verdicts")
-    assert [row[0] for row in verdicts["rows"][1:]] == ["good", f"evil{EVIL}", "broken-import"]
-    assert verdicts["rows"][0][4] == "verdict" and verdicts["rows"][3][4] == "error"
+    adapters = _table(page, "adapters")
+    assert [row[0] for row in adapters["rows"][1:]] == ["good", f"evil{EVIL}", "broken-import"]
+    assert adapters["rows"][0][4] == "verdict" and adapters["rows"][3][4] == "error"
     board = _table(page, "scoreboard")
     assert board["rows"][0] == ["function", "good", f"evil{EVIL}"]  # error adapters left out
     log_softmax = next(r for r in board["rows"] if r[0] == "log_softmax")
@@ -159,16 +159,17 @@ def test_html_synthetic_tables_escaping_and_self_contained() -> None:
     behaviour = _table(page, "behaviour")
     assert behaviour["rows"][1][:2] == ["NaN in row", "softmax"]
     failures = _table(page, "failures")
-    assert len(failures["rows"]) == 1 + 2
     head = failures["rows"][0]
-    tests = [dict(zip(head, r, strict=True)) for r in failures["rows"][1:]]
-    assert [t["test"] for t in tests] == ["softmax[float32-huge-value]",  # worst first
-                                          "log_softmax[float32-large-value]"]
+    assert len(failures["rows"]) == 1 + 2 * 2  # each result: its numbers, then its details
+    tests = [dict(zip(head, r, strict=True)) for r in failures["rows"][1::2]]
+    assert [t["test"] for t in tests] == ["softmax [float32-huge] check value",  # worst first
+                                          "log_softmax [float32-large] check value"]
     row = tests[1]
     assert row["got"] == "0x1.0p+0" and row["should be"] == "<1.5>"
     assert row["bound (ulp)"] == "4.00" and row["ulps"] == "12"
-    assert "0x1.0p+7" in row["input"] and "'<case & more>'" in row["reproduce"]
-    assert f"could not be run: ImportError: no module {EVIL}" in "".join(page.text)
+    detail = failures["rows"][4][0]
+    assert "0x1.0p+7" in detail and "'<case & more>'" in detail
+    assert f"Could not be run: ImportError: no module {EVIL}" in "".join(page.text)
     imgs = [a for t, a in page.tags if t == "img"]
     assert len(imgs) == 2
 
@@ -193,11 +194,13 @@ def test_html_committed_report(committed: dict[str, Any], tmp_path: Path) -> Non
     assert board["rows"][0][1:] == [a["name"] for a in runnable]
     assert len([t for t in page.tables if t["class"] == "max-ulp"]) == len(
         committed["settings"]["dtypes"])
-    shown = sum(min(40, sum(1 for r in a["results"] if not r["passed"])) for a in runnable)
-    rows = len(_table(page, "failures")["rows"]) - 1 if shown else 0
-    assert rows == shown
-    assert {row[0] for row in _table(page, "failures")["rows"][1:]} == {
-        a["name"] for a in runnable if any(not r["passed"] for r in a["results"])}
+    cap = html_report.FAILURES_PER_ADAPTER_HTML
+    failing = [sum(1 for r in a["results"] if not r["passed"]) for a in runnable]
+    tables = [t for t in page.tables if t["class"] == "failures"]
+    assert len(tables) == sum(1 for n in failing if n)  # one per adapter with failures
+    shown = [n for n in failing if n]
+    assert [sum(1 for row in t["rows"][1:] if len(row) > 1) for t in tables] == [
+        min(cap, n) for n in shown]
     assert len([a for t, a in page.tags if t == "img"]) == 2
 
 
@@ -230,7 +233,7 @@ def test_junit_synthetic() -> None:
     for piece in ("unstable", "got 0x1.0p+0", "should be <1.5>", "12.5 ulp", "bound 4 ulp"):
         assert piece in message, piece
     assert "input: 0x1.0p+7 -0x1.8p+6 inf" in (failure.text or "")
-    assert "reproduce: python -m harness.repro evil" in (failure.text or "")
+    assert "reproduce: python -m xentcheck.harness.repro evil" in (failure.text or "")
     error = suites[2].find("testcase/error")
     assert error is not None and EVIL in (error.get("message") or "")
     assert suites[0].find("testcase/failure") is None
@@ -277,7 +280,7 @@ def test_exact_values_with_long_mantissas_print_in_25_digits() -> None:
     printing its 25 first once crossed Python's int-to-str limit and crashed a run."""
     import mpmath
 
-    from harness.findings import exact_text
+    from xentcheck.harness.findings import exact_text
 
     long = mpmath.mpf((0, 3**30000, -47550, 47550))  # ~0.4585, a 47550-bit mantissa
     assert exact_text(long).startswith("0.45850889735993427542837")

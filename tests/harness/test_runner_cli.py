@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import cli, runner, strategies
-from harness.truth import Truth
+from xentcheck.harness import cli, runner, strategies
+from xentcheck.harness.truth import Truth
 
 RESULT_KEYS = {"check", "function", "dtype", "regime", "grade", "passed", "cases", "failed",
                "grades", "max_ulp", "max_ratio", "worst", "reproducer"}
@@ -75,7 +75,8 @@ def test_conformant_run_exits_zero(tmp_path, capsys):
         (["run", "--cases", "/nonexistent/logits.npz"], "logits.npz"),
         (["frobnicate"], "invalid choice"),
         (["run", "--cases", __file__], "test_runner_cli.py"),
-        (["run", "--adapter", "harness.adapters.numpy_stable:no_such_attr"], "no_such_attr"),
+        (["run", "--adapter", "xentcheck.harness.adapters.numpy_stable:no_such_attr"],
+         "no_such_attr"),
         (["run", "--adapter", "/nonexistent/adapter.py"], "adapter.py"),
         (["run", "--profile", "lenient"], "invalid choice: 'lenient'"),
         (["run", "--max-examples", "-3"], ">= 0"),
@@ -110,7 +111,7 @@ def test_reproducer_of_a_failure_runs_and_shows_it(seed_report):
     seed = next(a for a in data["adapters"] if a["name"] == "numpy-seed")
     failing = next(r for r in seed["results"] if not r["passed"] and r["check"] == "gradient")
     command = shlex.split(failing["reproducer"])
-    assert command[:3] == ["python", "-m", "harness.repro"]
+    assert command[:3] == ["python", "-m", "xentcheck.harness.repro"]
     done = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
@@ -120,7 +121,7 @@ def test_reproducer_of_a_failure_runs_and_shows_it(seed_report):
 def test_a_wrong_gold_derivative_fails_its_certificate(monkeypatch):
     """The certificate behind every gradient verdict can fail: plant p - y as the gold
     gradient of an unnormalized target and the finite differences refuse it."""
-    import references as ref
+    import xentcheck.references as ref
 
     case = strategies.sample("moderate", dtype="float64", size=5)[3]  # unnormalized
     assert case.target_kind == "unnormalized"
@@ -158,3 +159,42 @@ def test_max_examples_hunts_and_grades_what_it_finds(tmp_path, capsys):
               and "-h" in r["worst"]["case"]]
     assert hunted, "the hunted cases are graded by the run's checks"
     assert "hunt:" in capsys.readouterr().out
+
+
+def test_jobs_report_progress_over_every_process():
+    """A --jobs run reports its progress: the cases started over all processes, up to the
+    run's case count (the CLI's progress bar is fed by this)."""
+    calls: list[tuple[int, int, str]] = []
+    data = runner.run_parallel(["numpy"], jobs=2, progress=lambda *a: calls.append(a),
+                               dtypes=["float64", "float32"], regimes=["moderate"])
+    assert calls, "no progress was reported"
+    numbers = [n for n, _, _ in calls]
+    assert numbers == sorted(numbers) and numbers[-1] == calls[-1][1] == data["cases"]
+    assert {case_id.split("-")[1] for _, _, case_id in calls} == {"float64", "float32"}
+
+
+def test_progress_bar_shows_a_growing_total_on_stderr(capsys):
+    bar = cli._ProgressBar()
+    bar(1, 4, "moderate-float64-0")
+    bar(3, 10, "moderate-float32-1")  # a second process reported its share
+    shown = bar._bar  # tqdm redraws at most every 0.1 s: its state is what it will show
+    assert (shown.n, shown.total) == (3, 10) and "moderate-float32-1" in shown.postfix
+    bar.close()
+    assert "0/4" in capsys.readouterr().err  # it drew on stderr
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "xentcheck.harness.cli", "run", "--adapter",
+                           "numpy", "--regime", "moderate", "--dtype", "float64", "--jobs",
+                           "2", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "case/s" not in done.stderr and "it/s" not in done.stderr and "%|" not in done.stderr
+
+
+def test_a_regime_selects_only_its_own_pinned_cases():
+    pinned_regimes = {c.regime for c in runner.load_pinned()}
+    assert "large" in pinned_regimes and len(pinned_regimes) > 1  # else this proves nothing
+    cases = runner.build_cases(dtypes=["float64", "float32"], regimes=["large"])
+    assert {c.regime for c in cases} == {"large"}
+    assert any(c.case_id in {p.case_id for p in runner.load_pinned()} for c in cases)

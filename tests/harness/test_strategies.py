@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from harness.adapters.contract import DTYPES, OPTIONS
-from harness.cases import TARGET_KINDS, Case
-from harness.strategies import (
+from xentcheck.harness.adapters.contract import DTYPES, OPTIONS
+from xentcheck.harness.cases import TARGET_KINDS, Case
+from xentcheck.harness.strategies import (
     DEFAULT_CORPUS,
     IGNORED_SETUPS,
     LONG_SHAPES,
@@ -41,8 +41,8 @@ from harness.strategies import (
     sample,
     targets,
 )
-from harness.truth import tier_for
-from references.rounding import float_format
+from xentcheck.harness.truth import tier_for
+from xentcheck.references.rounding import float_format
 
 MNIST = Path(__file__).resolve().parents[1] / "data" / "mnist_presoftmax.npz"
 SYNTHETIC = tuple(r for r in REGIMES if r not in ("corpus", "known-defects"))

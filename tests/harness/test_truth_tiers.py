@@ -8,17 +8,17 @@ import mpmath
 import numpy as np
 import pytest
 
-from harness import truth as truth_module
-from harness.cases import Case
-from harness.truth import Truth, tier_for
-from references import fast, fd, gold, ulp_error
+from xentcheck.harness import truth as truth_module
+from xentcheck.harness.cases import Case
+from xentcheck.harness.truth import Truth, tier_for
+from xentcheck.references import fast, fd, gold, ulp_error
 
 pytestmark = pytest.mark.skipif(fast.TIER != "longdouble", reason="no extended longdouble")
 
 
 def case(shape: tuple[int, int], dtype: str = "float64", *, seed: int = 0,
          options: dict | None = None, logits: np.ndarray | None = None) -> Case:
-    from harness.adapters.contract import case_dtype
+    from xentcheck.harness.adapters.contract import case_dtype
 
     rng = np.random.default_rng(seed)
     z = logits if logits is not None else rng.standard_normal(shape) * 6

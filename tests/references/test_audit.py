@@ -1,6 +1,7 @@
-"""references.audit: the derivation audit holds on gold, and fails on planted wrong formulas.
+"""xentcheck.references.audit: the derivation audit holds on gold, and fails on planted
+wrong formulas.
 
-Each planted bug replaces one gold function (monkeypatch on ``references.gold``, which the
+Each planted bug replaces one gold function (monkeypatch on ``xentcheck.references.gold``, which the
 audit looks up at call time) by a plausible wrong formula; the row that audits that
 formula must then fail and ``main`` must return 1. Plants run with ``--quick --only ROW``
 to stay fast.
@@ -16,7 +17,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from references import audit, gold
+from xentcheck.references import audit, gold
 
 REAL = {name: getattr(gold, name) for name in gold.__all__ if callable(getattr(gold, name))}
 

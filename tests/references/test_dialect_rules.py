@@ -1,4 +1,5 @@
-"""The dialect rules of ``references.dialects`` against gold computed here by hand in mpmath."""
+"""The dialect rules of ``xentcheck.references.dialects`` against gold computed here by
+hand in mpmath."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import mpmath
 import numpy as np
 import pytest
 
-import references as ref
-from references import dialects
-from references.gold import UNDEFINED
+import xentcheck.references as ref
+from xentcheck.references import dialects
+from xentcheck.references.gold import UNDEFINED
 
 LOGITS = np.array([[0.5, -1.25, 2.0], [3.0, 0.0, -0.75]])
 TARGET = np.array([[0.25, 0.5, 0.25], [0.0, 0.125, 0.875]])

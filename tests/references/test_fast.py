@@ -9,7 +9,7 @@ absolute scale of 2**-1074, which is what they round to). The bound is :data:`BO
 float64 work is measured the same way in float32 ulps (``ulp32``, :data:`BOUND32`) on
 float32 inputs, the candidates it is meant to grade.
 
-Where gold itself cancels (module docstring of ``references.fast``) the error is measured
+Where gold itself cancels (module docstring of ``xentcheck.references.fast``) the error is measured
 against the ulp of the output's scale instead: |m| + log1p(s) for logsumexp,
 p_c sum_{c' != c} |u_c'| + |u_c| (1 - p_c) for a gradient entry (the magnitudes of its two
 terms, and of the target's entries, which have both signs with negative class weights), the
@@ -30,9 +30,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.strategies import REGIMES, sample
-from references import fast, gold
-from references.gold import UNDEFINED
+from xentcheck.harness.strategies import REGIMES, sample
+from xentcheck.references import fast, gold
+from xentcheck.references.gold import UNDEFINED
 
 pytestmark = pytest.mark.skipif(fast.TIER != "longdouble", reason="gold fallback tier")
 
@@ -242,7 +242,7 @@ def test_float32_inputs_both_works(regime: str) -> None:
 def test_blocks_of_several_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows wider than a block (as on (8, 131072) logits) are split in column blocks;
     with a block of 128 elements the masked regime (K up to 512) exercises that path."""
-    monkeypatch.setattr(fast, "_BLOCK", 128)
+    monkeypatch.setattr(fast.kernels, "_BLOCK", 128)
     for regime in ("masked", "dominant"):
         for case in sample(regime, dtype="float64"):
             check_all(case.logits.astype(np.float64), case.target, case.options)
@@ -289,7 +289,7 @@ def test_pairs_round_once_to_longdouble() -> None:
     lo[1::7] = np.ldexp(hi[1::7], -64)  # exact ties
     for shift in (0, 128):
         out = np.empty(n, np.longdouble)
-        fast._to_ld_into(hi, lo, out, fast._Scratch((n,)), shift)
+        fast.kernels._to_ld_into(hi, lo, out, fast.kernels._Scratch((n,)), shift)
         should = (hi.astype(np.longdouble) + lo) * np.longdouble(2.0) ** -shift
         assert np.array_equal(out, should)
 
@@ -451,7 +451,7 @@ def test_work_for_and_validation() -> None:
 def test_gold_tier_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where longdouble is not extended, TIER is "gold": work=None and "longdouble" give
     gold's exact values rounded to longdouble; "float64" still runs."""
-    monkeypatch.setattr(fast, "TIER", "gold")
+    monkeypatch.setattr(fast.api, "TIER", "gold")
     z = np.array([[40.0, 0.0, -np.inf], [1.0, 2.0, 3.0]])
     t = np.array([0, 2])
     assert fast.work_for("float64") == "gold"

@@ -1,4 +1,4 @@
-"""references.fd: finite differences against derivatives known in closed form.
+"""xentcheck.references.fd: finite differences against derivatives known in closed form.
 
 Exact derivatives below are mpmath's own closed forms (cos for sin, exp for exp, 1/x for
 log, ...) evaluated at 2000 bits, far beyond the 60 digits the estimates are asked for.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from references import fd, gold
+from xentcheck.references import fd, gold
 
 EXACT_PREC = 2000  # bits for the closed-form derivatives and the comparisons
 DIGITS = fd.DEFAULT_DIGITS

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import references as ref
-from references.gold import DEFAULT_PREC, UNDEFINED
+import xentcheck.references as ref
+from xentcheck.references.gold import DEFAULT_PREC, UNDEFINED
 
 NAIVE_PREC = 2 * DEFAULT_PREC
 REL = mpmath.mpf(2) ** -100
@@ -31,7 +31,8 @@ FLOOR = mpmath.mpf(2) ** -300
 
 def naive_row(z: list[float], y: list[float]) -> dict[str, object]:
     """Textbook formulas at NAIVE_PREC bits plus the exponent range of z (independent of
-    references.gold; the extra bits absorb the cancellation in z_i - lse at |z| ~ 1e300)."""
+    xentcheck.references.gold; the extra bits absorb the cancellation in z_i - lse at
+    |z| ~ 1e300)."""
     spread = max(math.frexp(v)[1] for v in z if v != 0) if any(z) else 0
     with mpmath.workprec(NAIVE_PREC + max(spread, 0)):
         zs = [mpmath.mpf(v) for v in z]

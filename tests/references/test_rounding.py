@@ -1,4 +1,4 @@
-"""Tests of references.rounding: correct rounding to the four dtypes and ulp errors.
+"""Tests of xentcheck.references.rounding: correct rounding to the four dtypes and ulp errors.
 
 Every expected value is either written out as an exact dyadic (with the reason it is the
 right answer) or comes from an independent oracle: NumPy's casts from float64 (correctly
@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from references import gold
-from references.gold import UNDEFINED
-from references.rounding import (
+from xentcheck.references import gold
+from xentcheck.references.gold import UNDEFINED
+from xentcheck.references.rounding import (
     EXPONENT_CLAMP,
     ExactValues,
     FloatFormat,

@@ -19,7 +19,7 @@ import ml_dtypes
 import numpy as np
 from textbook import Textbook, quiet
 
-from harness.adapters.contract import FUNCTIONS
+from xentcheck.harness.adapters.contract import FUNCTIONS
 
 
 def provides(*functions: str) -> Callable[[type[Textbook]], type[Textbook]]:

@@ -18,7 +18,7 @@ import planted
 import pytest
 from textbook import Textbook
 
-from harness import runner, strategies
+from xentcheck.harness import runner, strategies
 
 #: The regimes of the default run before the depth issue's inputs (``ties`` then had no
 #: ties at large magnitudes: its big-ties rows are checked by their magnitude below).

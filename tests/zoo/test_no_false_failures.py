@@ -1,8 +1,8 @@
 """No false failures: correct implementations pass ``standard`` on every input the samples hold.
 
 DESIGN.md §7: "the textbook shifted algorithm must pass `standard` on every input the
-harness can generate". One run (:func:`harness.runner.run`, the default samples: every
-regime of ``harness.strategies.REGIMES`` in every dtype, the pinned cases included) judges
+harness can generate". One run (:func:`xentcheck.harness.runner.run`, the default samples: every
+regime of ``xentcheck.harness.strategies.REGIMES`` in every dtype, the pinned cases included) judges
 the textbook adapter of ``textbook.py`` (float64 and float32 in their own format, float16
 and bfloat16 in float32 rounded once) and the careful built-in ``numpy``, without accuracy
 budgets. Each (adapter, dtype, regime) is one test, so an accusation names exactly where it
@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from textbook import Textbook
 
-from harness import runner, strategies
-from harness.adapters import contract, numpy_stable
+from xentcheck.harness import runner, strategies
+from xentcheck.harness.adapters import contract, numpy_stable
 
 ADAPTERS = (Textbook.name, numpy_stable.name)
 

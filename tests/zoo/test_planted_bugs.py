@@ -1,14 +1,15 @@
 """Every planted bug fails, caught by the check that names it, with a reproducer.
 
 DESIGN.md §7: "every planted bug must fail" the default profile. Each adapter of
-``planted.py`` is run through :func:`harness.runner.run` on the one regime and dtype where
+``planted.py`` is run through :func:`xentcheck.harness.runner.run` on the one regime and dtype where
 its bug shows (fixed-seed samples, so the inputs are the same on every run), and:
 
 * its verdict is ``fail`` under ``standard`` — or, for the two bugs that only cost ulps,
   ``fail`` under ``strict`` while it *passes* ``standard`` (so the distinction is real);
 * each (check, function) listed in :data:`PLANTS` is among its failing results: the bug is
   caught for the right reason, not by accident elsewhere;
-* every failing result carries a worst case and a ``python -m harness.repro`` line, and for
+* every failing result carries a worst case and a ``python -m xentcheck.harness.repro``
+  line, and for
   the value and gradient checks the case in that line, replayed, fails again (except where
   the failure of a row needs the rest of its batch: the reproducer keeps the worst row
   alone, a known limit marked ``xfail(strict=True)`` below).
@@ -32,10 +33,10 @@ import planted
 import pytest
 from textbook import Textbook
 
-from harness import grading, runner
-from harness.adapters import numpy_stable
-from harness.repro import load_case
-from harness.truth import Truth
+from xentcheck.harness import grading, runner
+from xentcheck.harness.adapters import numpy_stable
+from xentcheck.harness.repro import load_case
+from xentcheck.harness.truth import Truth
 
 Caught = tuple[str, str]  # (check, function) of a result that must fail
 
@@ -217,7 +218,7 @@ def _replay(plant: Plant, result: dict[str, Any]) -> None:
     """Rebuild the reproducer's case, call the plant on it and judge it again: it fails."""
     __tracebackhide__ = True
     argv = shlex.split(result["worst"]["reproducer"])
-    assert argv[:3] == ["python", "-m", "harness.repro"] and len(argv) == 6, argv
+    assert argv[:3] == ["python", "-m", "xentcheck.harness.repro"] and len(argv) == 6, argv
     function, case = argv[4], load_case(argv[5])
     assert function == result["function"], (function, result["function"])
     truth = Truth(case)
@@ -248,7 +249,8 @@ def test_planted_bug_is_caught(plant: Plant, zoo_run: Any) -> None:
     for (check, function), result in failing.items():
         worst = result["worst"]
         reproducer = (worst or {}).get("reproducer") or ""
-        assert "python -m harness.repro" in reproducer and f" {function} " in reproducer, (
+        assert ("python -m xentcheck.harness.repro" in reproducer
+                and f" {function} " in reproducer), (
             f"{where}: {check}/{function} failed without a reproducer: {worst!r}")
         assert result["reproducer"] == reproducer
         if (check in REPLAYABLE and (check, function) in plant.caught_by

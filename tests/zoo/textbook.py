@@ -2,12 +2,12 @@
 
 This is the algorithm whose rounding-error bound the grading divides by (Blanchard, Higham
 & Higham, "Accurately computing the log-sum-exp and softmax functions", IMA J. Numer.
-Anal. 41(4), 2021, and ``harness.grading``'s docstring). Per row z, in the working format:
+Anal. 41(4), 2021, and ``xentcheck.harness.grading``'s docstring). Per row z, in the working format:
 
 * m = max z, d = z - m, s = sum exp(d)
 * logsumexp = m + log s, softmax = exp(d) / s, log_softmax = d - log s
 * cross-entropy = -sum_k u_k log_softmax_k with the effective target u (PyTorch's
-  documented options, as in ``references.gold``; 0 * log 0 = 0), and the fused gradient
+  documented options, as in ``xentcheck.references.gold``; 0 * log 0 = 0), and the fused gradient
   (sum u) softmax - u
 * softmax Jacobian diag(p) - p pᵀ (the diagonal as p (1 - p))
 * from probabilities: -sum y log ŷ (0 log 0 = 0, no clipping) and -y / ŷ (0 where y = 0)
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters.contract import DTYPES, dtype_name
+from xentcheck.harness.adapters.contract import DTYPES, dtype_name
 
 
 def quiet() -> np.errstate:

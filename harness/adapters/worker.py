@@ -1,0 +1,89 @@
+"""The worker process's side of :class:`~xentcheck.harness.adapters.isolation.WorkerHandle`.
+
+:func:`worker_main` is what a worker runs (``python -c``): it loads the adapter named by
+the first message with :mod:`xentcheck.harness.adapters.registry`, then answers calls
+over the protocol of :mod:`xentcheck.harness.adapters.isolation`. It lives apart from
+that module so that the imports go one way: ``registry`` opens handles from
+``isolation``, and only this module, never imported by either, loads adapters in a
+worker.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import warnings
+from typing import Any, BinaryIO
+
+from xentcheck.harness.adapters.contract import (
+    AdapterSpecError,
+    AdapterUnavailable,
+    Fault,
+    invoke,
+    one_line,
+)
+from xentcheck.harness.adapters.isolation import (
+    PLAIN_DTYPES,
+    _fault_plain,
+    _info_plain,
+    receive_message,
+    send_plain,
+)
+
+
+def worker_main(read_fd: int, write_fd: int) -> None:
+    """The worker's loop: load the adapter named by the first message, then answer calls."""
+    os.dup2(2, 1)  # the adapter's prints go to stderr; the protocol has its own pipes
+    # Overflow and invalid-value warnings are what extreme inputs are for: the grading
+    # reports the outcome, so the candidate's own warnings would only be noise.
+    warnings.simplefilter("ignore")
+    reader = os.fdopen(read_fd, "rb")
+    writer = os.fdopen(write_fd, "wb", buffering=0)
+    try:
+        load = receive_message(reader)
+    except EOFError:
+        return
+    sys.path[:] = load["sys_path"]
+    adapter = None
+    try:
+        from xentcheck.harness.adapters import registry
+
+        if "spec" in load:
+            adapter, source = registry.load_adapter(load["spec"])
+            info = registry.describe(adapter, spec=load["spec"], source=source)
+        else:
+            adapter = registry._materialize(pickle.loads(load["pickled"]), "<object>")
+            info = registry.describe(adapter, spec=registry._object_spec(adapter), source="object")
+        hello: dict[str, Any] = {"ok": True, "info": _info_plain(info)}
+    except AdapterSpecError as exc:
+        hello = {"ok": False, "kind": "spec", "message": one_line(str(exc))}
+    except AdapterUnavailable as exc:
+        hello = {"ok": False, "kind": "unavailable", "message": one_line(str(exc))}
+    except (Exception, SystemExit) as exc:
+        message = one_line(f"failed to load: {type(exc).__name__}: {exc}")
+        hello = {"ok": False, "kind": "unavailable", "message": message}
+    try:
+        _serve(adapter, hello, reader, writer)
+    except (BrokenPipeError, ConnectionError):
+        pass  # the grading process went away: nobody is left to answer
+
+
+def _serve(adapter: Any, hello: dict[str, Any], reader: BinaryIO, writer: BinaryIO) -> None:
+    send_plain(writer, hello)
+    if not hello["ok"]:
+        return
+    while True:
+        try:
+            message = receive_message(reader)
+        except EOFError:
+            return
+        _, function, arrays, kwargs = message
+        value, faults = invoke(adapter, function, arrays, kwargs)
+        plain = [_fault_plain(f) for f in faults]
+        if value is not None and value.dtype.name not in PLAIN_DTYPES:
+            if not any(f.kind == "wrong-dtype" for f in faults):
+                plain.append(_fault_plain(Fault(
+                    "wrong-dtype", f"returned dtype {value.dtype.name}, not a float dtype")))
+            value = None  # not sent: only numeric arrays of known dtypes cross back
+        send_plain(writer, {"value": value, "faults": plain})

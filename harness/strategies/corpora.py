@@ -1,0 +1,138 @@
+"""Corpora: a user's own logits from a ``.npy`` or ``.npz`` file, cut into cases.
+
+:func:`load_corpus` reads a file (checked, with one-line errors naming it) into cases of
+``rows_per_case`` rows; :data:`DEFAULT_CORPUS` is the built-in MNIST logits of the
+``corpus`` regime, in ``harness/data/``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xentcheck.harness.adapters.contract import DTYPES, dtype_name
+from xentcheck.harness.cases import Case
+from xentcheck.harness.strategies.formats import _check_count, _Format, _format
+
+#: Rows per case when :func:`load_corpus` chunks a corpus.
+CORPUS_ROWS_PER_CASE = 256
+#: The corpus of the ``corpus`` regime when none is given: 2,500 rows of real MNIST logits
+#: (float32, K = 10) with labels, from Blanchard, Higham & Higham's test data.
+DEFAULT_CORPUS = Path(__file__).parent.parent / "data" / "mnist_presoftmax.npz"
+
+
+class _CorpusError(ValueError):
+    """A corpus file that cannot be used: one line naming the file and the problem."""
+
+
+def _corpus_error(path: Path, what: str) -> _CorpusError:
+    return _CorpusError(f"corpus {path}: {what}")
+
+
+@functools.lru_cache(maxsize=8)
+def _read_corpus_cached(
+    path: str, mtime_ns: int, size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    p = Path(path)
+    try:
+        if p.suffix == ".npy":
+            logits, labels = np.load(p, allow_pickle=False), None
+        else:
+            with np.load(p, allow_pickle=False) as archive:
+                if "logits" not in archive.files:
+                    found = ", ".join(archive.files) or "nothing"
+                    raise _corpus_error(p, f"no 'logits' array in the .npz (found: {found})")
+                logits = archive["logits"]
+                labels = archive["labels"] if "labels" in archive.files else None
+    except _CorpusError:
+        raise
+    except Exception as exc:  # a truncated, pickled or foreign file
+        raise _corpus_error(p, f"cannot be read ({type(exc).__name__}: {exc})") from None
+    if logits.ndim != 2:
+        raise _corpus_error(p, f"logits must be 2-D (N, K); got shape {logits.shape}")
+    if logits.dtype.kind != "f":
+        raise _corpus_error(p, f"logits must be floating point; got {logits.dtype}")
+    if logits.shape[1] < 1:
+        raise _corpus_error(p, "logits have no classes (K = 0)")
+    if labels is not None:
+        if labels.dtype.kind not in "iu" or labels.shape != (logits.shape[0],):
+            raise _corpus_error(
+                p,
+                f"labels must be integers of shape ({logits.shape[0]},); "
+                f"got {labels.dtype} {labels.shape}",
+            )
+        bad = (labels < 0) | (labels >= logits.shape[1])
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _corpus_error(p, f"label {labels[i]} of row {i} is not in [0, {logits.shape[1]})")
+        labels = labels.astype(np.int64)
+    return logits, labels
+
+
+def _read_corpus(path: str | Path) -> tuple[Path, np.ndarray, np.ndarray | None]:
+    p = Path(path)
+    if p.suffix not in (".npy", ".npz"):
+        raise _corpus_error(p, "must be a .npy file or a .npz file with 'logits'")
+    if not p.is_file():
+        raise _corpus_error(p, "no such file")
+    stat = p.stat()
+    logits, labels = _read_corpus_cached(str(p.resolve()), stat.st_mtime_ns, stat.st_size)
+    return p, logits, labels
+
+
+def _corpus_dtype(p: Path, logits: np.ndarray, dtype: Any) -> _Format:
+    if dtype is not None:
+        return _format(dtype)
+    name = dtype_name(logits.dtype)
+    if name not in DTYPES:
+        raise _corpus_error(p, f"logits are {name}; pass dtype= one of {', '.join(DTYPES)}")
+    return _format(name)
+
+
+def load_corpus(
+    path: str | Path, *, dtype: Any = None, rows_per_case: int = CORPUS_ROWS_PER_CASE
+) -> list[Case]:
+    """The logits of a ``.npy`` file, or of a ``.npz`` with ``logits`` and optional ``labels``.
+
+    Rows are cut into cases of ``rows_per_case`` rows, in order, cast to ``dtype`` (the
+    file's own dtype by default). Targets are the labels as class indices, or without
+    labels the argmax of each row (the model's own prediction). Bad files raise a
+    one-line ``ValueError`` naming the file and the problem.
+
+    >>> chunks = load_corpus(DEFAULT_CORPUS)
+    >>> len(chunks), sum(c.num_rows for c in chunks), chunks[0].dtype, chunks[0].target[:3]
+    (10, 2500, 'float32', array([0, 0, 0]))
+    """
+    _check_count("rows_per_case", rows_per_case, 1)
+    p, data, labels = _read_corpus(path)
+    fmt = _corpus_dtype(p, data, dtype)
+    z = data.astype(fmt.dtype)
+    target = labels if labels is not None else _first_argmax(z)
+    out = []
+    for number, start in enumerate(range(0, z.shape[0], rows_per_case)):
+        stop = start + rows_per_case
+        out.append(
+            Case(
+                logits=z[start:stop],
+                target=target[start:stop],
+                target_kind="indices",
+                options={},
+                dtype=fmt.name,
+                regime="corpus",
+                case_id=f"corpus-{fmt.name}-{p.stem}-{number}",
+                origin=(
+                    "xentcheck.harness.strategies."
+                    f"load_corpus({str(p.resolve())!r}, dtype={fmt.name!r}, "
+                    f"rows_per_case={rows_per_case})[{number}]"
+                ),
+            )
+        )
+    return out
+
+
+def _first_argmax(z: np.ndarray) -> np.ndarray:
+    wide = z.astype(np.float64)
+    return np.argmax(np.where(np.isnan(wide), -np.inf, wide), axis=1).astype(np.int64)
