@@ -60,7 +60,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     purelib = Path(subprocess.check_output(
         [str(venv / "bin" / "python"), "-c",
          "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
-    here = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
+    # every site folder this interpreter sees: in a virtual environment made with
+    # --system-site-packages the dependencies may lie in the base interpreter's
+    here = [*site.getsitepackages(), sysconfig.get_paths()["purelib"],
+            *(p for p in sys.path if Path(p).name in ("site-packages", "dist-packages"))]
     (purelib / "_xentcheck_test_deps.pth").write_text(
         "\n".join(dict.fromkeys(p for p in here if Path(p).is_dir())) + "\n")
     pip = _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
