@@ -1,7 +1,7 @@
 """The performance benchmark of issue 6: every figure a ratio against a baseline measured
 side by side in the same run, on this machine.
 
-    python benchmarks/run.py [--json FILE] [--skip-main-job] [--repeats R]
+    python benchmarks/run.py [--json FILE] [--skip-main-job] [--skip-plugin-xdist] [--repeats R]
 
 prints a table (figure, value, goal, met) and, with ``--json``, writes the figures as one
 JSON object. What each figure is:
@@ -32,6 +32,10 @@ JSON object. What each figure is:
 * ``main_job_seconds`` / ``main_job_peak_mb``: the main job (``xentcheck run --jobs 2``,
   every built-in, defaults) in a subprocess: wall time and the peak of the summed resident
   memory of its whole process tree (sampled every 0.1 s from /proc).
+* ``plugin_xdist_speedup``: the pytest plugin's default suite with the built-in ``numpy``
+  (``pytest --xentcheck-adapter numpy`` in an example project) serial ÷ with ``-n 2``,
+  run one after the other (``benchmarks/plugin_xdist.py``, which also gives the start-up
+  costs and the load average).
 
 Also reported (not goals): the gold tier's elements/s, and how the throughput ratio and
 the certification time grow with K.
@@ -69,6 +73,7 @@ GOALS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "planted_jacobian_error_caught": ("true", lambda v: v is True),
     "main_job_seconds": ("<= 60", lambda v: v <= 60),
     "main_job_peak_mb": ("<= 2048", lambda v: v <= 2048),
+    "plugin_xdist_speedup": (">= 1.6", lambda v: v >= 1.6),
 }
 
 VOCAB = 131072
@@ -380,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
     parser.add_argument("--skip-main-job", action="store_true",
                         help="leave out the main job (the slowest figure)")
+    parser.add_argument("--skip-plugin-xdist", action="store_true",
+                        help="leave out the pytest plugin's serial vs -n 2 suite "
+                             "(benchmarks/plugin_xdist.py; needs pytest-xdist)")
     args = parser.parse_args(argv)
     figures: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -392,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if not args.skip_main_job:
         steps.append(("main job", main_job))
+    if not args.skip_plugin_xdist:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from plugin_xdist import plugin_xdist  # the plugin's suite, serial and -n 2
+
+        steps.append(("plugin under pytest-xdist", lambda: plugin_xdist(1, "numpy")))
     for label, step in steps:
         print(f"... {label}", file=sys.stderr, flush=True)
         figures.update(step())

@@ -218,3 +218,13 @@ def test_xdist_scope_is_the_truth_group() -> None:
                 assert plugin.scope_of(f"xentcheck::a::{nodeid[11:]}") == \
                     f"xentcheck:{planned.group}"
     assert plugin.scope_of("test_own.py::test_own") == "test_own.py::test_own"
+
+
+def test_the_harness_own_warnings_stay_out_of_the_users_run(project: Path) -> None:
+    """Building shifted and rescaled inputs overflows by design (the CLI silences it); in a
+    user's suite run with warnings as errors it must neither warn nor break collection."""
+    run = pytest_in(project, "--xentcheck-adapter", "numpy",  # every regime and dtype
+                    "-W", "error::RuntimeWarning", "-k", "log_softmax and large and shift")
+    assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout[-2000:]
+    assert "warning" not in run.stdout.splitlines()[-1], run.stdout[-2000:]
+    assert run.returncode in (0, 1), run.stdout[-2000:] + run.stderr[-2000:]
