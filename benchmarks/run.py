@@ -32,6 +32,19 @@ JSON object. What each figure is:
 * ``main_job_seconds`` / ``main_job_peak_mb``: the main job (``xentcheck run --jobs 2``,
   every built-in, defaults) in a subprocess: wall time and the peak of the summed resident
   memory of its whole process tree (sampled every 0.1 s from /proc).
+* ``llm_batch_seconds`` / ``llm_batch_peak_mb``: ``xentcheck run --adapter torch
+  --cases FILE --regime corpus --dtype float32`` over an (N, K) float32 logits file
+  (default (4096, 131072), ``--llm-rows``, ``--llm-classes``; labels random), every check
+  that applies, in a subprocess: wall time and the peak summed resident memory of its
+  process tree (as the main job's). ``llm_batch_ratio_vs_candidate``: that time ÷ the time
+  torch itself takes for the same cross-entropy forward and backward on the same input
+  (``F.cross_entropy`` with reduction ``sum``, one call, in this process, best of R).
+  ``--llm-growth`` also runs N = 64, 128, 256 (K fixed) and K = 16384, 32768, 65536 (N
+  = 64) and reports seconds and peak per million logits for each, so that linear growth
+  shows as a flat column. ``--llm-peers`` also runs ``jax.test_util.check_grads`` (order
+  1, reverse mode) and ``torch.autograd.gradcheck(fast_mode=True)`` on the same file, each
+  in its own process (imports included): seconds, peak MB and what it said (gradcheck on
+  a float64 copy of the logits, as it asks; check_grads on the float32 logits).
 * ``plugin_xdist_speedup``: the pytest plugin's default suite with the built-in ``numpy``
   (``pytest --xentcheck-adapter numpy`` in an example project) serial ÷ with ``-n 2``,
   run one after the other (``benchmarks/plugin_xdist.py``, which also gives the start-up
@@ -74,6 +87,9 @@ GOALS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "main_job_seconds": ("<= 60", lambda v: v <= 60),
     "main_job_peak_mb": ("<= 2048", lambda v: v <= 2048),
     "plugin_xdist_speedup": (">= 1.6", lambda v: v >= 1.6),
+    "llm_batch_seconds": ("<= 120", lambda v: v <= 120),
+    "llm_batch_peak_mb": ("<= 4096", lambda v: v <= 4096),
+    "llm_batch_ratio_vs_candidate": ("<= 30", lambda v: v <= 30),
 }
 
 VOCAB = 131072
@@ -343,26 +359,151 @@ def _tree_rss_mb(root: int) -> float:
 
 def main_job() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "xentcheck.harness.cli", "run", "--jobs", "2",
-                   "--out", out]
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        peak = [0.0]
+        seconds, peak = _run_tree([sys.executable, "-m", "xentcheck.harness.cli", "run",
+                                   "--jobs", "2", "--out", out])
+    return {"main_job_seconds": round(seconds, 1), "main_job_peak_mb": round(peak)}
 
-        def sample() -> None:
-            while proc.poll() is None:
-                peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
-                time.sleep(0.1)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        _, err = proc.communicate()
-        seconds = time.perf_counter() - start
-        sampler.join()
-        if proc.returncode not in (0, 1):
-            raise SystemExit(f"the main job failed (exit {proc.returncode}): {err[-500:]}")
-    return {"main_job_seconds": round(seconds, 1), "main_job_peak_mb": round(peak[0])}
+# ------------------------------------------------------------------------ an LLM batch
+
+
+def _run_tree(command: list[str]) -> tuple[float, float]:
+    """Run ``command`` from the repository: (wall seconds, peak MB of its process tree);
+    exits with its error when it fails (exit codes 0 and 1 are a run's own verdicts)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command[2:5])} failed (exit {proc.returncode}): "
+                         f"{err[-500:]}")
+    return seconds, peak[0]
+
+
+def _llm_file(folder: str, rows: int, classes: int) -> tuple[Path, np.ndarray, np.ndarray]:
+    """An (rows, classes) float32 logits file with labels, written in row blocks."""
+    z = np.empty((rows, classes), dtype=np.float32)
+    for start in range(0, rows, 256):  # float64 temporaries of 256 rows at most
+        z[start:start + 256] = logits((min(256, rows - start), classes), seed=start)
+    labels = np.random.default_rng(1).integers(0, classes, rows)
+    path = Path(folder) / f"llm-{rows}x{classes}.npz"
+    np.savez(path, logits=z, labels=labels)
+    return path, z, labels
+
+
+def _run_llm(path: Path, out: str) -> tuple[float, float]:
+    return _run_tree([sys.executable, "-m", "xentcheck.harness.cli", "run", "--adapter",
+                      "torch", "--cases", str(path), "--regime", "corpus", "--dtype",
+                      "float32", "--out", out])
+
+
+def _torch_seconds(z: np.ndarray, labels: np.ndarray, repeats: int) -> float:
+    """Best of ``repeats``: torch's cross-entropy forward and backward on ``z``."""
+    import torch
+
+    x, t = torch.from_numpy(z), torch.from_numpy(labels)
+
+    def forward_backward() -> None:
+        leaf = x.detach().requires_grad_(True)
+        torch.nn.functional.cross_entropy(leaf, t, reduction="sum").backward()
+
+    return best_of(repeats, forward_backward)
+
+
+#: The peer tools on an LLM batch file (argv: the .npz), each in its own process so that
+#: its time and memory are its own: the float32 cross-entropy (sum over rows) and its
+#: gradient, as a user of each tool would check it.
+_PEERS = {
+    "jax_check_grads": """
+import sys, numpy as np, jax, jax.numpy as jnp
+from jax.test_util import check_grads
+data = np.load(sys.argv[1]); z = jnp.asarray(data["logits"]); t = jnp.asarray(data["labels"])
+def loss(x):
+    return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(x), t[:, None], axis=1))
+try:
+    check_grads(loss, (z,), order=1, modes=["rev"]); print("passed")
+except AssertionError:
+    print("failed (its tolerance exceeded)")
+""",
+    "torch_gradcheck_fast_mode": """
+import sys, numpy as np, torch
+data = np.load(sys.argv[1])
+# in float64, as gradcheck asks: in float32 its check fails, and a failing fast mode
+# re-runs the slow one (one forward per logit) to explain itself
+z = torch.from_numpy(data["logits"]).double().requires_grad_(True)
+t = torch.from_numpy(data["labels"])
+def loss(x):
+    return torch.nn.functional.cross_entropy(x, t, reduction="sum")
+try:
+    ok = torch.autograd.gradcheck(loss, (z,), fast_mode=True, raise_exception=False)
+    print("passed" if ok else "failed")
+except Exception as exc:
+    print(f"raised {type(exc).__name__}")
+""",
+}
+
+
+def _peer(name: str, path: Path) -> dict[str, Any]:
+    """One peer tool on the batch file: seconds (its imports included), peak MB, verdict."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _PEERS[name], str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    said, _ = proc.communicate()
+    sampler.join()
+    return {"seconds": round(time.perf_counter() - start, 1), "peak_mb": round(peak[0]),
+            "said": said.strip().splitlines()[-1] if said.strip() else
+            f"exit {proc.returncode}"}
+
+
+def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
+              peers: bool = False) -> dict[str, Any]:
+    """The torch built-in over an (rows, classes) float32 batch: time, peak, and the ratio
+    to torch's own forward + backward (see the module docstring)."""
+    out: dict[str, Any] = {"llm_batch_shape": [rows, classes]}
+    with tempfile.TemporaryDirectory() as folder:
+        path, z, labels = _llm_file(folder, rows, classes)
+        out["llm_batch_torch_seconds"] = round(_torch_seconds(z, labels, repeats), 3)
+        del z, labels  # the run below is measured without this process's copy
+        seconds, peak = _run_llm(path, str(Path(folder) / "out"))
+        if peers:
+            out["llm_batch_peers"] = {name: _peer(name, path) for name in _PEERS}
+        path.unlink()
+    out["llm_batch_seconds"] = round(seconds, 1)
+    out["llm_batch_peak_mb"] = round(peak)
+    out["llm_batch_ratio_vs_candidate"] = round(seconds / out["llm_batch_torch_seconds"], 1)
+    if growth:
+        rows_of = {n: (n, classes) for n in (64, 128, 256)}
+        classes_of = {k: (64, k) for k in (16384, 32768, 65536)}
+        for label, shapes in (("rows", rows_of), ("classes", classes_of)):
+            table: dict[str, Any] = {}
+            for size, (n, k) in shapes.items():
+                with tempfile.TemporaryDirectory() as folder:
+                    path, *_ = _llm_file(folder, n, k)
+                    seconds, peak = _run_llm(path, str(Path(folder) / "out"))
+                table[str(size)] = {"seconds": round(seconds, 1), "peak_mb": round(peak),
+                                    "us_per_logit": round(seconds / (n * k) * 1e6, 3)}
+            out[f"llm_batch_growth_{label}"] = table
+    return out
 
 
 # ------------------------------------------------------------------------ the table
@@ -385,6 +526,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
     parser.add_argument("--skip-main-job", action="store_true",
                         help="leave out the main job (the slowest figure)")
+    parser.add_argument("--skip-llm-batch", action="store_true",
+                        help="leave out the LLM batch (at the default size, over an hour "
+                             "on a 2-core machine today)")
+    parser.add_argument("--llm-rows", type=int, default=4096, help="N of the LLM batch")
+    parser.add_argument("--llm-classes", type=int, default=VOCAB, help="K of the LLM batch")
+    parser.add_argument("--llm-growth", action="store_true",
+                        help="also how the LLM batch's time and memory grow with N and K")
+    parser.add_argument("--llm-peers", action="store_true",
+                        help="also jax check_grads and torch gradcheck(fast_mode=True) on "
+                             "the LLM batch (time, peak memory, what each said)")
+    parser.add_argument("--only-llm-batch", action="store_true",
+                        help="measure the LLM batch only")
     parser.add_argument("--skip-plugin-xdist", action="store_true",
                         help="leave out the pytest plugin's serial vs -n 2 suite "
                              "(benchmarks/plugin_xdist.py; needs pytest-xdist)")
@@ -398,8 +551,14 @@ def main(argv: list[str] | None = None) -> int:
         ("gradcheck comparison", lambda: gradcheck_comparison(args.repeats)),
         ("planted Jacobian", planted_jacobian),
     ]
+    if args.only_llm_batch:
+        steps, args.skip_main_job, args.skip_plugin_xdist = [], True, True
     if not args.skip_main_job:
         steps.append(("main job", main_job))
+    if not args.skip_llm_batch:
+        steps.append(("LLM batch", lambda: llm_batch(args.llm_rows, args.llm_classes,
+                                                     args.repeats, args.llm_growth,
+                                                     args.llm_peers)))
     if not args.skip_plugin_xdist:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from plugin_xdist import plugin_xdist  # the plugin's suite, serial and -n 2

@@ -121,7 +121,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              f"{', '.join(strategies.REGIMES)}")
     if args.cases is not None:
         try:
-            strategies.load_corpus(args.cases)
+            strategies.load_corpus(args.cases, block_elements=args.block_elements)
         except ValueError as err:
             raise UsageError(str(err)) from None
     try:
@@ -138,7 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = dict(profile=args.profile, dtypes=dtypes, regimes=regimes,
                     cases_file=args.cases, seed=args.seed, timeout=args.timeout,
                     shard=args.shard, max_classes=args.max_classes, budgets_path=args.budgets,
-                    skip_unavailable=not args.adapter)
+                    block_elements=args.block_elements, skip_unavailable=not args.adapter)
     hunts: list[Any] = []
     try:
         if args.max_examples:

@@ -37,6 +37,9 @@ SHOWN_ENTRIES = 16
 #: outside the library's documented domain, an exception the library documents for it.
 OUTSIDE, REFUSED = "outside contract", "refused"
 
+#: What a passing result's worst case keeps: where its largest error is, and how large.
+PASSING_WORST = ("case", "row", "index", "ulp", "ratio", "severity")
+
 #: Every grade, least severe first.
 GRADES = (OUTSIDE, REFUSED, "exact", "faithful", "ulp≤N", "stable", "holds", "unstable",
           "violated", "broken")
@@ -70,7 +73,7 @@ class Worst:
             "case": self.case_id, "row": self.row, "index": self.index, "input": self.input,
             "got": self.got, "expected": self.expected, "ulp": _num(self.ulp),
             "ratio": _num(self.ratio), "allowed_ulp": _num(self.allowed_ulp),
-            "reproducer": self.reproducer, "severity": self.severity, **self.call,
+            "severity": self.severity, **self.call,
         }
 
 
@@ -140,10 +143,12 @@ class Result:
             self.budget = finding.budget
 
     def _worst_dict(self) -> dict[str, Any] | None:
+        """The worst case: in full for a failing result; a passing one's says only where
+        its largest error is (:data:`PASSING_WORST`, the report's size)."""
         if self.worst is None:
             return None
         worst = self.worst.to_dict()
-        return worst if not self.passed else _worst_of_passing(worst)
+        return worst if not self.passed else {k: worst[k] for k in PASSING_WORST}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,12 +167,6 @@ def worst_key(severity: int, ulp: float | None, case_id: str, index: list[int]) 
     which cases are met, so that merged shards pick the same worst as a single run."""
     u = ulp if ulp is not None and not math.isnan(ulp) else -1.0
     return (severity, u, [-ord(c) for c in case_id], [-i for i in index])
-
-
-def _worst_of_passing(worst: dict[str, Any]) -> dict[str, Any]:
-    """A passing result keeps where its largest error is and the options, not the input or
-    the target (report size)."""
-    return {k: v for k, v in worst.items() if k not in ("input", "target")}
 
 
 def _worse(a: Worst, b: Worst) -> bool:

@@ -50,6 +50,13 @@ DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 #: refused, as :func:`xentcheck.harness.strategies.sample` refuses it.
 MAX_CLASSES = 131072
 
+#: Logits per case at most (the block budget, ``--block-elements``): a ``--cases`` file of
+#: long rows is cut into cases of fewer rows, so that what a case costs in memory (its
+#: reference, the candidate's outputs, grading and certificates hold a few dozen float64
+#: copies of it) is bounded by this, not by the file. 2**21 is 16 rows of a 131072-class
+#: vocabulary.
+BLOCK_ELEMENTS = 2**21
+
 #: The largest seed: SeedSequence takes any non-negative integer, but a seed is a number a
 #: person types and a report prints; 2**63 - 1 keeps it an int64 everywhere.
 MAX_SEED = 2**63 - 1
@@ -197,6 +204,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("max-classes", type=bounded(int, 1, MAX_CLASSES, "a number of classes"),
            metavar="K", help=f"largest K of the samples (up to {MAX_CLASSES}, for "
                              "vocabulary-sized rows)"),
+    Option("block-elements", type=bounded(int, 1, 2**40, "a number of logits"),
+           default=BLOCK_ELEMENTS, metavar="E",
+           help=f"the block budget: a --cases file is cut into cases of at most E logits "
+                f"(default {BLOCK_ELEMENTS}, 16 rows of 131072); memory follows E, not the file"),
     Option("budgets", metavar="FILE", help="per-adapter accuracy budgets (JSON)"),
     Option("max-examples", type=non_negative, default=0, metavar="N",
            help="also hunt each function's worst input with N Hypothesis examples "

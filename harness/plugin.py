@@ -307,7 +307,8 @@ class _Session:
         return dict(profile=values["profile"], dtypes=self.dtypes, regimes=self.regimes(),
                     cases_file=values["cases"], seed=values["seed"],
                     timeout=values["timeout"], shard=values["shard"],
-                    max_classes=values["max_classes"], budgets_path=values["budgets"])
+                    max_classes=values["max_classes"], budgets_path=values["budgets"],
+                    block_elements=values["block_elements"])
 
     def plan(self) -> None:
         """Build the cases, open the adapters and name every test (no adapter call)."""
@@ -336,7 +337,8 @@ class _Session:
 
         settings = self.settings()
         blocks = runner.block_cases(**{k: settings[k] for k in (
-            "dtypes", "regimes", "seed", "cases_file", "shard", "max_classes")})
+            "dtypes", "regimes", "seed", "cases_file", "shard", "max_classes",
+            "block_elements")})
         adapters: dict[str, dict[str, Any]] = {}
         for data in collected:
             meta = data["adapter"]
@@ -354,7 +356,7 @@ class _Session:
         data = {
             "schema": runner.SCHEMA, "platform": runner.platform_info(),
             "settings": {**{k: settings[k] for k in ("profile", "seed", "timeout",
-                                                     "max_classes")},
+                                                     "max_classes", "block_elements")},
                          "ulp_budget": None, "dtypes": settings["dtypes"],
                          "regimes": settings["regimes"], "cases_file": settings["cases_file"],
                          "shard": "{}/{}".format(*settings["shard"]) if settings["shard"]

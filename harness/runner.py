@@ -30,7 +30,7 @@ from xentcheck.references import dialects
 
 #: The report schema. /2 added the input fingerprints (``inputs``), the versions of
 #: xentcheck and Hypothesis, NumPy's SIMD targets, the report id and the built-ins left out.
-SCHEMA = "xentcheck-conformance/2"
+SCHEMA = "xentcheck-conformance/3"
 
 #: Worst cases found by hunting, replayed by every run (one Case JSON per line).
 PINNED_CASES = Path(__file__).resolve().parent / "data" / "pinned_cases.jsonl"
@@ -203,8 +203,10 @@ def unique_names(handles: Sequence[Any]) -> list[str]:
 
 def build_cases(*, dtypes: Sequence[str], regimes: Sequence[str], seed: int = 0,
                 cases_file: str | None = None, pinned: bool = True,
-                max_classes: int | None = None) -> list[Case]:
-    """Every case of a run, in a deterministic order."""
+                max_classes: int | None = None,
+                block_elements: int = strategies.BLOCK_ELEMENTS) -> list[Case]:
+    """Every case of a run, in a deterministic order (a ``cases_file`` cut into cases of at
+    most ``block_elements`` logits, :func:`~xentcheck.harness.strategies.load_corpus`)."""
     cases: list[Case] = []
     for regime in regimes:
         for dtype in dtypes:
@@ -214,7 +216,8 @@ def build_cases(*, dtypes: Sequence[str], regimes: Sequence[str], seed: int = 0,
                                            max_classes=max_classes))
     if cases_file is not None:
         for dtype in dtypes:
-            cases.extend(strategies.load_corpus(cases_file, dtype=dtype))
+            cases.extend(strategies.load_corpus(cases_file, dtype=dtype,
+                                                block_elements=block_elements))
     if pinned:  # the pinned cases of the regimes and dtypes asked for
         cases.extend(c for c in load_pinned() if c.dtype in dtypes and c.regime in regimes)
     return cases
@@ -259,6 +262,7 @@ def run(
     part: tuple[int, int] | None = None,
     extra_cases: Sequence[Case] = (),
     skip_unavailable: bool = False,
+    block_elements: int = strategies.BLOCK_ELEMENTS,
 ) -> RunReport:
     """Run the conformance checks of every adapter over the cases and grade them.
 
@@ -279,7 +283,8 @@ def run(
     policy = grading.profile(profile, ulp_budget=ulp_budget)
     budgets = grading.load_budgets(budgets_path)
     cases = shard_of(build_cases(dtypes=dtypes, regimes=regimes, seed=seed,
-                                 cases_file=cases_file, max_classes=max_classes)
+                                 cases_file=cases_file, max_classes=max_classes,
+                                 block_elements=block_elements)
                      + list(extra_cases), shard)
     cases = part_of(cases, part)  # this process's part of a --jobs run
     handles: list[Any] = []
@@ -340,7 +345,7 @@ def run(
         "profile": policy.name, "ulp_budget": policy.ulp_budget, "seed": seed,
         "dtypes": list(dtypes), "regimes": list(regimes), "cases_file": cases_file,
         "shard": f"{shard[0]}/{shard[1]}" if shard else None, "timeout": timeout,
-        "max_classes": max_classes,
+        "max_classes": max_classes, "block_elements": block_elements,
     }
     return RunReport(settings, reports, len(cases), time.monotonic() - started,
                      inputs=fingerprints(cases), skipped=skipped)
@@ -534,11 +539,13 @@ def truth_group(function: str, dtype: str, regime: str) -> str:
 
 def block_cases(*, dtypes: Sequence[str], regimes: Sequence[str], seed: int = 0,
                 cases_file: str | None = None, shard: tuple[int, int] | None = None,
-                max_classes: int | None = None, extra_cases: Sequence[Case] = ()
+                max_classes: int | None = None, extra_cases: Sequence[Case] = (),
+                block_elements: int = strategies.BLOCK_ELEMENTS
                 ) -> dict[tuple[str, str], list[Case]]:
     """The cases :func:`run` grades with the same settings, by (dtype, regime) in order."""
     cases = shard_of(build_cases(dtypes=dtypes, regimes=regimes, seed=seed,
-                                 cases_file=cases_file, max_classes=max_classes)
+                                 cases_file=cases_file, max_classes=max_classes,
+                                 block_elements=block_elements)
                      + list(extra_cases), shard)
     blocks: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
@@ -603,12 +610,14 @@ class ResultRunner:
                  regimes: Sequence[str] = DEFAULT_REGIMES, cases_file: str | None = None,
                  seed: int = 0, timeout: float = 60.0, shard: tuple[int, int] | None = None,
                  max_classes: int | None = None, ulp_budget: float | None = None,
-                 budgets_path: str | None = None, extra_cases: Sequence[Case] = ()) -> None:
+                 budgets_path: str | None = None, extra_cases: Sequence[Case] = (),
+                 block_elements: int = strategies.BLOCK_ELEMENTS) -> None:
         self.timeout = timeout
         self.policy = grading.profile(profile, ulp_budget=ulp_budget)
         self.budgets = grading.load_budgets(budgets_path)
         self._cases = dict(dtypes=dtypes, regimes=regimes, seed=seed, cases_file=cases_file,
-                           shard=shard, max_classes=max_classes, extra_cases=extra_cases)
+                           shard=shard, max_classes=max_classes, extra_cases=extra_cases,
+                           block_elements=block_elements)
         self._blocks: dict[tuple[str, str], list[Case]] | None = None
         self._handles: dict[str, Any] = {}
         self._truths: dict[tuple[int, str], Truth] = {}

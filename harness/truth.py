@@ -539,10 +539,17 @@ def _from_probs(function: str, probs: np.ndarray, target: np.ndarray, work: str)
     dtype = np.longdouble if work == "longdouble" else np.float64
     p = np.asarray(probs, np.float64).astype(dtype)
     if np.asarray(target).dtype.kind in "iu":
-        y = np.zeros(p.shape, dtype)
-        y[np.arange(p.shape[0]), target] = 1
-    else:
-        y = np.asarray(target, np.float64).astype(dtype)
+        # one-hot: only the target's entry enters, -log p_t and -1/p_t (the same values
+        # as the general sum below, at O(N) logs instead of O(N K))
+        rows = np.arange(p.shape[0])
+        picked = p[rows, target]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if function == "cross_entropy_grad_wrt_probs":
+                out = np.zeros(p.shape, dtype)
+                out[rows, target] = -1 / picked
+                return out
+            return -_log(picked)
+    y = np.asarray(target, np.float64).astype(dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         if function == "cross_entropy_grad_wrt_probs":
             return np.where(y == 0, dtype(0), -y / p)

@@ -14,7 +14,6 @@ processed there, so nothing but the wheel provides ``xentcheck``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import site
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import tomllib
+
+from xentcheck.harness.report import json_report
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -115,7 +116,7 @@ def test_list_and_a_small_run_with_the_c_reference(installed, project):
                  "--regime", "moderate", "--dtype", "float64", "--out", str(out)],
                 cwd=project, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads((out / "conformance.json").read_text())
+    report = json_report.load(out / "conformance.json")
     verdicts = {a["name"]: a["verdict"] for a in report["adapters"]}
     assert verdicts == {"numpy": "pass", "c": "pass"}, verdicts  # C built from the wheel
     assert (out / "conformance.md").is_file()

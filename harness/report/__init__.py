@@ -49,8 +49,13 @@ def write_atomic(path: Path, text: str) -> None:
 
 def report_id(data: dict[str, Any]) -> str:
     """The id every file of a report set carries: a digest of the JSON report's content
-    (without the id itself), so that a file can be matched with the JSON it came from."""
-    content = {k: v for k, v in data.items() if k != "report_id"}
+    (without the id itself, each result in its on-disk form), so that a file can be matched
+    with the JSON it came from, and a report read back renders with the same id."""
+    from xentcheck.harness.report.json_report import compact
+
+    content = {k: v for k, v in data.items() if k not in ("report_id", "adapters")}
+    content["adapters"] = [{**a, "results": [compact(r) for r in a.get("results", ())]}
+                           for a in data.get("adapters", ())]
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 

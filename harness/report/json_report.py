@@ -6,6 +6,15 @@ which JSON does not have; inf and NaN figures travel as the strings ``"inf"``,
 ``"nan"``), nesting within a fixed depth, and every field a tool or writer reads checked
 for its type (:func:`validate`), so a malformed file is a one-line error naming the field,
 never a crash halfway through writing.
+
+On disk a result leaves out what it would only repeat (:func:`compact`, schema
+``xentcheck-conformance/3``): a field at its default (``grade``, ``max_ulp``,
+``max_ratio``, ``worst``, ``reproducer``, ``budget`` null, ``notes`` empty, ``failed`` 0),
+``grades`` when every row got the result's grade (``{grade: cases}``); a passing result has
+no reproducer and its worst case only says where its largest error is (``case``, ``row``,
+``index``, ``ulp``, ``ratio``, ``severity``). :func:`load` puts the defaults back
+(:func:`expand`), so every reader sees every field, and reads the full form of schema 2 too.
+With ``jq``, a left-out field reads as ``null``.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xentcheck.harness.findings import GRADES
+from xentcheck.harness.findings import GRADES, PASSING_WORST
 from xentcheck.harness.report import STEM, write_atomic
 
 SUFFIX = ".json"
@@ -29,15 +38,63 @@ _GRADES = GRADES
 _VERDICTS = ("pass", "fail", "error")
 
 
+#: A result's fields left out on disk when they hold these values (restored by :func:`load`).
+DEFAULTS: dict[str, Any] = {"grade": None, "max_ulp": None, "max_ratio": None,
+                            "worst": None, "reproducer": None, "notes": [], "budget": None,
+                            "failed": 0}
+
+def compact(result: dict[str, Any]) -> dict[str, Any]:
+    """The on-disk form of a result (see the module docstring).
+
+    >>> compact({"check": "value", "grade": "exact", "passed": True, "cases": 3,
+    ...          "failed": 0, "grades": {"exact": 3}, "max_ulp": 0.0, "max_ratio": None,
+    ...          "worst": None, "reproducer": None, "notes": [], "budget": None})
+    {'check': 'value', 'grade': 'exact', 'passed': True, 'cases': 3, 'max_ulp': 0.0}
+    """
+    out = {k: v for k, v in result.items()
+           if not (k in DEFAULTS and v == DEFAULTS[k] and type(v) is type(DEFAULTS[k]))}
+    grade = result.get("grade")
+    if grade is not None and result.get("grades") == {grade: result.get("cases")}:
+        del out["grades"]
+    worst = out.get("worst")
+    if result.get("passed"):
+        out.pop("reproducer", None)
+        if worst is not None:
+            out["worst"] = {k: worst[k] for k in PASSING_WORST if k in worst}
+    return out
+
+
+def expand(result: dict[str, Any]) -> dict[str, Any]:
+    """A result as :func:`compact` left it, with every left-out field back (a full result
+    comes back unchanged)."""
+    out = dict(result)
+    for key, default in DEFAULTS.items():
+        out.setdefault(key, list(default) if isinstance(default, list) else default)
+    if "grades" not in out:
+        grade = out.get("grade")
+        out["grades"] = {grade: out.get("cases")} if isinstance(grade, str) else {}
+    return out
+
+
+def _expand_all(data: dict[str, Any]) -> None:
+    """:func:`expand` every result in place, where the structure is a report's (what is not
+    is left for :func:`validate` to name)."""
+    for adapter in data.get("adapters") or ():
+        if isinstance(adapter, dict) and isinstance(adapter.get("results"), list):
+            adapter["results"] = [expand(r) if isinstance(r, dict) else r
+                                  for r in adapter["results"]]
+
+
 def render(data: dict[str, Any]) -> str:
-    """Compact JSON (a default run holds ~8000 results): one adapter per line, one input
-    fingerprint per line."""
+    """Compact JSON (a default run holds ~20000 results): one adapter per line, one input
+    fingerprint per line, each result in its on-disk form (:func:`compact`)."""
     head = {k: v for k, v in data.items() if k not in ("adapters", "inputs")}
     text = json.dumps(head, indent=1, allow_nan=False)[:-2]
     if "inputs" in data:
         inputs = [json.dumps(i, separators=(",", ":")) for i in data["inputs"]]
         text += ',\n "inputs": [\n' + ",\n".join(inputs) + "\n]"
-    lines = [json.dumps(a, separators=(",", ":"), allow_nan=False) for a in data["adapters"]]
+    adapters = [{**a, "results": [compact(r) for r in a["results"]]} for a in data["adapters"]]
+    lines = [json.dumps(a, separators=(",", ":"), allow_nan=False) for a in adapters]
     return text + ',\n "adapters": [\n' + ",\n".join(lines) + "\n]}\n"
 
 
@@ -88,6 +145,7 @@ def load(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{p}: not a xentcheck conformance report (no schema)")
     if _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise ValueError(f"{p}: nested too deeply to be a report")
+    _expand_all(data)
     try:
         validate(data)
     except ValueError as err:
@@ -177,10 +235,10 @@ def _record(fields: dict[str, Check], optional: dict[str, Check] | None = None,
 
 
 _WORST = _record(
-    {"case": _STR, "row": _OPT_INT, "index": _list(_INT), "got": _OPT_STR,
-     "expected": _OPT_STR, "ulp": _figure, "ratio": _figure, "allowed_ulp": _figure,
-     "reproducer": _STR},
-    {"input": _list(_STR), "severity": _INT, "target_kind": _STR, "target": _list(_STR),
+    {"case": _STR, "row": _OPT_INT, "index": _list(_INT),
+     "ulp": _figure, "ratio": _figure},
+    {"got": _OPT_STR, "expected": _OPT_STR, "allowed_ulp": _figure, "reproducer": _STR,
+     "input": _list(_STR), "severity": _INT, "target_kind": _STR, "target": _list(_STR),
      "options": _kind(dict, what="an object")}, none=True)
 
 _RESULT = _record({
@@ -201,7 +259,7 @@ _SETTINGS = _record({
     "profile": _STR, "ulp_budget": _figure, "seed": _INT, "dtypes": _list(_STR),
     "regimes": _list(_STR), "cases_file": _OPT_STR, "shard": _OPT_STR, "timeout": _figure,
     "max_classes": _OPT_INT,
-})
+}, {"block_elements": _INT})
 
 _PLATFORM = _record(
     {"python": _STR, "numpy": _STR, "mpmath": _STR, "machine": _STR},

@@ -52,6 +52,7 @@ from xentcheck.harness.options import MAX_CLASSES
 # Besides __all__, the public constants (CORPUS_ROWS_PER_CASE, BIG_TIES, ...) and the
 # samples' portable stream, which xentcheck.harness.defects draws from too.
 from xentcheck.harness.strategies.corpora import (  # noqa: F401
+    BLOCK_ELEMENTS,
     CORPUS_ROWS_PER_CASE,
     DEFAULT_CORPUS,
     load_corpus,

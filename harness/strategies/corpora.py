@@ -1,7 +1,8 @@
 """Corpora: a user's own logits from a ``.npy`` or ``.npz`` file, cut into cases.
 
 :func:`load_corpus` reads a file (checked, with one-line errors naming it) into cases of
-``rows_per_case`` rows; :data:`DEFAULT_CORPUS` is the built-in MNIST logits of the
+``rows_per_case`` rows (by default as many as :data:`BLOCK_ELEMENTS` allows, at most
+:data:`CORPUS_ROWS_PER_CASE`); :data:`DEFAULT_CORPUS` is the built-in MNIST logits of the
 ``corpus`` regime, in ``harness/data/``.
 """
 
@@ -15,9 +16,10 @@ import numpy as np
 
 from xentcheck.harness.adapters.contract import DTYPES, dtype_name
 from xentcheck.harness.cases import Case
+from xentcheck.harness.options import BLOCK_ELEMENTS
 from xentcheck.harness.strategies.formats import _check_count, _Format, _format
 
-#: Rows per case when :func:`load_corpus` chunks a corpus.
+#: Rows per case when :func:`load_corpus` chunks a corpus (at most).
 CORPUS_ROWS_PER_CASE = 256
 #: The corpus of the ``corpus`` regime when none is given: 2,500 rows of real MNIST logits
 #: (float32, K = 10) with labels, from Blanchard, Higham & Higham's test data.
@@ -92,24 +94,40 @@ def _corpus_dtype(p: Path, logits: np.ndarray, dtype: Any) -> _Format:
     return _format(name)
 
 
+def rows_per_block(classes: int, block_elements: int = BLOCK_ELEMENTS) -> int:
+    """Rows of ``classes`` logits a case holds: as many as ``block_elements`` allows, at
+    least one, at most :data:`CORPUS_ROWS_PER_CASE`.
+
+    >>> rows_per_block(10), rows_per_block(131072), rows_per_block(262144, 2**17)
+    (256, 16, 1)
+    """
+    return max(1, min(CORPUS_ROWS_PER_CASE, block_elements // max(classes, 1)))
+
+
 def load_corpus(
-    path: str | Path, *, dtype: Any = None, rows_per_case: int = CORPUS_ROWS_PER_CASE
+    path: str | Path, *, dtype: Any = None, rows_per_case: int | None = None,
+    block_elements: int = BLOCK_ELEMENTS,
 ) -> list[Case]:
     """The logits of a ``.npy`` file, or of a ``.npz`` with ``logits`` and optional ``labels``.
 
-    Rows are cut into cases of ``rows_per_case`` rows, in order, cast to ``dtype`` (the
-    file's own dtype by default). Targets are the labels as class indices, or without
-    labels the argmax of each row (the model's own prediction). Bad files raise a
-    one-line ``ValueError`` naming the file and the problem.
+    Rows are cut into cases of ``rows_per_case`` rows (by default
+    :func:`rows_per_block` of the file's K and ``block_elements``), in order, cast to
+    ``dtype`` (the file's own dtype by default; no copy when it is that already). Targets
+    are the labels as class indices, or without labels the argmax of each row (the
+    model's own prediction). Bad files raise a one-line ``ValueError`` naming the file and
+    the problem.
 
     >>> chunks = load_corpus(DEFAULT_CORPUS)
     >>> len(chunks), sum(c.num_rows for c in chunks), chunks[0].dtype, chunks[0].target[:3]
     (10, 2500, 'float32', array([0, 0, 0]))
     """
-    _check_count("rows_per_case", rows_per_case, 1)
     p, data, labels = _read_corpus(path)
+    if rows_per_case is None:
+        _check_count("block_elements", block_elements, 1)
+        rows_per_case = rows_per_block(data.shape[1] if data.ndim == 2 else 1, block_elements)
+    _check_count("rows_per_case", rows_per_case, 1)
     fmt = _corpus_dtype(p, data, dtype)
-    z = data.astype(fmt.dtype)
+    z = data.astype(fmt.dtype, copy=False)
     target = labels if labels is not None else _first_argmax(z)
     out = []
     for number, start in enumerate(range(0, z.shape[0], rows_per_case)):

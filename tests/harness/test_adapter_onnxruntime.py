@@ -9,7 +9,6 @@ its own (``framework_worker``), never in this process.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ import mpmath as mp
 import numpy as np
 import pytest
 from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, require  # noqa: F401
+
+from xentcheck.harness.report import json_report
 
 require("onnx", "onnxruntime")
 
@@ -155,7 +156,7 @@ def test_runs_through_the_harness(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=REPO)
     # 0 or 1: conformant or not (ONNX Runtime accepts class index -1 silently); not 2 or 3
     assert done.returncode in (0, 1), done.stderr
-    data = json.loads((tmp_path / "conformance.json").read_text())
+    data = json_report.load(tmp_path / "conformance.json")
     (entry,) = [a for a in data["adapters"] if a["name"] == "onnxruntime"]
     assert entry["verdict"] in ("pass", "fail")
     functions = {r["function"] for r in entry["results"]}

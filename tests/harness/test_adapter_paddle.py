@@ -11,7 +11,6 @@ TensorFlow, so it is never imported here.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from framework_worker import WorkerAdapter, framework_fixture, require  # noqa: 
 from framework_worker import assert_ulps as _assert_ulps
 
 import xentcheck.references as gold
+from xentcheck.harness.report import json_report
 
 require("paddle")
 
@@ -140,7 +140,7 @@ def test_a_run_through_the_cli_grades_paddle(tmp_path: Path) -> None:
                "--regime", "moderate", "--jobs", "1", "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode in (0, 1), f"exit {done.returncode}: {done.stderr[-2000:]}"
-    report = json.loads((tmp_path / "conformance.json").read_text())
+    report = json_report.load(tmp_path / "conformance.json")
     (entry,) = [a for a in report["adapters"] if a["name"] == "paddle"]
     assert entry["results"], "paddle was loaded but nothing was graded"
     graded = {r["function"] for r in entry["results"]}

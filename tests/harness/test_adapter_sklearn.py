@@ -9,7 +9,6 @@ pytest process: the built-in runs in a worker of its own (``framework_worker``).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,6 +18,8 @@ import mpmath as mp
 import numpy as np
 import pytest
 from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, require  # noqa: F401
+
+from xentcheck.harness.report import json_report
 
 require("sklearn")
 
@@ -102,7 +103,7 @@ def test_runs_through_the_harness(tmp_path):
          "--jobs", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode in (0, 1), done.stderr  # conformant or not; not 2 or 3
-    data = json.loads((tmp_path / "conformance.json").read_text())
+    data = json_report.load(tmp_path / "conformance.json")
     (entry,) = [a for a in data["adapters"] if a["name"] == "sklearn"]
     assert entry["verdict"] in ("pass", "fail")
     assert any(r["function"] == "cross_entropy_from_probs" and r["cases"] > 0

@@ -13,7 +13,6 @@ its CPU device cannot compile, the built-in is unavailable and the tests of it s
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from framework_worker import WorkerAdapter, WorkerFault, framework_fixture, requ
 from framework_worker import assert_ulps as _assert_ulps
 
 import xentcheck.references as gold
+from xentcheck.harness.report import json_report
 
 require("tinygrad")
 if shutil.which("clang") is None:  # its CPU device compiles with clang: unavailable here
@@ -164,7 +164,7 @@ def test_a_run_through_the_cli_grades_tinygrad(tmp_path: Path) -> None:
                "--regime", "empty", "--jobs", "1", "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode in (0, 1), f"exit {done.returncode}: {done.stderr[-2000:]}"
-    report = json.loads((tmp_path / "conformance.json").read_text())
+    report = json_report.load(tmp_path / "conformance.json")
     (entry,) = [a for a in report["adapters"] if a["name"] == "tinygrad"]
     assert entry["results"], "tinygrad was loaded but nothing was graded"
     graded = {r["function"] for r in entry["results"]}

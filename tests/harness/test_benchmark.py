@@ -39,3 +39,14 @@ def test_table_marks_goals() -> None:
     assert lines["main_job_seconds"].rstrip().endswith("NO")
     assert lines["fast_reference_max_ulp_vs_gold"].rstrip().endswith("yes")
     assert "<=" not in lines["gold_log_softmax_elements_per_s"]
+
+
+def test_llm_batch_figures_on_a_small_batch() -> None:
+    """The LLM batch's code path end to end on (16, 256): every figure present, the run
+    over the file ended with a verdict (``_run_tree`` exits otherwise); never its times."""
+    bench = _benchmark()
+    figures = bench.llm_batch(16, 256, repeats=1, growth=False)
+    assert figures["llm_batch_shape"] == [16, 256]
+    assert figures["llm_batch_seconds"] > 0 and figures["llm_batch_peak_mb"] > 0
+    assert figures["llm_batch_torch_seconds"] > 0
+    assert figures["llm_batch_ratio_vs_candidate"] > 0

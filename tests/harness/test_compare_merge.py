@@ -12,6 +12,7 @@ import pytest
 
 from xentcheck.harness import cli
 from xentcheck.harness.compare import compare
+from xentcheck.harness.report import json_report
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "reports" / "conformance.json"
@@ -20,7 +21,7 @@ SMALL = ["--adapter", "numpy", "--adapter", "numpy-seed", "--regime", "moderate"
 
 
 def _load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json_report.load(path)
 
 
 def _save(data: dict[str, Any], path: Path) -> Path:

@@ -12,7 +12,6 @@ nor the Markdown raw; ``list`` survives entry points that exit or hang while loa
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 
 from conftest import living_children
 from xentcheck.harness.adapters import open_adapter
+from xentcheck.harness.report import json_report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAULTY = FIXTURES / "faulty_adapters.py"
@@ -117,7 +117,7 @@ def test_eight_faulty_adapters_and_a_correct_one(tmp_path: Path) -> None:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stdout + done.stderr
     adapters = {a["spec"].rsplit(":", 1)[-1]: a
-                for a in json.loads((out / "conformance.json").read_text())["adapters"]}
+                for a in json_report.load(out / "conformance.json")["adapters"]}
     assert adapters["numpy"]["verdict"] == "pass"
     expected = {"Raises": "raised: ZeroDivisionError", "Hang": "timeout: no answer within 2 s",
                 "Segfault": "crashed: worker killed by SIGSEGV",
@@ -203,7 +203,7 @@ def test_hostile_names_reach_neither_terminal_nor_markdown_raw(tmp_path: Path) -
     assert "\\x1b]52" in done.stdout
     md = (out / "conformance.md").read_text()
     assert "<script>" not in md and "\x1b" not in md
-    data = json.loads((out / "conformance.json").read_text())
+    data = json_report.load(out / "conformance.json")
     assert data["adapters"][0]["name"] == EVIL  # the data keeps it as it was
     for command in (["compare", str(out / "conformance.json"), str(out / "conformance.json")],
                     ["report", str(out / "conformance.json"), "--out", str(tmp_path / "r")]):
@@ -216,7 +216,7 @@ def test_a_hostile_report_renders_as_text(tmp_path: Path) -> None:
     """Markdown tables keep their columns and carry no HTML, whatever the report says."""
     from xentcheck.harness.report import markdown
 
-    committed = json.loads((ROOT / "reports" / "conformance.json").read_text())
+    committed = json_report.load(ROOT / "reports" / "conformance.json")
     for adapter in committed["adapters"]:
         adapter["name"] = f"{adapter['name']}{EVIL}"
         adapter["reason"] = EVIL

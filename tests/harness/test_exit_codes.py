@@ -20,6 +20,7 @@ import pytest
 
 from xentcheck.harness import cli, runner
 from xentcheck.harness.report import html as html_report
+from xentcheck.harness.report import json_report
 
 ROOT = Path(__file__).resolve().parents[2]
 XENTCHECK = [sys.executable, "-m", "xentcheck.harness.cli"]  # the CLI, in this interpreter
@@ -53,7 +54,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_every_file_of_a_set_carries_the_report_id(previous_set: Path) -> None:
-    data = json.loads((previous_set / "conformance.json").read_text())
+    data = json_report.load(previous_set / "conformance.json")
     rid = data["report_id"]
     assert len(rid) == 16
     for name in ("conformance.md", "conformance.html", "conformance.junit.xml"):
@@ -104,7 +105,7 @@ def test_an_unwritable_out_is_refused_before_the_run(tmp_path: Path, capsys) -> 
 def test_report_renders_beside_the_json_and_writes_no_json(previous_set: Path,
                                                            capsys) -> None:
     other = previous_set / "other.json"
-    data = json.loads((previous_set / "conformance.json").read_text())
+    data = json_report.load(previous_set / "conformance.json")
     data["adapters"][0]["name"] = "renamed"
     other.write_text(json.dumps(data))
     before = (previous_set / "conformance.json").read_bytes()
@@ -152,7 +153,7 @@ def test_malformed_report_json_is_exit_2(tmp_path: Path, capsys, content: str, m
 
 
 def test_a_report_with_a_wrong_field_type_is_exit_2(previous_set: Path, capsys) -> None:
-    data = json.loads((previous_set / "conformance.json").read_text())
+    data = json_report.load(previous_set / "conformance.json")
     data["adapters"][0]["results"][3]["max_ulp"] = [1, 2]
     bad = previous_set / "bad.json"
     bad.write_text(json.dumps(data))
@@ -215,7 +216,7 @@ def test_adapters_with_one_name_are_told_apart(tmp_path: Path) -> None:
                      str(tmp_path / "v2" / "impl.py"), "--regime", "moderate", "--dtype",
                      "float64", "--out", str(out)])
     assert code == cli.EXIT_FAIL
-    adapters = json.loads((out / "conformance.json").read_text())["adapters"]
+    adapters = json_report.load(out / "conformance.json")["adapters"]
     verdicts = {a["name"]: a["verdict"] for a in adapters}
     assert verdicts == {f"impl ({tmp_path / 'v1' / 'impl.py'})": "pass",
                         f"impl ({tmp_path / 'v2' / 'impl.py'})": "fail"}
@@ -244,7 +245,7 @@ def test_a_str_subclass_name_is_a_plain_name(tmp_path: Path) -> None:
     code = cli.main(["run", "--adapter", str(adapter), "--regime", "moderate", "--dtype",
                      "float64", "--out", str(out)])
     assert code == cli.EXIT_OK
-    assert json.loads((out / "conformance.json").read_text())["adapters"][0]["name"] == "loud"
+    assert json_report.load(out / "conformance.json")["adapters"][0]["name"] == "loud"
 
 
 def _shards(tmp_path: Path) -> list[Path]:

@@ -198,6 +198,7 @@ def test_cli_and_plugin_share_the_option_definitions() -> None:
         "--xentcheck-adapter", "--xentcheck-profile", "--xentcheck-dtype",
         "--xentcheck-regime", "--xentcheck-cases", "--xentcheck-seed", "--xentcheck-timeout",
         "--xentcheck-shard", "--xentcheck-jobs", "--xentcheck-max-classes",
+        "--xentcheck-block-elements",
         "--xentcheck-budgets", "--xentcheck-max-examples", "--xentcheck-pin",
         "--xentcheck-out", "--xentcheck-baseline", "--xentcheck-ulp-slack"]
 

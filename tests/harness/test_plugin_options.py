@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from test_plugin import BUGGY_ADAPTER, CORRECT_ADAPTER, REPO, pytest_in
 from test_plugin_collection import verdicts
 
 from xentcheck.harness import options
+from xentcheck.harness.report import json_report
 
 ARGS = ("--xentcheck-dtype", "float64", "--xentcheck-regime", "moderate",
         "--xentcheck-regime", "large")
@@ -137,7 +137,7 @@ def test_out_writes_the_report_of_the_tests_that_ran(project: Path) -> None:
     run = pytest_in(project, "--xentcheck-adapter", "buggy.py", "--xentcheck-dtype", "float64",
                     "--xentcheck-regime", "large", "--xentcheck-out", "plugin")
     assert run.returncode == 1
-    cli, plugin = (json.loads((project / d / "conformance.json").read_text())
+    cli, plugin = (json_report.load(project / d / "conformance.json")
                    for d in ("cli", "plugin"))
     assert {p.name for p in (project / "plugin").iterdir()} >= {
         "conformance.json", "conformance.md", "conformance.html"}

@@ -11,7 +11,6 @@ certificates).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 
 from xentcheck.harness import fingerprints, strategies
+from xentcheck.harness.report import json_report
 from xentcheck.references import portable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,7 +134,7 @@ def _report(out: Path, disabled: str | None) -> dict:
     done = subprocess.run([sys.executable, "-c", _RUN, str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
-    data = json.loads((out / "conformance.json").read_text(encoding="utf-8"))
+    data = json_report.load(out / "conformance.json")
     for key in ("seconds", "report_id"):
         data.pop(key)
     data["platform"].pop("simd")

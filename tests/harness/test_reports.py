@@ -284,3 +284,61 @@ def test_exact_values_with_long_mantissas_print_in_25_digits() -> None:
 
     long = mpmath.mpf((0, 3**30000, -47550, 47550))  # ~0.4585, a 47550-bit mantissa
     assert exact_text(long).startswith("0.45850889735993427542837")
+
+
+def _loadable(data: dict[str, Any], schema: str) -> dict[str, Any]:
+    """The synthetic run with every setting a report read back must hold."""
+    data["schema"] = schema
+    data["settings"].update(cases_file=None, shard=None, timeout=60.0, max_classes=None)
+    return data
+
+
+def test_json_leaves_out_what_a_result_repeats(tmp_path: Path) -> None:
+    """On disk a result omits its defaults, ``grades`` equal to ``{grade: cases}`` and a
+    passing result's reproducer and worst details; reading it back restores every field."""
+    import json
+
+    data = _loadable(synthetic(), "xentcheck-conformance/3")
+    passing = _result("log_softmax", "float32", "huge", max_ulp=2.0, grade="ulp≤N",
+                      worst=_worst("0x1.0p+0", "1.0"))
+    passing["grades"] = {"ulp≤N": 3, "exact": 2}
+    data["adapters"][0]["results"].append(passing)
+    path = json_report.write(copy.deepcopy(data), tmp_path)
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    on_disk = {(a["name"], r["check"], r["function"], r["regime"]): r
+               for a in raw["adapters"] for r in a["results"]}
+    exact = on_disk[("good", "value", "softmax", "large")]
+    assert set(exact) == {"check", "function", "dtype", "regime", "grade", "passed", "cases",
+                          "max_ulp", "max_ratio"}
+    kept = on_disk[("good", "value", "log_softmax", "huge")]
+    assert kept["grades"] == {"ulp≤N": 3, "exact": 2} and "reproducer" not in kept
+    assert set(kept["worst"]) == {"case", "row", "index", "ulp", "ratio", "severity"}
+    failing = on_disk[(f"evil{EVIL}", "value", "log_softmax", "large")]
+    assert failing["failed"] == 2 and failing["reproducer"].startswith("python -m")
+    assert failing["worst"]["input"] == ["0x1.0p+7", "-0x1.8p+6", "inf"]
+
+    loaded = json_report.load(path)
+    for before, after in zip(data["adapters"], loaded["adapters"], strict=True):
+        for r, back in zip(before["results"], after["results"], strict=True):
+            expected = dict(r)
+            if r["passed"]:
+                expected["reproducer"] = None
+                if r["worst"]:
+                    expected["worst"] = {k: r["worst"][k] for k in
+                                         ("case", "row", "index", "ulp", "ratio", "severity")}
+            assert back == expected
+
+
+def test_json_of_schema_2_reads_unchanged(tmp_path: Path) -> None:
+    """A full result (schema 2 wrote every field) comes back as it was."""
+    import json
+
+    data = _loadable(synthetic(), "xentcheck-conformance/2")
+    path = tmp_path / "conformance.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert json_report.load(path)["adapters"] == data["adapters"]
+
+
+def test_committed_json_stays_small() -> None:
+    """The committed report of the main job is under 5 MB (it was 9.8 MB in schema 2)."""
+    assert COMMITTED.stat().st_size < 5_000_000

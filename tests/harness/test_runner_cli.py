@@ -3,7 +3,6 @@ reproducers that run, and the gold certificate that guards every gradient verdic
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from xentcheck.harness import cli, runner, strategies
+from xentcheck.harness.report import json_report
 from xentcheck.harness.truth import Truth
 
 RESULT_KEYS = {"check", "function", "dtype", "regime", "grade", "passed", "cases", "failed",
@@ -28,7 +28,7 @@ def seed_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict]:
     out = tmp_path_factory.mktemp("rep")
     code = run_cli("run", "--adapter", "numpy-seed", "--adapter", "numpy", "--regime",
                    "moderate", "--regime", "dominant", "--dtype", "float64", "--out", str(out))
-    return code, json.loads((out / "conformance.json").read_text())
+    return code, json_report.load(out / "conformance.json")
 
 
 def test_report_has_the_documented_keys(seed_report):
@@ -100,7 +100,7 @@ def test_jobs_give_the_same_report_as_one_process(tmp_path):
             "masked", "--dtype", "float64"]
     assert run_cli("run", *args, "--out", str(tmp_path / "one")) == 0
     assert run_cli("run", *args, "--jobs", "2", "--out", str(tmp_path / "two")) == 0
-    one, two = (json.loads((tmp_path / d / "conformance.json").read_text())
+    one, two = (json_report.load(tmp_path / d / "conformance.json")
                 for d in ("one", "two"))
     assert one["adapters"] == two["adapters"]
     assert one["cases"] == two["cases"]
@@ -152,7 +152,7 @@ def test_shards_partition_the_cases():
 def test_max_examples_hunts_and_grades_what_it_finds(tmp_path, capsys):
     code = run_cli("run", "--adapter", "numpy-seed", "--regime", "moderate", "--dtype",
                    "float64", "--max-examples", "10", "--out", str(tmp_path))
-    data = json.loads((tmp_path / "conformance.json").read_text())
+    data = json_report.load(tmp_path / "conformance.json")
     assert code == cli.EXIT_FAIL
     assert data["hunts"] and any(h["found_failure"] for h in data["hunts"])
     hunted = [r for r in data["adapters"][0]["results"] if r["worst"]

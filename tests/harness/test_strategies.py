@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from xentcheck.harness.adapters.contract import DTYPES, OPTIONS
 from xentcheck.harness.cases import TARGET_KINDS, Case
+from xentcheck.harness.repro import load_case
 from xentcheck.harness.strategies import (
     DEFAULT_CORPUS,
     IGNORED_SETUPS,
@@ -435,6 +436,23 @@ def test_corpus_loader_reads_mnist_with_labels_as_index_targets() -> None:
     halves = load_corpus(MNIST, dtype="bfloat16", rows_per_case=1000)
     assert [c.num_rows for c in halves] == [1000, 1000, 500] and halves[0].dtype == "bfloat16"
     assert Path(DEFAULT_CORPUS).read_bytes() == MNIST.read_bytes()
+
+
+def test_long_rows_are_cut_into_blocks_of_the_budget(tmp_path: Path) -> None:
+    """A corpus of long rows becomes cases of at most ``block_elements`` logits (at least
+    one row each), in order, every row once; each case's origin rebuilds it."""
+    path = tmp_path / "vocab.npy"
+    z = np.random.default_rng(3).standard_normal((37, 5000)).astype(np.float32)
+    np.save(path, z)
+    blocks = load_corpus(path, block_elements=20_000)
+    assert [c.num_rows for c in blocks] == [4] * 9 + [1]
+    assert np.array_equal(np.concatenate([c.logits for c in blocks]), z)
+    assert len(load_corpus(path, block_elements=1)) == 37  # one row per case at least
+    assert len(load_corpus(path)) == 1  # the default budget, 2**21, holds all 37 rows
+    rebuilt = load_case(blocks[4].origin)  # what a reproducer line does
+    assert rebuilt.fingerprint() == blocks[4].fingerprint()
+    with pytest.raises(InvalidArgument, match="block_elements must be >= 1"):
+        load_corpus(path, block_elements=0)
 
 
 def test_corpus_sample_rows_come_from_the_corpus_with_their_labels() -> None:

@@ -122,3 +122,26 @@ def test_directional_rows_against_exact_derivative() -> None:
                 err = abs(mpmath.mpf(float(est.value[n])) - exact)
                 assert err <= mpmath.mpf(float(est.error[n])) + abs(exact) * 1e-15
                 assert err <= abs(exact) * 10.0**-digits
+
+
+@pytest.mark.parametrize("work", ["float64", "longdouble"])
+def test_index_targets_from_probs_equal_the_one_hot_sum(work: str) -> None:
+    """The class-index shortcut of the from-probabilities references (one log per row)
+    gives the bits of the general -sum y log p and -y / p with the one-hot y, signs of zero,
+    infinities (p_t = 0) and NaN included."""
+    rng = np.random.default_rng(7)
+    for trial in range(12):
+        n, k = 6, int(rng.integers(1, 40))
+        p = rng.random((n, k))
+        p /= p.sum(axis=1, keepdims=True)
+        p[rng.random((n, k)) < 0.15] = 0.0
+        p[0, 0], p[1, -1] = (np.nan, 1.0) if trial % 2 else (0.0, 0.5)
+        t = rng.integers(0, k, n)
+        y = np.zeros((n, k))
+        y[np.arange(n), t] = 1.0
+        for function in ("cross_entropy_from_probs", "cross_entropy_grad_wrt_probs"):
+            short = truth_module._from_probs(function, p, t, work)
+            general = truth_module._from_probs(function, p, y, work)
+            assert short.dtype == general.dtype
+            assert np.array_equal(short, general, equal_nan=True)
+            assert np.array_equal(np.signbit(short), np.signbit(general))
