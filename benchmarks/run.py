@@ -367,11 +367,12 @@ def main_job() -> dict[str, Any]:
 # ------------------------------------------------------------------------ an LLM batch
 
 
-def _run_tree(command: list[str]) -> tuple[float, float]:
-    """Run ``command`` from the repository: (wall seconds, peak MB of its process tree);
-    exits with its error when it fails (exit codes 0 and 1 are a run's own verdicts)."""
+def _measured(command: list[str], cwd: Path | None = None
+              ) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Run ``command``: (wall seconds, peak MB of its process tree, the finished process
+    with its stdout and stderr)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     peak = [0.0]
 
@@ -382,13 +383,20 @@ def _run_tree(command: list[str]) -> tuple[float, float]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, err = proc.communicate()
+    out, err = proc.communicate()
     seconds = time.perf_counter() - start
     sampler.join()
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(command[2:5])} failed (exit {proc.returncode}): "
-                         f"{err[-500:]}")
-    return seconds, peak[0]
+    return seconds, peak[0], subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def _run_tree(command: list[str]) -> tuple[float, float]:
+    """Run ``command`` from the repository: (wall seconds, peak MB of its process tree);
+    exits with its error when it fails (exit codes 0 and 1 are a run's own verdicts)."""
+    seconds, peak, done = _measured(command, ROOT)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command[2:5])} failed (exit {done.returncode}): "
+                         f"{done.stderr[-500:]}")
+    return seconds, peak
 
 
 def _llm_file(folder: str, rows: int, classes: int) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -456,23 +464,10 @@ except Exception as exc:
 
 def _peer(name: str, path: Path) -> dict[str, Any]:
     """One peer tool on the batch file: seconds (its imports included), peak MB, verdict."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _PEERS[name], str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak = [0.0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    said, _ = proc.communicate()
-    sampler.join()
-    return {"seconds": round(time.perf_counter() - start, 1), "peak_mb": round(peak[0]),
-            "said": said.strip().splitlines()[-1] if said.strip() else
-            f"exit {proc.returncode}"}
+    seconds, peak, done = _measured([sys.executable, "-c", _PEERS[name], str(path)])
+    said = done.stdout.strip()
+    return {"seconds": round(seconds, 1), "peak_mb": round(peak),
+            "said": said.splitlines()[-1] if said else f"exit {done.returncode}"}
 
 
 def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
