@@ -283,6 +283,20 @@ def _rows(z: np.ndarray, uw: float) -> _Rows:
                  posinf | all_minus_inf)
 
 
+def _kept_rows(x: np.ndarray, uw: float, memo: dict[Any, Any] | None) -> _Rows:
+    """:func:`_rows` of ``x``, kept in ``memo`` for the next output graded on the same
+    array (every output of a case is graded on its logits: one softmax, not one each)."""
+    if memo is None:
+        return _rows(x.astype(np.float64), uw)
+    kept = memo.get(("rows", uw))
+    if kept is None or kept[0] is not x:
+        rows = _rows(x.astype(np.float64), uw)
+        for value in vars(rows).values():
+            value.flags.writeable = False  # shared by every output: nobody writes to it
+        kept = memo[("rows", uw)] = (x, rows)
+    return kept[1]
+
+
 @dataclass(frozen=True)
 class _Targets:
     """The effective target u (N, K) in float64 and what forming it costs."""
@@ -346,14 +360,14 @@ def _log_softmax_error(r: _Rows, uw: float) -> np.ndarray:
 
 
 def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str, Any],
-            uw: float, xu: np.ndarray, tangent: np.ndarray | None = None
+            uw: float, xu: np.ndarray, tangent: np.ndarray | None = None,
+            memo: dict[Any, Any] | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(u_w B, Lambda, rows not graded) for the flattened output; ``xu`` = u_w |x|."""
     x = np.asarray(inputs)
     if x.ndim == 1:
         x = x[np.newaxis, :]
-    z = x.astype(np.float64)
-    n_rows, k = z.shape
+    n_rows, k = x.shape
     reduction = options.get("reduction") or "none"
     kappa = ELEMENTARY_ERROR
     none = np.zeros(n_rows, bool)
@@ -363,11 +377,11 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
         if function == "cross_entropy_grad_wrt_probs":
             return xu, np.full(xu.shape, 0.5), none
         with np.errstate(divide="ignore", invalid="ignore"):
-            log_u = np.abs(portable.log(z)) * uw
+            log_u = np.abs(portable.log(x.astype(np.float64))) * uw
         r_count = (y != 0).sum(axis=1)
         return (kappa + r_count) * _mul(y, log_u).sum(axis=1), r_count / 2.0, none
 
-    r = _rows(z, uw)
+    r = _kept_rows(x, uw, memo)
     if function == "logsumexp":
         bound = r.lse + uw * (kappa * r.ell + r.n - 1 + kappa) + r.spread
         return bound, r.n / 2, r.ungraded
@@ -571,6 +585,7 @@ def grade_elements(
     dtype: Any = None,
     ulp_budget: float = DEFAULT_ULP_BUDGET,
     tangent: np.ndarray | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> ElementGrades:
     """Ulp error, stability ratio and grade of every element of one output.
 
@@ -608,7 +623,7 @@ def grade_elements(
         xu = np.ldexp(mant, np.clip(expo - work.precision, -2000, 2000))  # u_w |x|
     with np.errstate(all="ignore"):  # inf and NaN bounds belong to non-finite exact values
         bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu.ravel(),
-                                       tangent)
+                                       tangent, memo)
     bound = np.asarray(bound, np.float64).reshape(cand.shape)
     lam = np.asarray(lam, np.float64).reshape(cand.shape)
 
@@ -625,12 +640,9 @@ def grade_elements(
     tiny_o = out.emin - out.precision + 1
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         allowed = np.ldexp(bound, np.clip(-k, -2000, 2000)) + np.ldexp(lam, tiny_w - k)
-        absolute = bound + np.ldexp(lam, tiny_w)
         if work.dtype != out.dtype:
             allowed += np.ldexp(mant, np.clip(expo - out.precision - k, -2000, 2000))
             allowed += np.ldexp(0.5, tiny_o - k)
-            absolute += np.ldexp(mant, np.clip(expo - out.precision, -2000, 2000))
-            absolute += math.ldexp(0.5, tiny_o)
         c64 = cand.astype(np.float64)
         both_finite = np.isfinite(c64) & finite
         broken = defined & np.isinf(ulp) & ~both_finite
@@ -638,6 +650,10 @@ def grade_elements(
         # Both overflowed (|c - x| >= 2**1024 ulps, and allowed too): absolute values.
         overflow = both_finite & np.isinf(ulp) & np.isinf(allowed)
         if overflow.any():
+            absolute = bound + np.ldexp(lam, tiny_w)
+            if work.dtype != out.dtype:
+                absolute += np.ldexp(mant, np.clip(expo - out.precision, -2000, 2000))
+                absolute += math.ldexp(0.5, tiny_o)
             x64 = np.where(negative, -1.0, 1.0) * np.ldexp(mant, np.clip(expo, -2000, 2000))
             ratio[overflow] = (np.abs(c64 - x64) / absolute)[overflow]
     ratio[broken] = np.inf

@@ -456,6 +456,10 @@ def _decode_floats(work: np.ndarray) -> tuple[np.ndarray, ...]:
     significand, exponent = np.frexp(np.where(finite, np.abs(work), 0))  # [1/2, 1)
     expo = np.where(significand != 0, exponent.astype(np.int64) - 1, -EXPONENT_CLAMP)
     rest = significand * 2  # M in [1, 2), exact
+    if rest.dtype == np.float64:  # M is its own first piece: nothing is left
+        zero = np.zeros_like(rest)
+        return (finite, np.isinf(work), negative, expo, rest, zero, zero.copy(),
+                np.zeros(rest.shape, bool))
     pieces = []
     for _ in range(3):
         # The float64 just below or at rest (truncation), then what is left: exact, since
@@ -755,23 +759,24 @@ def _ulp_error_decoded(
     defined, finite, infinite = (a.ravel() for a in (d.defined, d.finite, d.infinite))
     negative = d.negative.ravel()
     out = np.empty(c.shape, np.float64)
-    c_nan = np.isnan(c)
-    c_inf = np.isinf(c)
-    x_nan = defined & ~finite & ~infinite
-    same_sign = np.signbit(c) == negative
-    # The table of ulp_error, first matching row wins (the order of _ulp_error_one).
-    rules = [
-        (~defined, np.nan),
-        (c_nan, np.where(x_nan, 0.0, np.inf)),
-        (x_nan, np.inf),
-        (infinite, np.where(c_inf & same_sign, 0.0, np.inf)),
-        (c_inf, np.where(_overflows(d, fmt).ravel() & same_sign, 0.0, np.inf)),
-    ]
     settled = np.zeros(c.shape, bool)
-    for rule, value in rules:
-        take = rule & ~settled
-        out[take] = np.broadcast_to(value, c.shape)[take]
-        settled |= rule
+    if not (np.isfinite(c).all() and defined.all() and finite.all()):  # else no rule applies
+        c_nan = np.isnan(c)
+        c_inf = np.isinf(c)
+        x_nan = defined & ~finite & ~infinite
+        same_sign = np.signbit(c) == negative
+        # The table of ulp_error, first matching row wins (the order of _ulp_error_one).
+        rules = [
+            (~defined, np.nan),
+            (c_nan, np.where(x_nan, 0.0, np.inf)),
+            (x_nan, np.inf),
+            (infinite, np.where(c_inf & same_sign, 0.0, np.inf)),
+            (c_inf, np.where(_overflows(d, fmt).ravel() & same_sign, 0.0, np.inf)),
+        ]
+        for rule, value in rules:
+            take = rule & ~settled
+            out[take] = np.broadcast_to(value, c.shape)[take]
+            settled |= rule
     fallback = np.zeros(c.shape, bool)
     both = ~settled  # both finite
     if both.any() and d.source.dtype in (np.float64, np.longdouble):
@@ -793,20 +798,18 @@ def _sterbenz_errors(c: np.ndarray, d: ExactValues, both: np.ndarray, fmt: Float
     by ulp_d(x) = 2**k is exact, and the one conversion to float64 rounds the exact error
     to nearest: the exact path's bits, at the cost of a few array operations. Fills
     ``out`` there and returns where it did."""
-    source = d.source.ravel()
-    index = np.flatnonzero(both)
-    x = source[index]
-    cx = c[index].astype(source.dtype)  # exact: float64 and longdouble hold every dtype
+    x = d.source.ravel()
+    cx = c.astype(x.dtype, copy=False)  # exact: float64 and longdouble hold every dtype
     ax, ac = np.abs(x), np.abs(cx)
-    with np.errstate(over="ignore"):
-        near = (np.signbit(x) == np.signbit(cx)) & (ax != 0) & (ac <= 2 * ax) & (ax <= 2 * ac)
-    if not near.any():
-        return np.zeros(c.shape, bool)
-    k = np.clip(d.expo.ravel()[index[near]], fmt.emin, fmt.emax) - (fmt.precision - 1)
-    out[index[near]] = np.ldexp(np.abs(cx[near] - x[near]), -k).astype(np.float64)
-    done = np.zeros(c.shape, bool)
-    done[index[near]] = True
-    return done
+    with np.errstate(over="ignore", invalid="ignore"):
+        near = both & (np.signbit(x) == np.signbit(cx)) & (ax != 0) & (ac <= 2 * ax) & (
+            ax <= 2 * ac)
+    k = np.clip(d.expo.ravel(), fmt.emin, fmt.emax) - (fmt.precision - 1)
+    if near.all():  # the usual case: no element to pick out
+        out[...] = np.ldexp(np.abs(cx - x), -k)
+    elif near.any():
+        out[near] = np.ldexp(np.abs(cx[near] - x[near]), -k[near])
+    return near
 
 
 def _finite_errors(
