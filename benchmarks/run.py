@@ -39,8 +39,9 @@ JSON object. What each figure is:
   process tree (as the main job's). ``llm_batch_ratio_vs_candidate``: that time ÷ the time
   torch itself takes for the same cross-entropy forward and backward on the same input
   (``F.cross_entropy`` with reduction ``sum``, one call, in this process, best of R).
-  ``--llm-growth`` also runs N = 64, 128, 256 (K fixed) and K = 16384, 32768, 65536 (N
-  = 64) and reports seconds and peak per million logits for each, so that linear growth
+  The run has ``--jobs 2`` as the main job does (``--llm-jobs``). ``--llm-growth`` also
+  runs N = 64, 256, 1024 below the batch's N (K fixed) and K = 16384 ... 262144 (N = 64)
+  and reports seconds, peak and microseconds per logit for each, so that linear growth
   shows as a flat column. ``--llm-peers`` also runs ``jax.test_util.check_grads`` (order
   1, reverse mode) and ``torch.autograd.gradcheck(fast_mode=True)`` on the same file, each
   in its own process (imports included): seconds, peak MB and what it said (gradcheck on
@@ -410,10 +411,10 @@ def _llm_file(folder: str, rows: int, classes: int) -> tuple[Path, np.ndarray, n
     return path, z, labels
 
 
-def _run_llm(path: Path, out: str) -> tuple[float, float]:
+def _run_llm(path: Path, out: str, jobs: int) -> tuple[float, float]:
     return _run_tree([sys.executable, "-m", "xentcheck.harness.cli", "run", "--adapter",
                       "torch", "--cases", str(path), "--regime", "corpus", "--dtype",
-                      "float32", "--out", out])
+                      "float32", "--jobs", str(jobs), "--out", out])
 
 
 def _torch_seconds(z: np.ndarray, labels: np.ndarray, repeats: int) -> float:
@@ -471,15 +472,15 @@ def _peer(name: str, path: Path) -> dict[str, Any]:
 
 
 def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
-              peers: bool = False) -> dict[str, Any]:
+              peers: bool = False, jobs: int = 2) -> dict[str, Any]:
     """The torch built-in over an (rows, classes) float32 batch: time, peak, and the ratio
     to torch's own forward + backward (see the module docstring)."""
-    out: dict[str, Any] = {"llm_batch_shape": [rows, classes]}
+    out: dict[str, Any] = {"llm_batch_shape": [rows, classes], "llm_batch_jobs": jobs}
     with tempfile.TemporaryDirectory() as folder:
         path, z, labels = _llm_file(folder, rows, classes)
         out["llm_batch_torch_seconds"] = round(_torch_seconds(z, labels, repeats), 3)
         del z, labels  # the run below is measured without this process's copy
-        seconds, peak = _run_llm(path, str(Path(folder) / "out"))
+        seconds, peak = _run_llm(path, str(Path(folder) / "out"), jobs)
         if peers:
             out["llm_batch_peers"] = {name: _peer(name, path) for name in _PEERS}
         path.unlink()
@@ -487,14 +488,14 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
     out["llm_batch_peak_mb"] = round(peak)
     out["llm_batch_ratio_vs_candidate"] = round(seconds / out["llm_batch_torch_seconds"], 1)
     if growth:
-        rows_of = {n: (n, classes) for n in (64, 128, 256)}
-        classes_of = {k: (64, k) for k in (16384, 32768, 65536)}
+        rows_of = {n: (n, classes) for n in (64, 256, 1024) if n < rows}
+        classes_of = {k: (64, k) for k in (16384, 32768, 65536, 131072, 262144)}
         for label, shapes in (("rows", rows_of), ("classes", classes_of)):
             table: dict[str, Any] = {}
             for size, (n, k) in shapes.items():
                 with tempfile.TemporaryDirectory() as folder:
                     path, *_ = _llm_file(folder, n, k)
-                    seconds, peak = _run_llm(path, str(Path(folder) / "out"))
+                    seconds, peak = _run_llm(path, str(Path(folder) / "out"), jobs)
                 table[str(size)] = {"seconds": round(seconds, 1), "peak_mb": round(peak),
                                     "us_per_logit": round(seconds / (n * k) * 1e6, 3)}
             out[f"llm_batch_growth_{label}"] = table
@@ -526,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                              "on a 2-core machine today)")
     parser.add_argument("--llm-rows", type=int, default=4096, help="N of the LLM batch")
     parser.add_argument("--llm-classes", type=int, default=VOCAB, help="K of the LLM batch")
+    parser.add_argument("--llm-jobs", type=int, default=2,
+                        help="--jobs of the LLM batch's run (default 2, as the main job)")
     parser.add_argument("--llm-growth", action="store_true",
                         help="also how the LLM batch's time and memory grow with N and K")
     parser.add_argument("--llm-peers", action="store_true",
@@ -553,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_llm_batch:
         steps.append(("LLM batch", lambda: llm_batch(args.llm_rows, args.llm_classes,
                                                      args.repeats, args.llm_growth,
-                                                     args.llm_peers)))
+                                                     args.llm_peers, args.llm_jobs)))
     if not args.skip_plugin_xdist:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from plugin_xdist import plugin_xdist  # the plugin's suite, serial and -n 2

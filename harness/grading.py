@@ -138,7 +138,14 @@ import numpy as np
 
 from xentcheck.harness.adapters.contract import DTYPES, FUNCTIONS, dtype_name
 from xentcheck.references import portable
-from xentcheck.references.rounding import ExactValues, float_format, ulp_error
+from xentcheck.references.rounding import (
+    ExactValues,
+    FloatFormat,
+    chunks,
+    float_format,
+    ldexp,
+    ulp_error,
+)
 
 __all__ = [
     "BUDGETS_PATH",
@@ -533,6 +540,12 @@ def _ce_directional_bounds(function: str, r: _Rows, t: _Targets, r_count: np.nda
 # ------------------------------------------------------------------------------ grading
 
 
+def check_ulp_budget(ulp_budget: float) -> None:
+    """Raise ``ValueError`` unless ``ulp_budget`` (the N of "<= N ulp") is at least 1."""
+    if not ulp_budget >= 1:
+        raise ValueError(f"ulp_budget must be at least 1, got {ulp_budget}")
+
+
 def classify(ulp: np.ndarray, ratio: np.ndarray, broken: np.ndarray, graded: np.ndarray, *,
              ulp_budget: float = DEFAULT_ULP_BUDGET, ratio_limit: float = 1.0) -> np.ndarray:
     """Grade codes (indices into ``GRADES``; -1 = not graded) from the two numbers.
@@ -541,8 +554,7 @@ def classify(ulp: np.ndarray, ratio: np.ndarray, broken: np.ndarray, graded: np.
     ...          np.zeros(5, bool), np.ones(5, bool))
     array([0, 1, 2, 3, 4], dtype=int8)
     """
-    if not ulp_budget >= 1:
-        raise ValueError(f"ulp_budget must be at least 1, got {ulp_budget}")
+    check_ulp_budget(ulp_budget)
     codes = np.full(np.shape(ulp), _UNSTABLE, np.int8)
     with np.errstate(invalid="ignore"):
         codes[ratio <= ratio_limit] = _STABLE
@@ -615,35 +627,60 @@ def grade_elements(
     if decoded.shape != cand.shape:
         raise ValueError(f"{function}: candidate has shape {cand.shape}, exact {decoded.shape}")
 
-    ulp = ulp_error(cand, decoded)
-    defined, finite, negative = decoded.defined, decoded.finite, decoded.negative
-    expo, mant = decoded.expo, decoded.mant
+    check_ulp_budget(ulp_budget)
+    ulp = ulp_error(cand, decoded).ravel()
+    defined, finite, negative = (a.ravel() for a in (decoded.defined, decoded.finite,
+                                                     decoded.negative))
+    expo, mant = decoded.expo.ravel(), decoded.mant.ravel()
     uw = math.ldexp(1.0, -work.precision)
+    xu = np.empty(ulp.size)
     with np.errstate(over="ignore", under="ignore"):
-        xu = np.ldexp(mant, np.clip(expo - work.precision, -2000, 2000))  # u_w |x|
+        for part in chunks(ulp.size):
+            xu[part] = ldexp(mant[part], np.clip(expo[part] - work.precision, -2000, 2000))
     with np.errstate(all="ignore"):  # inf and NaN bounds belong to non-finite exact values
-        bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu.ravel(),
+        bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu,
                                        tangent, memo)
-    bound = np.asarray(bound, np.float64).reshape(cand.shape)
-    lam = np.asarray(lam, np.float64).reshape(cand.shape)
+    bound = np.asarray(bound, np.float64).reshape(cand.shape).ravel()
+    lam = np.asarray(lam, np.float64).reshape(cand.shape).ravel()
 
-    graded = defined.copy()
+    graded = decoded.defined.copy()
     if function not in _PROBS_FUNCTIONS and ungraded.any():
         if cand.ndim == 0 or np.ndim(inputs) == 1:
             graded[...] = False  # a reduction over, or the only row of, such a row
         else:
             graded[ungraded] = False
+    graded = graded.ravel()
 
-    # The ratio in ulps of x: ulp(x) = 2**k exactly (zero: the smallest subnormal).
-    k = decoded.ulp_exponent(out.dtype)
+    # The ratio in ulps of x: ulp(x) = 2**k exactly (zero: the smallest subnormal), one
+    # chunk of elements at a time (their temporaries stay in cache).
+    k = decoded.ulp_exponent(out.dtype).ravel()
+    c64 = cand.astype(np.float64).ravel()
+    allowed, ratio, graded_ulp = (np.empty(ulp.size) for _ in range(3))
+    broken, codes = np.empty(ulp.size, bool), np.empty(ulp.size, np.int8)
+    for part in chunks(ulp.size):
+        allowed[part], ratio[part], graded_ulp[part], broken[part], codes[part] = _ratios(
+            ulp[part], bound[part], lam[part], mant[part], expo[part], k[part], c64[part],
+            finite[part], defined[part], negative[part], graded[part], work, out, ulp_budget)
+    shape = cand.shape
+    return ElementGrades(function, name, graded_ulp.reshape(shape), ratio.reshape(shape),
+                         allowed.reshape(shape), broken.reshape(shape), graded.reshape(shape),
+                         codes.reshape(shape), float(ulp_budget))
+
+
+def _ratios(ulp: np.ndarray, bound: np.ndarray, lam: np.ndarray, mant: np.ndarray,
+            expo: np.ndarray, k: np.ndarray, c64: np.ndarray, finite: np.ndarray,
+            defined: np.ndarray, negative: np.ndarray, graded: np.ndarray,
+            work: FloatFormat, out: FloatFormat, ulp_budget: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """allowed, ratio, ulp (NaN where not graded), broken (graded ones) and grade codes of
+    flat elements: :func:`grade_elements`' last step."""
     tiny_w = work.emin - work.precision + 1  # log2 of lambda_w
     tiny_o = out.emin - out.precision + 1
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        allowed = np.ldexp(bound, np.clip(-k, -2000, 2000)) + np.ldexp(lam, tiny_w - k)
+        allowed = ldexp(bound, np.clip(-k, -2000, 2000)) + ldexp(lam, tiny_w - k)
         if work.dtype != out.dtype:
-            allowed += np.ldexp(mant, np.clip(expo - out.precision - k, -2000, 2000))
-            allowed += np.ldexp(0.5, tiny_o - k)
-        c64 = cand.astype(np.float64)
+            allowed += ldexp(mant, np.clip(expo - out.precision - k, -2000, 2000))
+            allowed += ldexp(0.5, tiny_o - k)
         both_finite = np.isfinite(c64) & finite
         broken = defined & np.isinf(ulp) & ~both_finite
         ratio = np.where(ulp == 0, 0.0, ulp / allowed)
@@ -660,8 +697,7 @@ def grade_elements(
     ratio[~graded] = np.nan
     ulp = np.where(graded, ulp, np.nan)
     codes = classify(ulp, ratio, broken, graded, ulp_budget=ulp_budget)
-    return ElementGrades(function, name, ulp, ratio, allowed, broken & graded, graded, codes,
-                         float(ulp_budget))
+    return allowed, ratio, ulp, broken & graded, codes
 
 
 # ----------------------------------------------------------------------------- results
