@@ -45,7 +45,8 @@ JSON object. What each figure is:
   runs N = 64, 256, 1024 below the batch's N (K fixed) and K = 16384 ... 262144 (N = 64)
   and reports seconds, peak and microseconds per logit for each, so that linear growth
   shows as a flat column. ``--llm-peers`` also runs ``jax.test_util.check_grads`` (order
-  1, reverse mode) and ``torch.autograd.gradcheck(fast_mode=True)`` on the same file, each
+  1, reverse mode) and ``torch.autograd.gradcheck(fast_mode=True)`` on the same file (its
+  first ``PEER_ROWS`` = 1024 rows at most: beyond, they need more memory than 24 GB), each
   in its own process (imports included): seconds, peak MB and what it said (gradcheck on
   a float64 copy of the logits, as it asks; check_grads on the float32 logits).
 * ``plugin_xdist_speedup``: the pytest plugin's default suite with the built-in ``numpy``
@@ -479,6 +480,12 @@ def _peer(name: str, path: Path) -> dict[str, Any]:
             "said": said.splitlines()[-1] if said else f"exit {done.returncode}"}
 
 
+#: Rows the peers are run on at most: at 1024 x 131072, gradcheck(fast_mode=True) peaks
+#: at 9.5 GB (its float64 copy and probes) and check_grads at 4.5 GB; four times that
+#: (4096 rows) is more than this 24 GB machine has.
+PEER_ROWS = 1024
+
+
 def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
               peers: bool = False, jobs: int = 2) -> dict[str, Any]:
     """The torch built-in over an (rows, classes) float32 batch: time, peak, and the ratio
@@ -490,6 +497,10 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
         del z, labels  # the run below is measured without this process's copy
         seconds, peak = _run_llm(path, str(Path(folder) / "out"), jobs)
         if peers:
+            if rows > PEER_ROWS:  # the batch's first rows, in a file of their own
+                path.unlink()
+                path, *_ = _llm_file(folder, PEER_ROWS, classes)
+            out["llm_batch_peers_shape"] = [min(rows, PEER_ROWS), classes]
             out["llm_batch_peers"] = {name: _peer(name, path) for name in _PEERS}
         path.unlink()
     out["llm_batch_seconds"] = round(seconds, 1)
