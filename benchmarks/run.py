@@ -167,6 +167,8 @@ def fast_accuracy() -> dict[str, Any]:
     worst = 0.0
     for regime in REGIMES:
         for case in sample(regime, dtype="float64"):
+            if case.num_classes == 0:
+                continue  # rows of no classes: no reference value to measure
             target = None if case.target_problems() else case.target
             worst = max(worst, test_fast.check_all(case.logits, target, dict(case.options)))
     return {"fast_reference_max_ulp_vs_gold": float(f"{worst:.3g}")}
