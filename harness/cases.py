@@ -55,9 +55,20 @@ _UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
+    """A read-only array nobody else can write to: a copy, or ``array`` itself where it is
+    a read-only view of a read-only memory map (a corpus block: no copy of the file)."""
+    if not array.flags.writeable and _read_only_map(array):
+        return array
     out = np.array(array, copy=True)
     out.setflags(write=False)
     return out
+
+
+def _read_only_map(array: np.ndarray) -> bool:
+    base: Any = array
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    return base is not None and base.mode == "r"
 
 
 def _bits(array: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xentcheck.harness import options
+from xentcheck.harness.allocator import keep_freed_memory
 from xentcheck.harness.signals import Terminated, raise_on_sigterm
 from xentcheck.harness.text import terminal
 
@@ -424,6 +425,7 @@ def save_traceback(exc: BaseException) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()  # large temporaries reuse pages instead of faulting new ones in
     parser = build_parser()
     previous = raise_on_sigterm()  # SIGTERM unwinds like SIGINT: workers killed, sets whole
     try:

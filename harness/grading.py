@@ -138,7 +138,14 @@ import numpy as np
 
 from xentcheck.harness.adapters.contract import DTYPES, FUNCTIONS, dtype_name
 from xentcheck.references import portable
-from xentcheck.references.rounding import ExactValues, float_format, ulp_error
+from xentcheck.references.rounding import (
+    ExactValues,
+    FloatFormat,
+    chunks,
+    float_format,
+    ldexp,
+    ulp_error,
+)
 
 __all__ = [
     "BUDGETS_PATH",
@@ -283,6 +290,20 @@ def _rows(z: np.ndarray, uw: float) -> _Rows:
                  posinf | all_minus_inf)
 
 
+def _kept_rows(x: np.ndarray, uw: float, memo: dict[Any, Any] | None) -> _Rows:
+    """:func:`_rows` of ``x``, kept in ``memo`` for the next output graded on the same
+    array (every output of a case is graded on its logits: one softmax, not one each)."""
+    if memo is None:
+        return _rows(x.astype(np.float64), uw)
+    kept = memo.get(("rows", uw))
+    if kept is None or kept[0] is not x:
+        rows = _rows(x.astype(np.float64), uw)
+        for value in vars(rows).values():
+            value.flags.writeable = False  # shared by every output: nobody writes to it
+        kept = memo[("rows", uw)] = (x, rows)
+    return kept[1]
+
+
 @dataclass(frozen=True)
 class _Targets:
     """The effective target u (N, K) in float64 and what forming it costs."""
@@ -346,14 +367,14 @@ def _log_softmax_error(r: _Rows, uw: float) -> np.ndarray:
 
 
 def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str, Any],
-            uw: float, xu: np.ndarray, tangent: np.ndarray | None = None
+            uw: float, xu: np.ndarray, tangent: np.ndarray | None = None,
+            memo: dict[Any, Any] | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(u_w B, Lambda, rows not graded) for the flattened output; ``xu`` = u_w |x|."""
     x = np.asarray(inputs)
     if x.ndim == 1:
         x = x[np.newaxis, :]
-    z = x.astype(np.float64)
-    n_rows, k = z.shape
+    n_rows, k = x.shape
     reduction = options.get("reduction") or "none"
     kappa = ELEMENTARY_ERROR
     none = np.zeros(n_rows, bool)
@@ -363,11 +384,11 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
         if function == "cross_entropy_grad_wrt_probs":
             return xu, np.full(xu.shape, 0.5), none
         with np.errstate(divide="ignore", invalid="ignore"):
-            log_u = np.abs(portable.log(z)) * uw
+            log_u = np.abs(portable.log(x.astype(np.float64))) * uw
         r_count = (y != 0).sum(axis=1)
         return (kappa + r_count) * _mul(y, log_u).sum(axis=1), r_count / 2.0, none
 
-    r = _rows(z, uw)
+    r = _kept_rows(x, uw, memo)
     if function == "logsumexp":
         bound = r.lse + uw * (kappa * r.ell + r.n - 1 + kappa) + r.spread
         return bound, r.n / 2, r.ungraded
@@ -519,6 +540,12 @@ def _ce_directional_bounds(function: str, r: _Rows, t: _Targets, r_count: np.nda
 # ------------------------------------------------------------------------------ grading
 
 
+def check_ulp_budget(ulp_budget: float) -> None:
+    """Raise ``ValueError`` unless ``ulp_budget`` (the N of "<= N ulp") is at least 1."""
+    if not ulp_budget >= 1:
+        raise ValueError(f"ulp_budget must be at least 1, got {ulp_budget}")
+
+
 def classify(ulp: np.ndarray, ratio: np.ndarray, broken: np.ndarray, graded: np.ndarray, *,
              ulp_budget: float = DEFAULT_ULP_BUDGET, ratio_limit: float = 1.0) -> np.ndarray:
     """Grade codes (indices into ``GRADES``; -1 = not graded) from the two numbers.
@@ -527,8 +554,7 @@ def classify(ulp: np.ndarray, ratio: np.ndarray, broken: np.ndarray, graded: np.
     ...          np.zeros(5, bool), np.ones(5, bool))
     array([0, 1, 2, 3, 4], dtype=int8)
     """
-    if not ulp_budget >= 1:
-        raise ValueError(f"ulp_budget must be at least 1, got {ulp_budget}")
+    check_ulp_budget(ulp_budget)
     codes = np.full(np.shape(ulp), _UNSTABLE, np.int8)
     with np.errstate(invalid="ignore"):
         codes[ratio <= ratio_limit] = _STABLE
@@ -571,6 +597,7 @@ def grade_elements(
     dtype: Any = None,
     ulp_budget: float = DEFAULT_ULP_BUDGET,
     tangent: np.ndarray | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> ElementGrades:
     """Ulp error, stability ratio and grade of every element of one output.
 
@@ -600,52 +627,77 @@ def grade_elements(
     if decoded.shape != cand.shape:
         raise ValueError(f"{function}: candidate has shape {cand.shape}, exact {decoded.shape}")
 
-    ulp = ulp_error(cand, decoded)
-    defined, finite, negative = decoded.defined, decoded.finite, decoded.negative
-    expo, mant = decoded.expo, decoded.mant
+    check_ulp_budget(ulp_budget)
+    ulp = ulp_error(cand, decoded).ravel()
+    defined, finite, negative = (a.ravel() for a in (decoded.defined, decoded.finite,
+                                                     decoded.negative))
+    expo, mant = decoded.expo.ravel(), decoded.mant.ravel()
     uw = math.ldexp(1.0, -work.precision)
+    xu = np.empty(ulp.size)
     with np.errstate(over="ignore", under="ignore"):
-        xu = np.ldexp(mant, np.clip(expo - work.precision, -2000, 2000))  # u_w |x|
+        for part in chunks(ulp.size):
+            xu[part] = ldexp(mant[part], np.clip(expo[part] - work.precision, -2000, 2000))
     with np.errstate(all="ignore"):  # inf and NaN bounds belong to non-finite exact values
-        bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu.ravel(),
-                                       tangent)
-    bound = np.asarray(bound, np.float64).reshape(cand.shape)
-    lam = np.asarray(lam, np.float64).reshape(cand.shape)
+        bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu,
+                                       tangent, memo)
+    bound = np.asarray(bound, np.float64).reshape(cand.shape).ravel()
+    lam = np.asarray(lam, np.float64).reshape(cand.shape).ravel()
 
-    graded = defined.copy()
+    graded = decoded.defined.copy()
     if function not in _PROBS_FUNCTIONS and ungraded.any():
         if cand.ndim == 0 or np.ndim(inputs) == 1:
             graded[...] = False  # a reduction over, or the only row of, such a row
         else:
             graded[ungraded] = False
+    graded = graded.ravel()
 
-    # The ratio in ulps of x: ulp(x) = 2**k exactly (zero: the smallest subnormal).
-    k = decoded.ulp_exponent(out.dtype)
+    # The ratio in ulps of x: ulp(x) = 2**k exactly (zero: the smallest subnormal), one
+    # chunk of elements at a time (their temporaries stay in cache).
+    k = decoded.ulp_exponent(out.dtype).ravel()
+    c64 = cand.astype(np.float64).ravel()
+    allowed, ratio, graded_ulp = (np.empty(ulp.size) for _ in range(3))
+    broken, codes = np.empty(ulp.size, bool), np.empty(ulp.size, np.int8)
+    for part in chunks(ulp.size):
+        allowed[part], ratio[part], graded_ulp[part], broken[part], codes[part] = _ratios(
+            ulp[part], bound[part], lam[part], mant[part], expo[part], k[part], c64[part],
+            finite[part], defined[part], negative[part], graded[part], work, out, ulp_budget)
+    shape = cand.shape
+    return ElementGrades(function, name, graded_ulp.reshape(shape), ratio.reshape(shape),
+                         allowed.reshape(shape), broken.reshape(shape), graded.reshape(shape),
+                         codes.reshape(shape), float(ulp_budget))
+
+
+def _ratios(ulp: np.ndarray, bound: np.ndarray, lam: np.ndarray, mant: np.ndarray,
+            expo: np.ndarray, k: np.ndarray, c64: np.ndarray, finite: np.ndarray,
+            defined: np.ndarray, negative: np.ndarray, graded: np.ndarray,
+            work: FloatFormat, out: FloatFormat, ulp_budget: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """allowed, ratio, ulp (NaN where not graded), broken (graded ones) and grade codes of
+    flat elements: :func:`grade_elements`' last step."""
     tiny_w = work.emin - work.precision + 1  # log2 of lambda_w
     tiny_o = out.emin - out.precision + 1
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        allowed = np.ldexp(bound, np.clip(-k, -2000, 2000)) + np.ldexp(lam, tiny_w - k)
-        absolute = bound + np.ldexp(lam, tiny_w)
+        allowed = ldexp(bound, np.clip(-k, -2000, 2000)) + ldexp(lam, tiny_w - k)
         if work.dtype != out.dtype:
-            allowed += np.ldexp(mant, np.clip(expo - out.precision - k, -2000, 2000))
-            allowed += np.ldexp(0.5, tiny_o - k)
-            absolute += np.ldexp(mant, np.clip(expo - out.precision, -2000, 2000))
-            absolute += math.ldexp(0.5, tiny_o)
-        c64 = cand.astype(np.float64)
+            allowed += ldexp(mant, np.clip(expo - out.precision - k, -2000, 2000))
+            allowed += ldexp(0.5, tiny_o - k)
         both_finite = np.isfinite(c64) & finite
         broken = defined & np.isinf(ulp) & ~both_finite
         ratio = np.where(ulp == 0, 0.0, ulp / allowed)
         # Both overflowed (|c - x| >= 2**1024 ulps, and allowed too): absolute values.
         overflow = both_finite & np.isinf(ulp) & np.isinf(allowed)
         if overflow.any():
+            absolute = bound + np.ldexp(lam, tiny_w)
+            if work.dtype != out.dtype:
+                absolute += np.ldexp(mant, np.clip(expo - out.precision, -2000, 2000))
+                absolute += math.ldexp(0.5, tiny_o)
             x64 = np.where(negative, -1.0, 1.0) * np.ldexp(mant, np.clip(expo, -2000, 2000))
             ratio[overflow] = (np.abs(c64 - x64) / absolute)[overflow]
     ratio[broken] = np.inf
     ratio[~graded] = np.nan
     ulp = np.where(graded, ulp, np.nan)
     codes = classify(ulp, ratio, broken, graded, ulp_budget=ulp_budget)
-    return ElementGrades(function, name, ulp, ratio, allowed, broken & graded, graded, codes,
-                         float(ulp_budget))
+    return allowed, ratio, ulp, broken & graded, codes
 
 
 # ----------------------------------------------------------------------------- results

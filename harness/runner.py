@@ -181,9 +181,14 @@ def load_pinned(path: Path = PINNED_CASES) -> list[Case]:
     return cases
 
 
+def fingerprint_of(case: Case) -> list[str]:
+    """``[case id, dtype, regime, SHA-256 of its contents]``: one entry of ``inputs``."""
+    return [case.case_id, case.dtype, case.regime, case.fingerprint()]
+
+
 def fingerprints(cases: Iterable[Case]) -> list[list[str]]:
-    """``[case id, dtype, regime, SHA-256 of the contents]`` of each case."""
-    return [[c.case_id, c.dtype, c.regime, c.fingerprint()] for c in cases]
+    """:func:`fingerprint_of` each case."""
+    return [fingerprint_of(c) for c in cases]
 
 
 def unique_names(handles: Sequence[Any]) -> list[str]:
@@ -311,6 +316,7 @@ def run(
         in_process = any(not h.isolated for h, _ in live)
         fpenv.check("while loading the adapters")
         checks = families()
+        inputs: list[list[str]] = []  # each case's fingerprint, taken while it is in memory
         for number, case in enumerate(cases, 1):
             if progress is not None:
                 progress(number, len(cases), case.case_id)
@@ -329,6 +335,8 @@ def run(
                             report.add(finding)
                 if in_process and not handle.isolated:
                     fpenv.check(f"by the in-process adapter {report.name!r}")
+            inputs.append(fingerprint_of(case))
+            strategies.release(case.logits)  # a corpus block's pages, once graded
         for handle, report in live:
             report.not_run = {f: list(v) for f, v in handle.not_run.items()}
     except BaseException:
@@ -348,7 +356,7 @@ def run(
         "max_classes": max_classes, "block_elements": block_elements,
     }
     return RunReport(settings, reports, len(cases), time.monotonic() - started,
-                     inputs=fingerprints(cases), skipped=skipped)
+                     inputs=inputs, skipped=skipped)
 
 
 #: Seconds an interrupted --jobs process gets to kill its workers and exit on SIGTERM

@@ -181,6 +181,7 @@ class Truth:
     _certificates: dict[str, Certificate] = field(default_factory=dict)
     _fast: Any = None
     _unweighted: Any = None
+    _grading_memo: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def tier(self) -> str:
@@ -239,7 +240,8 @@ class Truth:
 
     def grading_inputs(self, function: str) -> dict[str, Any]:
         """What grading ``function``'s output takes besides it: ``inputs`` (the logits or
-        probabilities), ``target``, ``tangent`` (of a JVP or HVP) and ``options``."""
+        probabilities), ``target``, ``tangent`` (of a JVP or HVP), ``options``, and the
+        ``memo`` where grading keeps what every output on these inputs shares."""
         args, options = self.arguments(function)
         tangent = args[-1] if function in (*_TANGENT_FUNCTIONS, *_TARGET_TANGENT_FUNCTIONS) \
             else None
@@ -247,7 +249,8 @@ class Truth:
         inputs = args[0]
         if function == "cross_entropy_from_probs" and self.dialect.has("clip-probabilities"):
             inputs = dialects.clip_probabilities(inputs)  # what the log is taken of
-        return {"inputs": inputs, "target": target, "tangent": tangent, "options": options}
+        return {"inputs": inputs, "target": target, "tangent": tangent, "options": options,
+                "memo": self._grading_memo}
 
     def applicable(self, function: str) -> bool:
         """Whether ``function`` is checked on this case at all (not outside the dialect's

@@ -456,6 +456,10 @@ def _decode_floats(work: np.ndarray) -> tuple[np.ndarray, ...]:
     significand, exponent = np.frexp(np.where(finite, np.abs(work), 0))  # [1/2, 1)
     expo = np.where(significand != 0, exponent.astype(np.int64) - 1, -EXPONENT_CLAMP)
     rest = significand * 2  # M in [1, 2), exact
+    if rest.dtype == np.float64:  # M is its own first piece: nothing is left
+        zero = np.zeros_like(rest)
+        return (finite, np.isinf(work), negative, expo, rest, zero, zero.copy(),
+                np.zeros(rest.shape, bool))
     pieces = []
     for _ in range(3):
         # The float64 just below or at rest (truncation), then what is left: exact, since
@@ -683,6 +687,30 @@ class ExactValues:
 # ---------------------------------------------------------------------------------------
 # The vectorized ulp error.
 
+#: Elements per pass of an elementwise computation over a long array: the temporaries of
+#: one chunk (a few float64 arrays of 512 KiB) stay in the CPU's cache, where a whole
+#: (16, 131072) block's go out to memory and back once per operation (twice the time).
+CHUNK_ELEMENTS = 1 << 16
+
+
+def ldexp(x: Any, e: np.ndarray) -> np.ndarray:
+    """``np.ldexp(x, e)``, bit for bit, at the cost of one multiplication where every
+    exponent lies in [-1022, 1023]: 2**e is then a normal float64 (built from its bits),
+    and x * 2**e is the exact product correctly rounded, which is what ldexp returns
+    (subnormal and overflowing results included). np.ldexp itself is a libm call per
+    element, several times slower; it takes the other cases."""
+    e = np.asarray(e)
+    if e.size and e.dtype.kind in "iu" and e.min() >= -1022 and e.max() <= 1023:
+        return np.multiply(x, ((e.astype(np.int64) + 1023) << 52).view(np.float64))
+    return np.ldexp(x, e)
+
+
+def chunks(size: int) -> list[slice]:
+    """Consecutive slices of at most :data:`CHUNK_ELEMENTS` covering ``range(size)``."""
+    return [slice(start, min(start + CHUNK_ELEMENTS, size))
+            for start in range(0, size, CHUNK_ELEMENTS)]
+
+
 # Scaled exponents sc = expo - k (x / ulp_d(x) = M * 2**sc) for which the three pieces of
 # x, their sums and the error bound below stay normal and finite in float64: the lowest
 # bit is 2**(sc - 158) >= 2**-1018, and everything stays below 2**1002.
@@ -755,23 +783,24 @@ def _ulp_error_decoded(
     defined, finite, infinite = (a.ravel() for a in (d.defined, d.finite, d.infinite))
     negative = d.negative.ravel()
     out = np.empty(c.shape, np.float64)
-    c_nan = np.isnan(c)
-    c_inf = np.isinf(c)
-    x_nan = defined & ~finite & ~infinite
-    same_sign = np.signbit(c) == negative
-    # The table of ulp_error, first matching row wins (the order of _ulp_error_one).
-    rules = [
-        (~defined, np.nan),
-        (c_nan, np.where(x_nan, 0.0, np.inf)),
-        (x_nan, np.inf),
-        (infinite, np.where(c_inf & same_sign, 0.0, np.inf)),
-        (c_inf, np.where(_overflows(d, fmt).ravel() & same_sign, 0.0, np.inf)),
-    ]
     settled = np.zeros(c.shape, bool)
-    for rule, value in rules:
-        take = rule & ~settled
-        out[take] = np.broadcast_to(value, c.shape)[take]
-        settled |= rule
+    if not (np.isfinite(c).all() and defined.all() and finite.all()):  # else no rule applies
+        c_nan = np.isnan(c)
+        c_inf = np.isinf(c)
+        x_nan = defined & ~finite & ~infinite
+        same_sign = np.signbit(c) == negative
+        # The table of ulp_error, first matching row wins (the order of _ulp_error_one).
+        rules = [
+            (~defined, np.nan),
+            (c_nan, np.where(x_nan, 0.0, np.inf)),
+            (x_nan, np.inf),
+            (infinite, np.where(c_inf & same_sign, 0.0, np.inf)),
+            (c_inf, np.where(_overflows(d, fmt).ravel() & same_sign, 0.0, np.inf)),
+        ]
+        for rule, value in rules:
+            take = rule & ~settled
+            out[take] = np.broadcast_to(value, c.shape)[take]
+            settled |= rule
     fallback = np.zeros(c.shape, bool)
     both = ~settled  # both finite
     if both.any() and d.source.dtype in (np.float64, np.longdouble):
@@ -791,22 +820,25 @@ def _sterbenz_errors(c: np.ndarray, d: ExactValues, both: np.ndarray, fmt: Float
     longdouble, which hold every candidate exactly): where c and x have one sign and
     |x| / 2 <= |c| <= 2 |x|, c - x is exact in x's own format (Sterbenz's lemma), scaling
     by ulp_d(x) = 2**k is exact, and the one conversion to float64 rounds the exact error
-    to nearest: the exact path's bits, at the cost of a few array operations. Fills
-    ``out`` there and returns where it did."""
-    source = d.source.ravel()
-    index = np.flatnonzero(both)
-    x = source[index]
-    cx = c[index].astype(source.dtype)  # exact: float64 and longdouble hold every dtype
-    ax, ac = np.abs(x), np.abs(cx)
-    with np.errstate(over="ignore"):
-        near = (np.signbit(x) == np.signbit(cx)) & (ax != 0) & (ac <= 2 * ax) & (ax <= 2 * ac)
-    if not near.any():
-        return np.zeros(c.shape, bool)
-    k = np.clip(d.expo.ravel()[index[near]], fmt.emin, fmt.emax) - (fmt.precision - 1)
-    out[index[near]] = np.ldexp(np.abs(cx[near] - x[near]), -k).astype(np.float64)
-    done = np.zeros(c.shape, bool)
-    done[index[near]] = True
-    return done
+    to nearest: the exact path's bits, at the cost of a few array operations. Where both
+    are zeros (of either sign: a gradient's entries off the target) the error is 0 too.
+    Fills ``out`` there and returns where it did."""
+    source, expo = d.source.ravel(), d.expo.ravel()
+    near = np.empty(c.shape, bool)
+    for part in chunks(c.size):
+        x = source[part]
+        cx = c[part].astype(x.dtype)  # exact: float64 and longdouble hold every dtype
+        ax, ac = np.abs(x), np.abs(cx)
+        with np.errstate(over="ignore", invalid="ignore"):
+            here = both[part] & (((np.signbit(x) == np.signbit(cx)) & (ax != 0)
+                                  & (ac <= 2 * ax) & (ax <= 2 * ac)) | ((ax == 0) & (ac == 0)))
+        k = np.clip(expo[part], fmt.emin, fmt.emax) - (fmt.precision - 1)
+        if here.all():  # the usual case: no element to pick out
+            out[part] = ldexp(np.abs(cx - x), -k)
+        elif here.any():
+            out[part][here] = ldexp(np.abs(cx[here] - x[here]), -k[here])
+        near[part] = here
+    return near
 
 
 def _finite_errors(

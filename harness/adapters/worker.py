@@ -30,11 +30,13 @@ from xentcheck.harness.adapters.isolation import (
     receive_message,
     send_plain,
 )
+from xentcheck.harness.allocator import keep_freed_memory
 
 
 def worker_main(read_fd: int, write_fd: int) -> None:
     """The worker's loop: load the adapter named by the first message, then answer calls."""
     os.dup2(2, 1)  # the adapter's prints go to stderr; the protocol has its own pipes
+    keep_freed_memory()  # as the grading process does: no result depends on it
     # Overflow and invalid-value warnings are what extreme inputs are for: the grading
     # reports the outcome, so the candidate's own warnings would only be noise.
     warnings.simplefilter("ignore")

@@ -55,6 +55,8 @@ class Context:
     budgets: dict[tuple[str, str, str], grading.Budget] = field(default_factory=dict)
     timeout: float | None = None
     _memo: dict[str, CallOutcome] = field(default_factory=dict)
+    _grades: dict[str, tuple[np.ndarray, float, grading.ElementGrades]] = field(
+        default_factory=dict)
 
     @property
     def case(self) -> Case:
@@ -80,6 +82,21 @@ class Context:
             return None
         outcome = self.outcome(function)
         return outcome.value if outcome.ok else None
+
+    def element_grades(self, function: str, candidate: np.ndarray,
+                       ulp_budget: float | None = None) -> grading.ElementGrades:
+        """``grading.grade_elements`` of ``candidate``, an output of ``function`` on this
+        case's own arguments, under ``ulp_budget`` (None: any; the allowed errors do not
+        depend on it), kept for the next check that reads the same output."""
+        kept = self._grades.get(function)
+        if kept is not None and kept[0] is candidate and ulp_budget in (None, kept[1]):
+            return kept[2]
+        budget = grading.DEFAULT_ULP_BUDGET if ulp_budget is None else ulp_budget
+        element = grading.grade_elements(function, candidate, self.truth.decoded(function),
+                                         dtype=self.case.dtype, ulp_budget=budget,
+                                         **self.truth.grading_inputs(function))
+        self._grades[function] = (candidate, budget, element)
+        return element
 
     def reproducer(self, function: str, row: int | None) -> str:
         """A command that replays ``function`` on the whole case (a failure may depend on
@@ -112,12 +129,9 @@ def rows_of(value: np.ndarray | None, case: Case) -> int:
 def allowed_abs(ctx: Context, function: str, candidate: np.ndarray) -> np.ndarray:
     """The allowed absolute error of each element (stability bound or ulp budget); NaN
     where the exact value is not a finite number."""
-    truth = ctx.truth
-    exact = truth.decoded(function)
-    graded = grading.grade_elements(function, candidate, exact, dtype=ctx.case.dtype,
-                                    **truth.grading_inputs(function))
+    graded = ctx.element_grades(function, candidate)
     allowed = np.maximum(np.nan_to_num(graded.allowed, nan=0.0), ctx.profile.ulp_budget)
-    return allowed * exact.ulp(ctx.case.dtype)
+    return allowed * ctx.truth.decoded(function).ulp(ctx.case.dtype)
 
 
 def target_mass(case: Case) -> np.ndarray:
@@ -186,15 +200,23 @@ def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarra
                    exact: Any, *, inputs: np.ndarray, target: Any = None,
                    options: dict[str, Any] | None = None,
                    profile: grading.Profile | None = None,
-                   tangent: np.ndarray | None = None) -> Finding:
+                   tangent: np.ndarray | None = None,
+                   memo: dict[Any, Any] | None = None,
+                   element: grading.ElementGrades | None = None) -> Finding:
     """Grade ``candidate`` against ``exact`` (gold's values, or the same already decoded by
     ``grading.decode``) and judge it by the run's profile (and the adapter's accuracy
-    budget, if it has one)."""
+    budget, if it has one). ``element``: the grading already done under the profile's N
+    (``Context.element_grades``); ``memo``: as ``grading.grade_elements`` takes it."""
     profile = profile or ctx.profile
     decoded = grading.decode(exact)
-    element = grading.grade_elements(function, candidate, decoded, inputs=inputs,
-                                     target=target, options=options, dtype=ctx.case.dtype,
-                                     ulp_budget=profile.ulp_budget, tangent=tangent)
+    if element is None:
+        element = grading.grade_elements(function, candidate, decoded, inputs=inputs,
+                                         target=target, options=options, dtype=ctx.case.dtype,
+                                         ulp_budget=profile.ulp_budget, tangent=tangent,
+                                         memo=memo)
+    elif element.ulp_budget != profile.ulp_budget or element.function != function:
+        raise ValueError(f"{function}: graded under N = {element.ulp_budget:g}, the profile "
+                         f"has N = {profile.ulp_budget:g}")
     budget = grading.budget_for(ctx.budgets, ctx.adapter, function, ctx.case.dtype,
                                 ctx.case.regime)
     verdict = grading.judge(element, profile, budget=budget)

@@ -138,10 +138,27 @@ def _term_size(ctx: Context) -> np.ndarray:
     return 2 * w * y.sum(axis=1) / abs(d)
 
 
+def stable_order(z: np.ndarray) -> np.ndarray:
+    """``np.argsort(z, axis=1, kind="stable")`` for rows without NaN (another row's order
+    is any permutation). Logits of 32 bits or fewer are sorted as distinct int64 keys (the
+    value's order-preserving integer, then the index), which an unstable sort puts in the
+    one order, at a third of a stable sort's time."""
+    z = np.asarray(z)
+    k = z.shape[1]
+    if z.dtype.name not in ("float32", "float16", "bfloat16") or k > 2**31:
+        return np.argsort(z, axis=1, kind="stable")
+    bits = z.astype(np.float32).view(np.int32).astype(np.int64)
+    key = np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # the order of the values; -0 = +0
+    width = max(int(k - 1).bit_length(), 1)
+    key = (key << width) | np.arange(k, dtype=np.int64)
+    key.sort(axis=1)
+    return key & ((1 << width) - 1)
+
+
 def _order(ctx: Context) -> Iterator[Finding]:
     z = ctx.case.logits.astype(np.float64)
     rows = _finite_rows(ctx)
-    order = np.argsort(z, axis=1, kind="stable")
+    order = stable_order(ctx.case.logits)
     zs = np.take_along_axis(z, order, axis=1)
     strictly = np.diff(zs, axis=1) > 0
     for function in ("softmax", "log_softmax"):

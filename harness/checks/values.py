@@ -41,5 +41,6 @@ def graded_outputs(ctx: Context, check: str, functions: tuple[str, ...]) -> Iter
         if not usable:
             yield fault_finding(ctx, check, function, outcome, rows_of(exact, ctx.case))
             continue
+        element = ctx.element_grades(function, outcome.value, ctx.profile.ulp_budget)
         yield graded_finding(ctx, check, function, outcome.value, truth.decoded(function),
-                             **truth.grading_inputs(function))
+                             element=element, **truth.grading_inputs(function))

@@ -56,6 +56,7 @@ from xentcheck.harness.strategies.corpora import (  # noqa: F401
     CORPUS_ROWS_PER_CASE,
     DEFAULT_CORPUS,
     load_corpus,
+    release,
 )
 from xentcheck.harness.strategies.formats import InvalidArgument, overflow_edge
 from xentcheck.harness.strategies.hypothesis_strategies import (
@@ -98,6 +99,7 @@ __all__ = [
     "logits",
     "options",
     "overflow_edge",
+    "release",
     "regime_info",
     "sample",
     "targets",

@@ -4,11 +4,19 @@
 ``rows_per_case`` rows (by default as many as :data:`BLOCK_ELEMENTS` allows, at most
 :data:`CORPUS_ROWS_PER_CASE`); :data:`DEFAULT_CORPUS` is the built-in MNIST logits of the
 ``corpus`` regime, in ``harness/data/``.
+
+The logits are memory-mapped, not read: a ``.npy`` file, or the ``logits`` member of a
+``.npz`` that is stored uncompressed (``np.savez``; ``np.savez_compressed`` members are
+read whole). Cases in the file's own dtype are views of the mapping, so a (4096, 131072)
+file costs no memory until a block is graded, and :func:`release` gives a graded block's
+pages back.
 """
 
 from __future__ import annotations
 
 import functools
+import mmap
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +49,15 @@ def _read_corpus_cached(
     p = Path(path)
     try:
         if p.suffix == ".npy":
-            logits, labels = np.load(p, allow_pickle=False), None
+            logits, labels = np.load(p, mmap_mode="r", allow_pickle=False), None
         else:
             with np.load(p, allow_pickle=False) as archive:
                 if "logits" not in archive.files:
                     found = ", ".join(archive.files) or "nothing"
                     raise _corpus_error(p, f"no 'logits' array in the .npz (found: {found})")
-                logits = archive["logits"]
+                logits = _mapped_member(p, "logits.npy")
+                if logits is None:  # compressed: read whole
+                    logits = archive["logits"]
                 labels = archive["labels"] if "labels" in archive.files else None
     except _CorpusError:
         raise
@@ -72,6 +82,50 @@ def _read_corpus_cached(
             raise _corpus_error(p, f"label {labels[i]} of row {i} is not in [0, {logits.shape[1]})")
         labels = labels.astype(np.int64)
     return logits, labels
+
+
+def _mapped_member(path: Path, name: str) -> np.ndarray | None:
+    """The array of an uncompressed ``.npz`` member, memory-mapped read-only; None when the
+    member is compressed (or its header is not a plain array's)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as stream:
+        stream.seek(info.header_offset)
+        local = stream.read(30)  # the local file header: its name and extra field follow
+        if local[:4] != b"PK\x03\x04":
+            return None
+        skip = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        stream.seek(info.header_offset + 30 + skip)
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            return None
+        offset = stream.tell()
+    if fortran or dtype.hasobject or info.file_size < offset - info.header_offset:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset)
+
+
+def release(array: np.ndarray) -> None:
+    """Give back the memory pages of ``array`` where it is a view of a read-only memory
+    map (a corpus block once graded: it stays readable, its pages are faulted in again
+    from the file if it is read again); nothing otherwise."""
+    mapped = array
+    while mapped is not None and not isinstance(mapped, np.memmap):
+        mapped = getattr(mapped, "base", None)
+    region = getattr(mapped, "_mmap", None)
+    if region is None or not hasattr(region, "madvise") or array.nbytes == 0:
+        return
+    start = array.ctypes.data - np.frombuffer(region, np.uint8).ctypes.data
+    first = start - start % mmap.PAGESIZE
+    length = min(start + array.nbytes, len(region)) - first
+    if first >= 0 and length > 0:
+        region.madvise(mmap.MADV_DONTNEED, first, length)
 
 
 def _read_corpus(path: str | Path) -> tuple[Path, np.ndarray, np.ndarray | None]:
@@ -127,14 +181,14 @@ def load_corpus(
         rows_per_case = rows_per_block(data.shape[1] if data.ndim == 2 else 1, block_elements)
     _check_count("rows_per_case", rows_per_case, 1)
     fmt = _corpus_dtype(p, data, dtype)
-    z = data.astype(fmt.dtype, copy=False)
-    target = labels if labels is not None else _first_argmax(z)
+    target = labels if labels is not None else _first_argmax(data, fmt.dtype)
     out = []
-    for number, start in enumerate(range(0, z.shape[0], rows_per_case)):
+    for number, start in enumerate(range(0, data.shape[0], rows_per_case)):
         stop = start + rows_per_case
         out.append(
             Case(
-                logits=z[start:stop],
+                # a view of the mapping in the file's dtype; another dtype, block by block
+                logits=data[start:stop].astype(fmt.dtype, copy=False),
                 target=target[start:stop],
                 target_kind="indices",
                 options={},
@@ -151,6 +205,13 @@ def load_corpus(
     return out
 
 
-def _first_argmax(z: np.ndarray) -> np.ndarray:
-    wide = z.astype(np.float64)
-    return np.argmax(np.where(np.isnan(wide), -np.inf, wide), axis=1).astype(np.int64)
+def _first_argmax(z: np.ndarray, dtype: Any) -> np.ndarray:
+    """Each row's first argmax in ``dtype`` (NaN never wins), a block of rows at a time."""
+    out = np.empty(z.shape[0], np.int64)
+    for start in range(0, z.shape[0], CORPUS_ROWS_PER_CASE):
+        block = z[start:start + CORPUS_ROWS_PER_CASE]
+        wide = block.astype(dtype).astype(np.float64)
+        out[start:start + len(wide)] = np.argmax(np.where(np.isnan(wide), -np.inf, wide),
+                                                 axis=1)
+        release(block)
+    return out

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
 from xentcheck.harness.adapters.contract import DTYPES, OPTIONS
-from xentcheck.harness.cases import TARGET_KINDS, Case
+from xentcheck.harness.cases import TARGET_KINDS, Case, _read_only_map
 from xentcheck.harness.repro import load_case
 from xentcheck.harness.strategies import (
     DEFAULT_CORPUS,
@@ -39,6 +39,7 @@ from xentcheck.harness.strategies import (
     options,
     overflow_edge,
     regime_info,
+    release,
     sample,
     targets,
 )
@@ -453,6 +454,53 @@ def test_long_rows_are_cut_into_blocks_of_the_budget(tmp_path: Path) -> None:
     assert rebuilt.fingerprint() == blocks[4].fingerprint()
     with pytest.raises(InvalidArgument, match="block_elements must be >= 1"):
         load_corpus(path, block_elements=0)
+
+
+def test_stored_corpus_blocks_map_the_file_and_give_their_pages_back(tmp_path: Path) -> None:
+    """np.savez stores members uncompressed: the blocks are read-only views of a memory
+    map (no copy), the same cases as the compressed file read whole and as the .npy; a
+    block in another dtype is converted block by block; a released block reads the same."""
+    rng = np.random.default_rng(11)
+    z = (rng.standard_normal((40, 3000)) * 5).astype(np.float32)
+    labels = rng.integers(0, 3000, 40)
+    np.savez(tmp_path / "plain.npz", logits=z, labels=labels)
+    np.savez_compressed(tmp_path / "packed.npz", logits=z, labels=labels)
+    np.save(tmp_path / "plain.npy", z)
+    mapped = load_corpus(tmp_path / "plain.npz", block_elements=30_000)
+    read = load_corpus(tmp_path / "packed.npz", block_elements=30_000)
+    assert [c.num_rows for c in mapped] == [10] * 4
+    assert [c.fingerprint() for c in mapped] == [c.fingerprint() for c in read]
+    assert all(_read_only_map(c.logits) and not c.logits.flags.writeable for c in mapped)
+    assert not any(_read_only_map(c.logits) for c in read)
+    from_npy = load_corpus(tmp_path / "plain.npy", block_elements=30_000)
+    assert all(_read_only_map(c.logits) for c in from_npy)
+    assert np.array_equal(np.concatenate([c.logits for c in from_npy]), z)
+    halves = load_corpus(tmp_path / "plain.npz", dtype="bfloat16", block_elements=30_000)
+    assert np.array_equal(np.concatenate([c.logits for c in halves]).view(np.uint16),
+                          z.astype(ml_dtypes.bfloat16).view(np.uint16))
+    kept = mapped[1].logits.copy()
+    release(mapped[1].logits)
+    release(read[1].logits)  # not mapped: nothing to give back
+    assert np.array_equal(mapped[1].logits, kept) and np.array_equal(read[1].logits, kept)
+
+
+def _file_pages_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
+def test_released_blocks_leave_the_resident_memory(tmp_path: Path) -> None:
+    z = np.ones((64, 131072), np.float32)  # 32 MiB
+    np.savez(tmp_path / "big.npz", logits=z)  # no labels: the argmax reads every row
+    del z
+    before = _file_pages_kb()
+    (case,) = load_corpus(tmp_path / "big.npz", block_elements=2**23)
+    assert _file_pages_kb() - before < 8_000  # the argmax's blocks were given back
+    assert float(case.logits.sum(dtype=np.float64)) == 64 * 131072  # every page read
+    touched = _file_pages_kb()
+    release(case.logits)
+    assert touched - before > 24_000 and touched - _file_pages_kb() > 24_000
 
 
 def test_corpus_sample_rows_come_from_the_corpus_with_their_labels() -> None:

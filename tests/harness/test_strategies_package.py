@@ -32,6 +32,7 @@ ALL = (
     "logits",
     "options",
     "overflow_edge",
+    "release",
     "regime_info",
     "sample",
     "targets",

@@ -30,6 +30,7 @@ from xentcheck.references.rounding import (
     FloatFormat,
     _ulp_error_decoded,
     float_format,
+    ldexp,
     round_to,
     ulp,
     ulp_error,
@@ -849,3 +850,20 @@ def test_decoded_floats_near_the_candidate_take_the_short_path_exactly(
         as_objects[:] = list(x)
         np.testing.assert_array_equal(bits(ulp_error(c, ExactValues.from_floats(x))),
                                       bits(ulp_error(c, as_objects)))
+
+
+@fast
+@given(xs=st.lists(st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 5e-324, -2.5e-308])),
+                   min_size=1, max_size=30),
+       es=st.lists(st.integers(-1100, 1100), min_size=30, max_size=30))
+def test_ldexp_is_numpys_bit_for_bit(xs: list[float], es: list[int]) -> None:
+    """The multiplication by a power of two built from its bits against np.ldexp: results
+    that underflow into the subnormals or overflow, NaN, infinities, both zeros, and
+    exponents outside [-1022, 1023] (np.ldexp's own path)."""
+    x = np.array(xs)
+    for e in (np.array(es[:x.size]), np.clip(np.array(es[:x.size]), -1022, 1023)):
+        with np.errstate(over="ignore", under="ignore"):
+            np.testing.assert_array_equal(bits(ldexp(x, e)), bits(np.ldexp(x, e)))
+    with np.errstate(under="ignore"):
+        assert bits(ldexp(0.5, np.array([-1022, 0, 1023]))).tolist() == bits(
+            np.ldexp(0.5, np.array([-1022, 0, 1023]))).tolist()
