@@ -468,8 +468,10 @@ class _Worker:
         self.read_fd = parent_read  # raw: replies are read against a deadline
         self.write_fd = parent_write  # non-blocking: calls are written against one too
         os.set_blocking(parent_write, False)
-        self._finalizer = weakref.finalize(self, _kill, self.process, self.read_fd,
-                                           self.write_fd)
+        # the pipes still open, each closed once: a number closed twice may by then be
+        # another worker's pipe (workers close in the background while the next starts)
+        self._open_fds = {parent_read, parent_write}
+        self._finalizer = weakref.finalize(self, _kill, self.process, self._open_fds)
         try:
             self.send(dict(load_message), timeout=DEFAULT_START_TIMEOUT)
         except (OSError, TimeoutError):  # it died at start-up; reading its hello says how
@@ -513,6 +515,7 @@ class _Worker:
         process group: nothing it started outlives it."""
         if self.process.poll() is None:
             try:
+                self._open_fds.discard(self.write_fd)
                 os.close(self.write_fd)
                 self.process.wait(timeout=grace)
             except (OSError, subprocess.TimeoutExpired):
@@ -546,7 +549,7 @@ def _write_before(fd: int, data: Any, deadline: float | None) -> None:
         view = view[written:]
 
 
-def _kill(process: subprocess.Popen, read_fd: int, write_fd: int) -> None:
+def _kill(process: subprocess.Popen, open_fds: set[int]) -> None:
     # The group first, whether or not the worker is still there: a process it started
     # keeps the group (and its number) alive, and must not outlive the run.
     try:
@@ -556,9 +559,9 @@ def _kill(process: subprocess.Popen, read_fd: int, write_fd: int) -> None:
     if process.poll() is None:
         process.kill()
     process.wait()
-    for fd in (read_fd, write_fd):
+    while open_fds:
         try:
-            os.close(fd)
+            os.close(open_fds.pop())
         except OSError:
             pass
 

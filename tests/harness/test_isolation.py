@@ -167,6 +167,28 @@ def test_close_stops_the_worker() -> None:
     handle.close()  # harmless twice
 
 
+def test_close_closes_each_pipe_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing a worker closes each of its pipes exactly once. A second close of a number
+    would close whatever has it by then: the runner closes a worker in the background
+    while the next adapter's starts, whose new pipe may have the freed number (that
+    ended the next worker, exit code 0, before this was fixed)."""
+    handle = open_adapter("numpy")
+    assert handle.call("logsumexp", LOGITS).ok
+    worker = handle._worker
+    pipes = {worker.read_fd, worker.write_fd}
+    closed: list[int] = []
+    real_close = os.close
+
+    def counting_close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "close", counting_close)
+    handle.close()
+    monkeypatch.undo()
+    assert sorted(fd for fd in closed if fd in pipes) == sorted(pipes), closed
+
+
 # --------------------------------------------------------------------------- the wire
 
 
