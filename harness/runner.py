@@ -3,8 +3,10 @@
 :func:`run` is the Python API behind ``xentcheck run``. Cases come from the fixed-seed
 samples of the named regimes (every adapter gets the same inputs), from the pinned worst
 cases (``harness/data/pinned_cases.jsonl``, replayed by every run) and from a user corpus
-(``cases_file``). The truth of a case is computed once and shared by all adapters; data
-flows one way, from cases to reports.
+(``cases_file``). Adapters run one after another, each over every case, so that one
+framework is loaded at a time; the truth of a case is computed once and shared by the
+adapters of one dialect that follow each other (up to a block's worth of elements kept);
+data flows one way, from cases to reports.
 """
 
 from __future__ import annotations
@@ -281,7 +283,8 @@ def run(
     floating-point environment of this process is not IEEE's default, at the start or
     after an in-process adapter changed it.
     """
-    from xentcheck.harness.adapters.registry import open_adapter
+    from xentcheck.harness.adapters.contract import AdapterSpecError
+    from xentcheck.harness.adapters.registry import check_spec, open_adapter
 
     started = time.monotonic()
     fpenv.check("before the run")
@@ -292,63 +295,86 @@ def run(
                                  block_elements=block_elements)
                      + list(extra_cases), shard)
     cases = part_of(cases, part)  # this process's part of a --jobs run
-    handles: list[Any] = []
+    specs = [a.strip() if isinstance(a, str) else a for a in adapters]
+    for spec in specs:  # a spec that names nothing, or twice, is refused before any work
+        if isinstance(spec, str):
+            check_spec(spec)
+            if specs.count(spec) > 1:
+                raise AdapterSpecError(f"adapter {spec!r} is given twice")
     reports: list[AdapterReport] = []
     skipped: list[dict[str, str]] = []
+    inputs: list[list[str] | None] = [None] * len(cases)  # fingerprints, taken in memory
+    kept: list[Any] = []
+    checks = families()
+    current: Any = None  # the one adapter whose worker is running
+    closing: list[Any] = []  # workers being shut down in the background
+    truths: dict[int, Truth] = {}  # case number -> truth, for adapters of one dialect
+    cached_elements = 0
+    pool = ThreadPoolExecutor(max_workers=2)
     try:
-        for adapter in adapters:
-            handles.append(open_adapter(adapter, timeout=timeout))
-        kept = []
-        for handle in handles:
-            handle.wait()
-            if skip_unavailable and handle.unavailable is not None:
-                skipped.append({"name": handle.name, "reason": handle.unavailable})
+        for index, adapter in enumerate(specs):
+            # one adapter at a time: its worker starts, runs every case, and is closed
+            # before the next starts, so one framework is in memory, not all of them
+            current = open_adapter(adapter, timeout=timeout)
+            current.wait()
+            if skip_unavailable and current.unavailable is not None:
+                skipped.append({"name": current.name, "reason": current.unavailable})
+                closing.append(pool.submit(current.close))
+                current = None
                 continue
-            kept.append(handle)
-        names = unique_names(kept)
-        for handle, name in zip(kept, names, strict=True):
-            reports.append(AdapterReport(
-                name=name, spec=handle.spec, version=handle.version,
-                dtypes=tuple(handle.dtypes), provides=sorted(handle.provides),
-                unavailable=handle.unavailable,
-                dialect=handle.dialect if handle.unavailable is None else "pytorch"))
-        live = [(h, r) for h, r in zip(kept, reports, strict=True) if r.unavailable is None]
-        in_process = any(not h.isolated for h, _ in live)
-        fpenv.check("while loading the adapters")
-        checks = families()
-        inputs: list[list[str]] = []  # each case's fingerprint, taken while it is in memory
-        for number, case in enumerate(cases, 1):
-            if progress is not None:
-                progress(number, len(cases), case.case_id)
-            truths: dict[str, Truth] = {}  # one per dialect, each computed on first use
-            for handle, report in live:
-                if case.dtype not in handle.dtypes:
-                    continue
-                if report.dialect not in truths:
-                    truths[report.dialect] = Truth(case, dialects.dialect(report.dialect))
-                ctx = Context(report.name, report.spec, handle, truths[report.dialect],
-                              policy, budgets, timeout)
-                with np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # candidates' own warnings are not ours
-                    for family in checks.values():
-                        for finding in family(ctx):
-                            report.add(finding)
-                if in_process and not handle.isolated:
-                    fpenv.check(f"by the in-process adapter {report.name!r}")
-            inputs.append(fingerprint_of(case))
-            strategies.release(case.logits)  # a corpus block's pages, once graded
-        for handle, report in live:
-            report.not_run = {f: list(v) for f, v in handle.not_run.items()}
+            report = AdapterReport(
+                name=str.__str__(current.name), spec=current.spec, version=current.version,
+                dtypes=tuple(current.dtypes), provides=sorted(current.provides),
+                unavailable=current.unavailable,
+                dialect=current.dialect if current.unavailable is None else "pytorch")
+            reports.append(report)
+            kept.append(current)
+            if report.unavailable is None:
+                fpenv.check("while loading the adapters")
+                if truths and next(iter(truths.values())).dialect.name != report.dialect:
+                    truths, cached_elements = {}, 0
+                more = index + 1 < len(specs)  # truths kept only for adapters still to come
+                for number, case in enumerate(cases):
+                    if progress is not None:
+                        progress(index * len(cases) + number + 1, len(specs) * len(cases),
+                                 f"{case.case_id} ({report.name})")
+                    if case.dtype not in current.dtypes:
+                        continue
+                    truth = truths.get(number)
+                    if truth is None:
+                        truth = Truth(case, dialects.dialect(report.dialect))
+                        if more and cached_elements + case.logits.size <= block_elements:
+                            truths[number] = truth
+                            cached_elements += case.logits.size
+                    ctx = Context(report.name, report.spec, current, truth, policy, budgets,
+                                  timeout)
+                    with np.errstate(all="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # candidates' warnings are not ours
+                        for family in checks.values():
+                            for finding in family(ctx):
+                                report.add(finding)
+                    if not current.isolated:
+                        fpenv.check(f"by the in-process adapter {report.name!r}")
+                    if inputs[number] is None:
+                        inputs[number] = fingerprint_of(case)
+                    strategies.release(case.logits)  # a corpus block's pages, once graded
+                report.not_run = {f: list(v) for f, v in current.not_run.items()}
+            closing.append(pool.submit(current.close))  # while the next one starts
+            current = None
+        for report, name in zip(reports, unique_names(kept), strict=True):
+            report.name = name
     except BaseException:
-        # interrupted (SIGINT, SIGTERM) or failed: every worker's process group is killed
-        # at once, no grace period, so that nothing of the run outlives it
-        for handle in handles:
-            handle.kill()
+        # interrupted (SIGINT, SIGTERM) or failed: the running worker's process group is
+        # killed at once, no grace period, so that nothing of the run outlives it
+        if current is not None:
+            current.kill()
         raise
     finally:
-        # workers exit concurrently (each takes a moment to tear its framework down)
-        with ThreadPoolExecutor(max_workers=max(1, len(handles))) as pool:
-            list(pool.map(lambda h: h.close(), handles))
+        for future in closing:
+            future.result()
+        pool.shutdown()
+    inputs = [found if found is not None else fingerprint_of(case)
+              for found, case in zip(inputs, cases, strict=True)]
     settings = {
         "profile": policy.name, "ulp_budget": policy.ulp_budget, "seed": seed,
         "dtypes": list(dtypes), "regimes": list(regimes), "cases_file": cases_file,

@@ -217,8 +217,12 @@ def graded_finding(ctx: Context, check: str, function: str, candidate: np.ndarra
     elif element.ulp_budget != profile.ulp_budget or element.function != function:
         raise ValueError(f"{function}: graded under N = {element.ulp_budget:g}, the profile "
                          f"has N = {profile.ulp_budget:g}")
-    budget = grading.budget_for(ctx.budgets, ctx.adapter, function, ctx.case.dtype,
-                                ctx.case.regime)
+    # ``name (spec)`` first: where two adapters of a run share a name, that is each one's
+    # name in the report (known once every adapter has run); the plain name covers both
+    budget = (grading.budget_for(ctx.budgets, f"{ctx.adapter} ({ctx.spec})", function,
+                                 ctx.case.dtype, ctx.case.regime)
+              or grading.budget_for(ctx.budgets, ctx.adapter, function, ctx.case.dtype,
+                                    ctx.case.regime))
     verdict = grading.judge(element, profile, budget=budget)
     budgeted = verdict.budget_used and verdict.budgeted is not None and verdict.budget
     result = verdict.budgeted if budgeted else verdict.result
