@@ -32,15 +32,20 @@ JSON object. What each figure is:
   backward uses a Jacobian with one entry off by 1e-3, run through xentcheck's derivative
   check and through ``gradcheck(fast_mode=True)``.
 * ``main_job_seconds`` / ``main_job_peak_mb``: the main job (``xentcheck run --jobs 2``,
-  every built-in, defaults) in a subprocess: wall time and the peak of the summed resident
-  memory of its whole process tree (sampled every 0.1 s from /proc).
+  every built-in, defaults) in a subprocess: wall time and the peak of the summed
+  proportional set size of its whole process tree (``Pss`` of /proc/PID/smaps_rollup,
+  sampled every 0.5 s: each page counted once, a page shared by several processes split
+  among them). ``main_job_peak_rss_mb``: the peak of the summed resident memory (every 0.1
+  s), which counts a library's pages once per process that maps it (two torch workers
+  count libtorch twice); it was the ``_peak_mb`` figure before the scale round.
 * ``llm_batch_seconds`` / ``llm_batch_peak_mb``: ``xentcheck run --adapter torch
   --cases FILE --regime corpus --dtype float32`` over an (N, K) float32 logits file
   (default (4096, 131072), ``--llm-rows``, ``--llm-classes``; labels random), every check
-  that applies, in a subprocess: wall time and the peak summed resident memory of its
-  process tree (as the main job's). ``llm_batch_ratio_vs_candidate``: that time ÷ the time
-  torch itself takes for the same cross-entropy forward and backward on the same input
-  (``F.cross_entropy`` with reduction ``sum``, one call, in this process, best of R).
+  that applies, in a subprocess: wall time and the peak memory of its process tree (as the
+  main job's, both measures), and ``llm_batch_verdict`` (its exit code read).
+  ``llm_batch_ratio_vs_candidate``: that time ÷ the time torch itself takes for the same
+  cross-entropy forward and backward on the same input (``F.cross_entropy`` with
+  reduction ``sum``, one call, in this process, best of R).
   The run has ``--jobs 2`` as the main job does (``--llm-jobs``). ``--llm-growth`` also
   runs N = 64, 256, 1024 below the batch's N (K fixed) and K = 16384 ... 262144 (N = 64)
   and reports seconds, peak and microseconds per logit for each, so that linear growth
@@ -347,8 +352,8 @@ def planted_jacobian(delta: float = 1e-3) -> dict[str, Any]:
 # ------------------------------------------------------------------------ the main job
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Summed resident memory of ``root`` and its descendants (Linux /proc)."""
+def _tree(root: int) -> list[tuple[int, int]]:
+    """``root`` and its descendants (Linux /proc), each with its resident memory in bytes."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -361,36 +366,65 @@ def _tree_rss_mb(root: int) -> float:
             rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             continue
-    total, stack = 0, [root]
+    found, stack = [], [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        if pid in rss:
+            found.append((pid, rss[pid]))
         stack.extend(children.get(pid, []))
-    return total / 2**20
+    return found
+
+
+def _pss_bytes(pid: int) -> int:
+    """A process's proportional set size: its own pages, plus each page it shares with
+    others divided by the number of processes sharing it (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+def _tree_memory_mb(root: int, pss: bool = True) -> tuple[float, float]:
+    """(summed resident memory, summed proportional set size) of ``root``'s process tree,
+    in MB. The first counts a shared library once per process that maps it (each of two
+    torch workers counts libtorch's pages); the second counts every page once, shared
+    ones split among their processes: what the tree takes from the machine."""
+    found = _tree(root)
+    return (sum(r for _, r in found) / 2**20,
+            sum(_pss_bytes(pid) for pid, _ in found) / 2**20 if pss else 0.0)
 
 
 def main_job() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
-        seconds, peak = _run_tree([sys.executable, "-m", "xentcheck.harness.cli", "run",
+        seconds, (rss, pss), _ = _run_tree([sys.executable, "-m", "xentcheck.harness.cli", "run",
                                    "--jobs", "2", "--out", out])
-    return {"main_job_seconds": round(seconds, 1), "main_job_peak_mb": round(peak)}
+    return {"main_job_seconds": round(seconds, 1), "main_job_peak_mb": round(pss),
+            "main_job_peak_rss_mb": round(rss)}
 
 
 # ------------------------------------------------------------------------ an LLM batch
 
 
 def _measured(command: list[str], cwd: Path | None = None
-              ) -> tuple[float, float, subprocess.CompletedProcess[str]]:
-    """Run ``command``: (wall seconds, peak MB of its process tree, the finished process
-    with its stdout and stderr)."""
+              ) -> tuple[float, tuple[float, float], subprocess.CompletedProcess[str]]:
+    """Run ``command``: (wall seconds, peak MB of its process tree as (summed resident,
+    summed proportional), the finished process with its stdout and stderr)."""
     start = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    peak = [0.0]
+    peak = [0.0, 0.0]
 
     def sample() -> None:
+        tick = 0
         while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+            # the proportional sizes every 0.5 s (reading them walks each process's maps)
+            rss, pss = _tree_memory_mb(proc.pid, pss=tick % 5 == 0)
+            peak[:] = max(peak[0], rss), max(peak[1], pss)
+            tick += 1
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -398,17 +432,19 @@ def _measured(command: list[str], cwd: Path | None = None
     out, err = proc.communicate()
     seconds = time.perf_counter() - start
     sampler.join()
-    return seconds, peak[0], subprocess.CompletedProcess(command, proc.returncode, out, err)
+    return seconds, (peak[0], peak[1]), subprocess.CompletedProcess(command, proc.returncode,
+                                                                     out, err)
 
 
-def _run_tree(command: list[str]) -> tuple[float, float]:
-    """Run ``command`` from the repository: (wall seconds, peak MB of its process tree);
-    exits with its error when it fails (exit codes 0 and 1 are a run's own verdicts)."""
+def _run_tree(command: list[str]) -> tuple[float, tuple[float, float], str]:
+    """Run ``command`` from the repository: (wall seconds, peak MB of its process tree as
+    :func:`_measured` gives them, the run's verdict); exits with its error when it fails
+    (exit codes 0 and 1 are a run's own verdicts)."""
     seconds, peak, done = _measured(command, ROOT)
     if done.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(command[2:5])} failed (exit {done.returncode}): "
                          f"{done.stderr[-500:]}")
-    return seconds, peak
+    return seconds, peak, "conformant" if done.returncode == 0 else "not conformant"
 
 
 def _llm_file(folder: str, rows: int, classes: int) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -422,7 +458,7 @@ def _llm_file(folder: str, rows: int, classes: int) -> tuple[Path, np.ndarray, n
     return path, z, labels
 
 
-def _run_llm(path: Path, out: str, jobs: int) -> tuple[float, float]:
+def _run_llm(path: Path, out: str, jobs: int) -> tuple[float, tuple[float, float], str]:
     return _run_tree([sys.executable, "-m", "xentcheck.harness.cli", "run", "--adapter",
                       "torch", "--cases", str(path), "--regime", "corpus", "--dtype",
                       "float32", "--jobs", str(jobs), "--out", out])
@@ -476,9 +512,9 @@ except Exception as exc:
 
 def _peer(name: str, path: Path) -> dict[str, Any]:
     """One peer tool on the batch file: seconds (its imports included), peak MB, verdict."""
-    seconds, peak, done = _measured([sys.executable, "-c", _PEERS[name], str(path)])
+    seconds, (rss, pss), done = _measured([sys.executable, "-c", _PEERS[name], str(path)])
     said = done.stdout.strip()
-    return {"seconds": round(seconds, 1), "peak_mb": round(peak),
+    return {"seconds": round(seconds, 1), "peak_mb": round(pss), "peak_rss_mb": round(rss),
             "said": said.splitlines()[-1] if said else f"exit {done.returncode}"}
 
 
@@ -497,7 +533,7 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
         path, z, labels = _llm_file(folder, rows, classes)
         out["llm_batch_torch_seconds"] = round(_torch_seconds(z, labels, repeats), 3)
         del z, labels  # the run below is measured without this process's copy
-        seconds, peak = _run_llm(path, str(Path(folder) / "out"), jobs)
+        seconds, (rss, pss), verdict = _run_llm(path, str(Path(folder) / "out"), jobs)
         if peers:
             if rows > PEER_ROWS:  # the batch's first rows, in a file of their own
                 path.unlink()
@@ -506,7 +542,9 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
             out["llm_batch_peers"] = {name: _peer(name, path) for name in _PEERS}
         path.unlink()
     out["llm_batch_seconds"] = round(seconds, 1)
-    out["llm_batch_peak_mb"] = round(peak)
+    out["llm_batch_peak_mb"] = round(pss)
+    out["llm_batch_peak_rss_mb"] = round(rss)
+    out["llm_batch_verdict"] = verdict
     out["llm_batch_ratio_vs_candidate"] = round(seconds / out["llm_batch_torch_seconds"], 1)
     if growth:
         rows_of = {n: (n, classes) for n in (64, 256, 1024) if n < rows}
@@ -516,8 +554,9 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
             for size, (n, k) in shapes.items():
                 with tempfile.TemporaryDirectory() as folder:
                     path, *_ = _llm_file(folder, n, k)
-                    seconds, peak = _run_llm(path, str(Path(folder) / "out"), jobs)
-                table[str(size)] = {"seconds": round(seconds, 1), "peak_mb": round(peak),
+                    seconds, (rss, pss), _ = _run_llm(path, str(Path(folder) / "out"), jobs)
+                table[str(size)] = {"seconds": round(seconds, 1), "peak_mb": round(pss),
+                                    "peak_rss_mb": round(rss),
                                     "us_per_logit": round(seconds / (n * k) * 1e6, 3)}
             out[f"llm_batch_growth_{label}"] = table
     return out

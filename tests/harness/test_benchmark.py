@@ -50,3 +50,6 @@ def test_llm_batch_figures_on_a_small_batch() -> None:
     assert figures["llm_batch_seconds"] > 0 and figures["llm_batch_peak_mb"] > 0
     assert figures["llm_batch_torch_seconds"] > 0
     assert figures["llm_batch_ratio_vs_candidate"] > 0
+    # the proportional size counts shared pages once: never above the summed resident size
+    assert 0 < figures["llm_batch_peak_mb"] <= figures["llm_batch_peak_rss_mb"]
+    assert figures["llm_batch_verdict"] in ("conformant", "not conformant")
