@@ -281,7 +281,9 @@ def run(
     built-in whose framework is absent). Two adapters with one name are told apart as
     ``name (spec)``. Raises :class:`~xentcheck.harness.fpenv.FloatingPointEnvironmentError` when the
     floating-point environment of this process is not IEEE's default, at the start or
-    after an in-process adapter changed it.
+    after an in-process adapter changed it. ``progress(step, steps, what)`` is called as
+    each adapter starts each case (``steps``: adapters × cases; ``what``: the case id and
+    the adapter's name).
     """
     from xentcheck.harness.adapters.contract import AdapterSpecError
     from xentcheck.harness.adapters.registry import check_spec, open_adapter
@@ -421,7 +423,7 @@ def run_parallel(adapters: Sequence[str], *, jobs: int,
                  **kwargs: Any) -> dict[str, Any]:
     """:func:`run` split over ``jobs`` local processes (whole dtypes each where possible,
     see :func:`part_of`), merged into one report (as ``run(...).to_dict()`` would give).
-    ``progress`` is called as in :func:`run`, with the cases done and the total over all
+    ``progress`` is called as in :func:`run`, with the steps done and the total over all
     processes (the total grows until every process has started its first case).
 
     Adapters must be specs (names or paths), since each process loads its own. A process
