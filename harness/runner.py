@@ -193,16 +193,46 @@ def fingerprints(cases: Iterable[Case]) -> list[list[str]]:
     return [fingerprint_of(c) for c in cases]
 
 
+def refuse_repeated(specs: Sequence[Any]) -> None:
+    """Raise :class:`AdapterSpecError` for a spec given twice."""
+    from xentcheck.harness.adapters.contract import AdapterSpecError
+
+    for spec in specs:
+        if specs.count(spec) > 1:
+            raise AdapterSpecError(f"adapter {spec!r} is given twice")
+
+
+class _SharedTruths:
+    """The truths of one dialect's cases, kept for the adapters of that dialect that
+    follow one another, up to ``limit`` logits in all (the rest are computed again)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dialect: str | None = None
+        self.kept: dict[int, Truth] = {}
+        self.elements = 0
+
+    def truth(self, number: int, case: Case, dialect: str, keep: bool) -> Truth:
+        """Case ``number``'s truth under ``dialect``; kept for the next adapter if ``keep``
+        and within the limit."""
+        if dialect != self.dialect:
+            self.dialect, self.kept, self.elements = dialect, {}, 0
+        found = self.kept.get(number)
+        if found is None:
+            found = Truth(case, dialects.dialect(dialect))
+            if keep and self.elements + case.logits.size <= self.limit:
+                self.kept[number] = found
+                self.elements += case.logits.size
+        return found
+
+
 def unique_names(handles: Sequence[Any]) -> list[str]:
     """The report name of each adapter: its own name, or ``name (spec)`` where two adapters
     of one run share a name (``v1/impl.py`` and ``v2/impl.py`` are both ``impl``). The
     same spec given twice is refused with :class:`AdapterSpecError`."""
-    from xentcheck.harness.adapters.contract import AdapterSpecError
 
     specs = [h.spec for h in handles]
-    for spec in specs:
-        if specs.count(spec) > 1:
-            raise AdapterSpecError(f"adapter {spec!r} is given twice")
+    refuse_repeated(specs)
     names = [str.__str__(h.name) for h in handles]
     return [f"{name} ({spec})" if names.count(name) > 1 else name
             for name, spec in zip(names, specs, strict=True)]
@@ -285,7 +315,6 @@ def run(
     each adapter starts each case (``steps``: adapters × cases; ``what``: the case id and
     the adapter's name).
     """
-    from xentcheck.harness.adapters.contract import AdapterSpecError
     from xentcheck.harness.adapters.registry import check_spec, open_adapter
 
     started = time.monotonic()
@@ -301,8 +330,7 @@ def run(
     for spec in specs:  # a spec that names nothing, or twice, is refused before any work
         if isinstance(spec, str):
             check_spec(spec)
-            if specs.count(spec) > 1:
-                raise AdapterSpecError(f"adapter {spec!r} is given twice")
+    refuse_repeated([s for s in specs if isinstance(s, str)])
     reports: list[AdapterReport] = []
     skipped: list[dict[str, str]] = []
     inputs: list[list[str] | None] = [None] * len(cases)  # fingerprints, taken in memory
@@ -310,8 +338,7 @@ def run(
     checks = families()
     current: Any = None  # the one adapter whose worker is running
     closing: list[Any] = []  # workers being shut down in the background
-    truths: dict[int, Truth] = {}  # case number -> truth, for adapters of one dialect
-    cached_elements = 0
+    truths = _SharedTruths(block_elements)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         for index, adapter in enumerate(specs):
@@ -333,8 +360,6 @@ def run(
             kept.append(current)
             if report.unavailable is None:
                 fpenv.check("while loading the adapters")
-                if truths and next(iter(truths.values())).dialect.name != report.dialect:
-                    truths, cached_elements = {}, 0
                 more = index + 1 < len(specs)  # truths kept only for adapters still to come
                 for number, case in enumerate(cases):
                     if progress is not None:
@@ -342,12 +367,7 @@ def run(
                                  f"{case.case_id} ({report.name})")
                     if case.dtype not in current.dtypes:
                         continue
-                    truth = truths.get(number)
-                    if truth is None:
-                        truth = Truth(case, dialects.dialect(report.dialect))
-                        if more and cached_elements + case.logits.size <= block_elements:
-                            truths[number] = truth
-                            cached_elements += case.logits.size
+                    truth = truths.truth(number, case, report.dialect, keep=more)
                     ctx = Context(report.name, report.spec, current, truth, policy, budgets,
                                   timeout)
                     with np.errstate(all="ignore"), warnings.catch_warnings():
