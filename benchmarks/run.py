@@ -10,7 +10,9 @@ JSON object. What each figure is:
   elements/s of NumPy's float64 shifted log_softmax, both on the same (8, 131072) logits
   (best of R runs each); ``..._1024_rows`` the same on (1024, 131072), an LLM batch's
   rows (1 GiB of float64 logits: NumPy's temporaries leave the cache, the tier's blocks
-  do not).
+  do not). The tier's engine is named (``fast_reference_engine``); where it is the
+  compiled one (numba installed), ``..._numpy_engine`` gives the NumPy engine's ratios
+  measured beside it.
 * ``fast_reference_max_ulp_vs_gold``: the largest error, in float64 ulps of the gold value,
   of every fast-tier function (longdouble work) on the float64 samples of every regime;
   the cancelling outputs measured against their scale as ``tests/references/test_fast.py``
@@ -59,8 +61,9 @@ JSON object. What each figure is:
   run one after the other (``benchmarks/plugin_xdist.py``, which also gives the start-up
   costs and the load average).
 
-Also reported (not goals): the gold tier's elements/s, and how the throughput ratio and
-the certification time grow with K.
+Also reported (not goals): the gold tier's elements/s, how the throughput ratio and the
+certification time grow with K, and ``fast_functions``: each fast-tier output's speed ÷
+NumPy's log_softmax per work and engine.
 """
 
 from __future__ import annotations
@@ -131,24 +134,75 @@ def numpy_log_softmax(z: np.ndarray) -> np.ndarray:
 
 def fast_throughput(repeats: int) -> dict[str, Any]:
     """fast.log_softmax ÷ NumPy float64 elements/s at three K (rows of 8), and on an LLM
-    batch's (1024, 131072); the goals are on (8, 131072) and (1024, 131072)."""
+    batch's (1024, 131072); the goals are on (8, 131072) and (1024, 131072), with the
+    engine the tier picks here (``fast_reference_engine``: numba where installed). Where
+    that is numba, the NumPy engine is timed beside it (``..._numpy_engine``: what a
+    machine without numba gets; the same output bits)."""
     from xentcheck.references import fast
+    from xentcheck.references.fast import jit
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"fast_reference_engine": jit.active()}
+    engines = ("auto", "numpy") if jit.active() == "numba" else ("auto",)
     for rows, k in ((8, 1024), (8, SMALL_VOCAB), (8, VOCAB), (1024, VOCAB)):
         z = np.concatenate([logits((min(256, rows - start), k), seed=start)
                             for start in range(0, rows, 256)])
-        t_fast = best_of(repeats, lambda z=z: fast.log_softmax(z))
-        t_numpy = best_of(repeats, lambda z=z: numpy_log_softmax(z))
-        if rows == 1024:
-            out["fast_reference_throughput_ratio_1024_rows"] = round(t_numpy / t_fast, 3)
-            continue
-        out[f"fast_over_numpy_k{k}"] = round(t_numpy / t_fast, 3)
-        if k == VOCAB:
-            out["fast_reference_throughput_ratio"] = round(t_numpy / t_fast, 3)
-            out["numpy_log_softmax_elements_per_s"] = round(z.size / t_numpy)
-            out["fast_log_softmax_elements_per_s"] = round(z.size / t_fast)
+        for engine in engines:
+            suffix = "" if engine == "auto" else "_numpy_engine"
+            with jit.engine(engine):
+                fast.log_softmax(z[:2])  # the compiled engine compiles (or loads) here
+                t_fast = best_of(repeats, lambda z=z: fast.log_softmax(z))
+            t_numpy = best_of(repeats, lambda z=z: numpy_log_softmax(z))
+            if rows == 1024:
+                out[f"fast_reference_throughput_ratio_1024_rows{suffix}"] = round(
+                    t_numpy / t_fast, 3)
+                continue
+            out[f"fast_over_numpy_k{k}{suffix}"] = round(t_numpy / t_fast, 3)
+            if k == VOCAB:
+                out[f"fast_reference_throughput_ratio{suffix}"] = round(t_numpy / t_fast, 3)
+                if engine == "auto":
+                    out["numpy_log_softmax_elements_per_s"] = round(z.size / t_numpy)
+                    out["fast_log_softmax_elements_per_s"] = round(z.size / t_fast)
     return out
+
+
+def fast_functions(repeats: int) -> dict[str, Any]:
+    """Each output of the fast tier ÷ NumPy's log_softmax, elements/s, per engine and work
+    on (8, 131072) and (8, 16384): thread CPU time, best of ``repeats`` (at least 5), the
+    engines interleaved. A table (``fast_functions``), not a goal."""
+    from xentcheck.references import fast
+    from xentcheck.references.fast import jit
+
+    def best(fn: Callable[[], Any]) -> float:
+        fn()
+        times = []
+        for _ in range(max(repeats, 5)):
+            start = time.thread_time()
+            fn()
+            times.append(time.thread_time() - start)
+        return min(times)
+
+    engines = ("numba", "numpy") if jit.active() == "numba" else ("numpy",)
+    table: dict[str, dict[str, float]] = {}
+    for k in (VOCAB, SMALL_VOCAB):
+        z = logits((8, k))
+        t = np.random.default_rng(1).integers(0, k, 8)
+        base = best(lambda z=z: numpy_log_softmax(z))
+        calls: dict[str, Callable[[str], Any]] = {
+            "log_softmax": lambda w, z=z: fast.log_softmax(z, work=w),
+            "softmax": lambda w, z=z: fast.softmax(z, work=w),
+            "cross_entropy (class indices)": lambda w, z=z, t=t: fast.cross_entropy(
+                z, t, work=w, reduction="none"),
+            "cross_entropy_grad (class indices)": lambda w, z=z, t=t: fast.cross_entropy_grad(
+                z, t, work=w, reduction="none"),
+        }
+        for work in ("longdouble", "float64"):
+            for name, call in calls.items():
+                for engine in engines:
+                    with jit.engine(engine):
+                        seconds = best(lambda call=call, work=work: call(work))
+                    key = f"{work} {name}, {engine} engine"
+                    table.setdefault(key, {})[f"(8, {k})"] = round(base / seconds, 3)
+    return {"fast_functions": table}
 
 
 def gold_throughput() -> dict[str, Any]:
@@ -603,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("fast tier throughput", lambda: fast_throughput(args.repeats)),
+        ("fast tier functions", lambda: fast_functions(args.repeats)),
         ("gold throughput", gold_throughput),
         ("fast tier accuracy", fast_accuracy),
         ("LLM-scale certification", lambda: llm_scale(args.repeats)),

@@ -39,15 +39,17 @@ For a row z with maximum m at index j, d = z - m is kept exactly as a float64 pa
 
 exp(d) is a table-driven double-double kernel (d = k ln2/8192 + r, |r| <= 2**-14.5, an
 8192-entry table of 2**(k/8192) as float64 pairs and a degree-4 polynomial in r: below
-2**-66 relative); row sums use Rump's error-free extraction (exact sums of the leading
-parts) per block; log1p(s) is a longdouble log1p refined by one Newton step on a more
-precise variant of that kernel (~2**-71; or 2 atanh(s / (2 + s)) for small s); products
-and quotients are Dekker's; the final double-double is rounded to longdouble with integer
-operations. Everything proportional to exp(d) is carried times 2**128, so outputs down to
-float64's smallest normal number stay relatively accurate; outputs below about 2**-1080
-(beyond float64's range, which gold grading measures on float64's subnormal spacing) are
-accurate in absolute terms only. The work runs in blocks of 32768 elements that stay in
-cache.
+2**-66 relative); row sums cut each term into pieces on three grids fixed per row
+(Rump's error-free extraction, from the row's width and its largest term off the
+argmax): the pieces on a grid add up exactly, so the sums are the same bits in any order
+and in either engine (below), within 2**-83 of the row's largest term; log1p(s) is a
+longdouble log1p refined by one Newton step on a more precise variant of that kernel
+(~2**-71; or 2 atanh(s / (2 + s)) for small s); products and quotients are Dekker's; the
+final double-double is rounded to longdouble with integer operations. Everything
+proportional to exp(d) is carried times 2**128, so outputs down to float64's smallest
+normal number stay relatively accurate; outputs below about 2**-1080 (beyond float64's
+range, which gold grading measures on float64's subnormal spacing) are accurate in
+absolute terms only. The work runs in blocks of 32768 elements that stay in cache.
 
 Three outputs can cancel, as in gold, and there this tier is accurate relative to their
 *scale*: logsumexp = m + log1p(s) when m ~ -log1p(s) (scale |m| + log1p(s)); a gradient
@@ -79,6 +81,10 @@ Modules
   :mod:`~xentcheck.references.fast.effective`, gold's effective target) and
   :mod:`~xentcheck.references.fast.plain`: the longdouble and the float64 evaluator;
 * :mod:`~xentcheck.references.fast.fallback`: what goes to gold;
+* :mod:`~xentcheck.references.fast.jit`: the compiled engine (numba, where installed):
+  the row sums of both works and the longdouble log_softmax as compiled loops of the same
+  operations, bitwise the NumPy engine's outputs (``XENTCHECK_FAST_ENGINE=numpy`` turns
+  it off);
 * :mod:`~xentcheck.references.fast.api`: :class:`Reference`, the module functions,
   :data:`TIER` and :func:`work_for` (all re-exported here).
 
@@ -89,25 +95,33 @@ regime (12 cases each, float64 and float32 logits), the named extremes and ~1000
 hypothesis draws: the longdouble work is within 3.1e-4 float64 ulp for every function
 (goal 1e-3), the float64 work within 8e-9 float32 ulp on float32 logits. Speed, as
 elements/s relative to NumPy's float64 ``shifted = z - z.max(1); shifted -
-log(exp(shifted).sum(1))`` on the same float64 logits (standard normal times 5), measured
-side by side in one process (thread CPU time, best of 15, interleaved) on the 2-core
-development machine while quiet:
+log(exp(shifted).sum(1))`` on the same float64 logits (standard normal times 4), measured
+side by side in one process (``benchmarks/run.py``'s ``fast_functions``: thread CPU
+time, best of 9) on the 2-core development machine at load 0.7-1.0, with the compiled
+engine (numba installed) and, in brackets, the NumPy engine:
 
-==================================  ============  ===========
-longdouble work                     (8, 131072)   (8, 16384)
-==================================  ============  ===========
-log_softmax                         0.32x         0.22x
-softmax                             0.25x         0.20x
-cross_entropy (class indices)       0.41x         0.30x
-cross_entropy_grad (class indices)  0.23x         0.18x
-all four from one Reference         0.15x         0.11x
-==================================  ============  ===========
+==================================  ==============  ==============
+(8, K) logits, K =                  131072          16384
+==================================  ==============  ==============
+longdouble log_softmax              0.86x (0.29x)   0.52x (0.17x)
+longdouble softmax                  0.39x (0.24x)   0.22x (0.13x)
+longdouble cross_entropy (indices)  1.11x (0.36x)   0.59x (0.22x)
+longdouble cross_entropy_grad       0.35x (0.18x)   0.20x (0.13x)
+float64 log_softmax                 0.61x (0.29x)   0.38x (0.23x)
+float64 softmax                     0.84x (0.29x)   0.72x (0.25x)
+float64 cross_entropy (indices)     1.07x (0.34x)   0.68x (0.23x)
+float64 cross_entropy_grad          0.81x (0.28x)   0.54x (0.22x)
+==================================  ==============  ==============
 
-(the last line: the four outputs' time together, against one NumPy log_softmax).
+Before the compiled engine (sums in a fixed order, one extraction per block): longdouble
+log_softmax 0.32x, softmax 0.25x, cross_entropy 0.41x, its gradient 0.23x at K = 131072;
+the float64 work 0.5-0.7x. The grid sums that make the two engines agree cost the NumPy
+engine 15-30% (side by side with the code before them, best of 9, three alternated runs,
+load 0.5: float64 log_softmax 0.39-0.46x against 0.48-0.54x at K = 131072, 0.22x
+against 0.30x at 16384; longdouble 0.32-0.37x against 0.42-0.44x, and 0.17-0.18x
+against 0.24x).
 
-Wall-clock best-of-9 runs under the other users' load gave 0.26-0.44x for log_softmax on
-(8, 131072). The float64 work runs at 0.5-0.7x on (8, 131072) and 0.4-0.6x on
-(8, 16384).
+
 
 >>> import numpy as np
 >>> TIER in ("longdouble", "gold")

@@ -124,3 +124,71 @@ def _row_sums(hi: np.ndarray, lo: Any) -> tuple[np.ndarray, np.ndarray]:
     """Row sums of a double-double (N, K) array as double-doubles."""
     q, rest = _extract(hi, lo)
     return _two_sum(q, rest)
+
+
+# ------------------------------------------------- order-independent sums on a row grid
+#
+# The row sums of exp(d) must come out bitwise the same whichever engine takes them (NumPy
+# here, the compiled kernels of :mod:`~xentcheck.references.fast.jit` where numba is
+# installed) and whatever order the terms are added in. Each term hi + lo is cut into
+# pieces on fixed grids that depend on the row alone (its width and a bound on its largest
+# term), Rump's extraction: the pieces on one grid add up exactly in float64, in any
+# order, and the parts below the last grid are left out.
+
+
+def _grid_levels(width: int) -> tuple[int, int]:
+    """(c, levels) for rows of ``width`` terms: 2**c >= 2 width + 2 (a level-2 or -3 grid
+    takes two pieces per term), and 3 grids (4 above 2**18 - 2 terms) so that the part
+    left out stays below 2**-83 of the row's largest term (see :func:`_grid_sigmas`)."""
+    c = max(1, int(2 * width + 2 - 1).bit_length())
+    return c, 3 if c <= 19 else 4
+
+
+def _grid_sigmas(e_max: np.ndarray, width: int) -> np.ndarray:
+    """The extraction constants sigma_1 .. sigma_L, (L, N), for rows whose terms are all
+    below 2**e_max in magnitude (e_max an integer per row, >= -900).
+
+    Level 1 takes the leading part of hi (|hi| <= 2**E) on the grid of ulp(sigma_1),
+    sigma_1 = 2**(E + c); what is left of hi and all of lo (a normalized pair) are below
+    2**(E + c - 53) =: 2**E_2, the next level's bound, and so on. Below the last grid at
+    most 2**(E_L + c - 53) per piece is left out: 2 width 2**(E + L c - 53 L) in all, i.e.
+    2**-84 2**E for 3 levels at width 131072 (c = 19)."""
+    c, levels = _grid_levels(width)
+    e = np.asarray(e_max, np.int64)
+    exps = np.stack([e + c + (c - 53) * i for i in range(levels)])
+    return np.ldexp(1.0, exps)
+
+
+def _grid_bound(d2: np.ndarray, scale: int) -> np.ndarray:
+    """e_max for terms exp(d) 2**scale with d <= d2 <= 0 (d2 float64 per row, -inf or NaN
+    where a row has no such term): ceil(d2 / ln 2) + scale + 1, at least -900."""
+    with np.errstate(all="ignore"):
+        x = np.ceil(np.where(np.isfinite(d2), d2, -1e4) * 1.4426950408889634)
+        return np.maximum(x, -900.0 - 1 - scale).astype(np.int64) + scale + 1
+
+
+def _grid_add(hi: np.ndarray, lo: np.ndarray | None, sigmas: np.ndarray, acc: np.ndarray,
+              t: np.ndarray, u: np.ndarray) -> None:
+    """acc[l] += the row sums of the level-l pieces of hi + lo (hi, lo (R, W) blocks,
+    |lo| <= |hi| or hi zero, overwritten; lo None for float64 terms; sigmas and acc (L,
+    R); t, u (R, W) work arrays). Every addition into acc is exact."""
+    if lo is not None:
+        np.add(hi, lo, out=t)  # Fast2Sum: (t, lo) normalized
+        np.subtract(t, hi, out=u)
+        lo -= u
+        hi[...] = t
+    for level in range(sigmas.shape[0]):
+        sigma = sigmas[level][:, None]
+        for part in (hi, lo) if level and lo is not None else (hi,):
+            np.add(part, sigma, out=t)
+            t -= sigma
+            acc[level] += t.sum(axis=1)
+            part -= t
+
+
+def _grid_total(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The row sums a grid accumulation holds, as normalized double-doubles."""
+    h, e = _two_sum(acc[0], acc[1])
+    for level in range(2, acc.shape[0]):
+        e = e + acc[level]
+    return _fast_two_sum(h, e)

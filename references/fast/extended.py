@@ -14,6 +14,7 @@ import mpmath
 import numpy as np
 
 from xentcheck.references import gold
+from xentcheck.references.fast import jit
 from xentcheck.references.fast.doubledouble import (
     _F,
     _LD,
@@ -25,6 +26,10 @@ from xentcheck.references.fast.doubledouble import (
     _dd_to_ld,
     _extract,
     _fast_two_sum,
+    _grid_add,
+    _grid_bound,
+    _grid_sigmas,
+    _grid_total,
     _ld_to_dd,
     _row_sums,
     _split,
@@ -129,24 +134,45 @@ class _Extended:
             np.copyto(dl, 0.0, where=dh < _CLAMP)
         _exp_into(x, dl, hi, lo, ws, _S, self.clamp)
 
-    def _clear_max(self, rs: slice, cs: slice, hi: np.ndarray) -> None:
-        """Zero the argmax entry of each row of the block (its exp is exactly 2**_S)."""
+    def _clear_max(self, rs: slice, cs: slice, hi: np.ndarray, value: float = 0.0) -> None:
+        """Zero (or set to ``value``) the argmax entry of each row of the block (its exp is
+        exactly 2**_S)."""
         col = self.j[rs] - cs.start
         inside = (col >= 0) & (col < cs.stop - cs.start)
         if inside.all():
-            hi[np.arange(len(col)), col] = 0.0
+            hi[np.arange(len(col)), col] = value
         elif inside.any():
-            hi[np.flatnonzero(inside), col[inside]] = 0.0
+            hi[np.flatnonzero(inside), col[inside]] = value
+
+    def _second(self) -> np.ndarray:
+        """Per row: the largest d off the argmax (float64, -inf where there is none)."""
+        n, k = self.shape
+        z2 = np.full(n, -np.inf)
+        for rs, cs in _blocks(n, k):
+            ws = _scratch((rs.stop - rs.start, cs.stop - cs.start))
+            block = ws.f[0]
+            block[...] = self.zh[rs, cs]
+            self._clear_max(rs, cs, block, -np.inf)
+            np.maximum(z2[rs], block.max(axis=1), out=z2[rs])
+        with np.errstate(all="ignore"):
+            return z2 - self.mh
 
     def sums(self, keep: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """2**_S s as a double-double per row: the sum of exp(d) off the argmax. With
-        ``keep`` (on the first call) exp(d) 2**_S is kept for the outputs that use it."""
+        ``keep`` (on the first call) exp(d) 2**_S is kept for the outputs that use it.
+
+        The terms are added on the row grids of :func:`_grid_sigmas` (exactly, in any
+        order: the compiled engine, where there is one, gives the same bits)."""
         if self._sums is not None:
             return self._sums
         n, k = self.shape
-        acc_h, acc_l, acc_r = np.zeros(n), np.zeros(n), np.zeros(n)
+        sigmas = _grid_sigmas(_grid_bound(self._second(), _S), k)
         if keep or self.keep:
             self.eh, self.el = np.empty((n, k)), np.empty((n, k))
+        if jit.usable(self):
+            self._sums = _grid_total(jit.row_sums(self, sigmas))
+            return self._sums
+        acc = np.zeros(sigmas.shape)
         with np.errstate(all="ignore"):
             for rs, cs in _blocks(n, k):
                 ws = _scratch((rs.stop - rs.start, cs.stop - cs.start))
@@ -156,11 +182,12 @@ class _Extended:
                     hi, lo = ws.f[5], ws.f[6]
                 self._exp_block(rs, cs, ws, hi, lo)
                 self._clear_max(rs, cs, hi)
-                q, rest = _extract(hi, lo, ws.f[7], ws.f[2], positive=True)
-                acc_h[rs], e = _two_sum(acc_h[rs], q)
-                acc_l[rs] += e
-                acc_r[rs] += rest
-            self._sums = _two_sum(acc_h, acc_l + acc_r)
+                if self.eh is not None:  # the kept exp(d) stays as it is
+                    np.copyto(ws.f[7], hi)
+                    np.copyto(ws.f[8], lo)
+                    hi, lo = ws.f[7], ws.f[8]
+                _grid_add(hi, lo, sigmas[:, rs], acc[:, rs], ws.f[2], ws.f[3])
+            self._sums = _grid_total(acc)
         return self._sums
 
     def _products(self, c: tuple[np.ndarray, np.ndarray], minus: Any = None,
@@ -280,7 +307,14 @@ class _Extended:
             # z <= m <= M: Fast2Sum(z, -Mh) if Mh <= 0, Fast2Sum(-Mh, z) if every |z| <= Mh
             zmin = self.mh - self.spread
             mode = np.where(big_h <= 0, 1, np.where(zmin >= -big_h, 2, 0))
-            for rs, cs in _blocks(n, k):
+            blocks = _blocks(n, k)
+            if jit.usable(self):  # the same operations, compiled (a block is fused or not)
+                whole = np.empty(n, bool)
+                for rs, _ in blocks:
+                    whole[rs] = fused[rs].all()
+                jit.log_softmax_into(self, big_h, big_l, whole, lh, ll, out)
+                blocks = []
+            for rs, cs in blocks:
                 ws = _scratch((rs.stop - rs.start, cs.stop - cs.start))
                 oh, bb, ol = ws.f[2], ws.f[3], ws.f[4]
                 if fused[rs].all():

@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from xentcheck.references.fast.doubledouble import _F, _two_sum
+from xentcheck.references.fast import jit
+from xentcheck.references.fast.doubledouble import (
+    _F,
+    _grid_add,
+    _grid_bound,
+    _grid_sigmas,
+    _grid_total,
+    _two_sum,
+)
 from xentcheck.references.fast.inputs import (
     _difference_low,
     _Options,
@@ -79,14 +87,37 @@ class _Plain:
             np.copyto(dl, 0.0, where=~np.isfinite(dl))
         return dh, dl
 
+    def _second(self) -> np.ndarray:
+        """Per row: the largest d off the argmax (float64, -inf where there is none)."""
+        n, k = self.shape
+        z2 = np.full(n, -np.inf)
+        for rs, cs in _blocks(n, k):
+            block = _scratch((rs.stop - rs.start, cs.stop - cs.start)).f[0]
+            block[...] = self.z[rs, cs]
+            col = self.j[rs] - cs.start
+            inside = np.flatnonzero((col >= 0) & (col < cs.stop - cs.start))
+            block[inside, col[inside]] = -np.inf
+            np.maximum(z2[rs], block.max(axis=1), out=z2[rs])
+        with np.errstate(all="ignore"):
+            return z2 - self.m
+
     def sums(self, keep: bool = False) -> np.ndarray:
-        """s per row: the sum of exp(d) off the argmax (with ``keep``, exp(d) is kept)."""
+        """s per row: the sum of exp(d) off the argmax (with ``keep``, exp(d) is kept).
+
+        The terms are added on the row grids of
+        :func:`~xentcheck.references.fast.doubledouble._grid_sigmas` (exactly, in any
+        order; s is their sum rounded once): the compiled engine, where there is one,
+        gives the same bits."""
         if self._sums is not None:
             return self._sums
         n, k = self.shape
-        s = np.zeros(n)
+        sigmas = _grid_sigmas(_grid_bound(self._second(), 0), k)
         if keep or self.keep:
             self.e = np.empty((n, k))
+        if jit.usable(self):
+            self._sums = _grid_total(jit.plain_row_sums(self, sigmas, _PLAIN_S))[0]
+            return self._sums
+        acc = np.zeros(sigmas.shape)
         with np.errstate(all="ignore"):
             for rs, cs in _blocks(n, k):
                 ws = _scratch((rs.stop - rs.start, cs.stop - cs.start))
@@ -96,10 +127,14 @@ class _Plain:
                 col = self.j[rs] - cs.start
                 inside = np.flatnonzero((col >= 0) & (col < cs.stop - cs.start))
                 e[inside, col[inside]] = 0.0
-                s[rs] += e.sum(axis=1)
+                terms = e
+                if self.e is not None:  # the kept exp(d) stays as it is
+                    terms = ws.f[7]
+                    np.copyto(terms, e)
+                _grid_add(terms, None, sigmas[:, rs], acc[:, rs], ws.f[2], ws.f[3])
                 e[inside, col[inside]] = 1.0
-        self._sums = s
-        return s
+        self._sums = _grid_total(acc)[0]
+        return self._sums
 
     @functools.cached_property
     def L(self) -> np.ndarray:

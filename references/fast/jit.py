@@ -1,0 +1,126 @@
+"""The fast tier's compiled engine: the longdouble work's row sums and log_softmax, with numba.
+
+Where numba is installed (``pip install numba``; x86-64 with x87 longdouble), the two
+passes that dominate :func:`xentcheck.references.fast.log_softmax` and the other outputs of
+float64 logits run as compiled loops instead of NumPy block operations. They compute the
+same thing operation for operation, so the outputs are **bitwise the same** with and
+without numba (``tests/references/test_fast_jit.py`` checks it on every regime):
+
+* the row sums (:meth:`_Extended.sums <xentcheck.references.fast.extended._Extended.sums>`,
+  and :meth:`_Plain.sums <xentcheck.references.fast.plain._Plain.sums>` in the float64 work):
+  d = z - m as an exact pair, exp(d) 2**128 with the table kernel of
+  :mod:`~xentcheck.references.fast.kernels` (the same float64 operations in the same
+  order, none fused: numba does not contract a product and a sum into an FMA unless told
+  to), then the pieces on the row grids of
+  :func:`~xentcheck.references.fast.doubledouble._grid_sigmas`, whose sums are exact in
+  any order (so a vectorized sum, reassociated, gives the bits NumPy's gives);
+* log_softmax off the argmax: the double-double (z - M) or (d - L) of
+  :meth:`_Extended.log_softmax <xentcheck.references.fast.extended._Extended.log_softmax>`
+  with the same operations, rounded once to longdouble; both engines round correctly, so
+  they agree.
+
+Everything else (row extremes, log1p of the sums, special rows, the argmax entries, what
+goes to gold) stays in NumPy and is shared. ``XENTCHECK_FAST_ENGINE=numpy`` (or
+:func:`engine`) turns the compiled engine off; numba's compilation (a few seconds, once per
+machine: the machine code is cached on disk) happens on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from xentcheck.references.fast.kernels import _CLAMP, _S, _tables
+
+#: "auto" (numba where it is installed), "numba" or "numpy"; :func:`engine` changes it.
+_CHOICE = os.environ.get("XENTCHECK_FAST_ENGINE", "auto").strip().lower() or "auto"
+if _CHOICE not in ("auto", "numba", "numpy"):
+    raise ValueError(f"XENTCHECK_FAST_ENGINE must be auto, numba or numpy, got {_CHOICE!r}")
+
+#: Elements per pass of the compiled loops (their work arrays stay in the L1/L2 cache).
+_BLOCK = 2048
+#: Stands for an array a kernel does not write (the terms, where they are not kept).
+_NONE = np.empty((1, 1))
+
+
+@contextlib.contextmanager
+def engine(name: str) -> Iterator[None]:
+    """Run the fast tier with engine ``name`` ("auto", "numba" or "numpy") inside the
+    block (``"numba"`` raises ImportError where numba cannot be loaded)."""
+    global _CHOICE
+    if name not in ("auto", "numba", "numpy"):
+        raise ValueError(f"engine must be auto, numba or numpy, got {name!r}")
+    if name == "numba" and _kernels() is None:
+        raise ImportError("the compiled engine needs numba and x87 longdouble")
+    before, _CHOICE = _CHOICE, name
+    try:
+        yield
+    finally:
+        _CHOICE = before
+
+
+def active() -> str:
+    """The engine in use now: ``"numba"`` or ``"numpy"``."""
+    return "numpy" if _CHOICE == "numpy" or _kernels() is None else "numba"
+
+
+def usable(ext: Any) -> bool:
+    """Whether the compiled engine runs for this evaluator (float64 or float32 logits)."""
+    return getattr(ext, "zl", None) is None and ext.shape[1] > 0 and active() == "numba"
+
+
+@functools.cache
+def _kernels() -> Any:
+    """The compiled kernels, or None without numba (or without x87 longdouble)."""
+    if np.finfo(np.longdouble).nmant != 63 or np.dtype(np.longdouble).itemsize != 16:
+        return None
+    try:
+        from xentcheck.references.fast import _jit_kernels
+    except ImportError:
+        return None
+    return _jit_kernels
+
+
+def row_sums(ext: Any, sigmas: np.ndarray) -> np.ndarray:
+    """The grid accumulations (L, N) of exp(d) 2**_S off the argmax, for an
+    :class:`~xentcheck.references.fast.extended._Extended` of float64 logits; where
+    ``ext.eh`` and ``ext.el`` are arrays, the terms are kept there."""
+    k = _kernels()
+    tab = _tables()
+    z = np.ascontiguousarray(ext.zh, dtype=np.float64)
+    acc = np.zeros(sigmas.shape)
+    k.row_sums(z, np.ascontiguousarray(ext.mh, dtype=np.float64), ext.j.astype(np.int64),
+               np.ascontiguousarray(sigmas), bool(ext.clamp), _CLAMP, _S, tab.inv, tab.c1,
+               tab.c2, tab.th, tab.tl, _BLOCK, acc, ext.eh is not None,
+               *((ext.eh, ext.el) if ext.eh is not None else (_NONE, _NONE)))
+    return acc
+
+
+def plain_row_sums(ext: Any, sigmas: np.ndarray, shift: int) -> np.ndarray:
+    """The grid accumulations (L, N) of exp(d) off the argmax in the float64 work, for a
+    :class:`~xentcheck.references.fast.plain._Plain` (the terms kept in ``ext.e`` where
+    that is an array; ``shift``: plain._PLAIN_S)."""
+    k = _kernels()
+    tab = _tables()
+    z = np.ascontiguousarray(ext.z)
+    acc = np.zeros(sigmas.shape)
+    k.plain_row_sums(z, np.ascontiguousarray(ext.m, dtype=np.float64), ext.j.astype(np.int64),
+                     np.ascontiguousarray(sigmas), _CLAMP, shift, tab.inv, tab.c1, tab.c2,
+                     tab.th, tab.tl, _BLOCK, acc, ext.e is not None,
+                     ext.e if ext.e is not None else _NONE)
+    return acc
+
+
+def log_softmax_into(ext: Any, big_h: np.ndarray, big_l: np.ndarray, fused: np.ndarray,
+                     lh: np.ndarray, ll: np.ndarray, out: np.ndarray) -> None:
+    """log_softmax off the argmax into the longdouble array ``out`` (N, K): (z - M)
+    rounded once where ``fused`` (M = big_h + big_l = m + L), else (d - L)."""
+    k = _kernels()
+    z = np.ascontiguousarray(ext.zh, dtype=np.float64)
+    k.log_softmax_rows(z, np.ascontiguousarray(ext.mh, dtype=np.float64), big_h, big_l,
+                       fused, lh, ll, bool(ext.clamp), out.view(np.int64))
