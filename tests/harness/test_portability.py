@@ -6,7 +6,8 @@ off (``NPY_DISABLE_CPU_FEATURES``, in a subprocess: it is read when NumPy loads)
 compare bits: the fixed-seed samples (against the committed fingerprints), the portable
 elementary functions, and a whole run's report over the paths where the harness does
 arithmetic of its own (the fast tier's float64 work, the stability bounds, the
-certificates).
+certificates). A whole run is also compared with the fast tier's compiled engine (numba)
+and without it.
 """
 
 from __future__ import annotations
@@ -126,9 +127,10 @@ raise SystemExit(0 if code in (0, 1) else code)
 """
 
 
-def _report(out: Path, disabled: str | None) -> dict:
+def _report(out: Path, disabled: str | None, engine: str = "auto") -> dict:
     env = dict(os.environ)
     env.pop("NPY_DISABLE_CPU_FEATURES", None)
+    env["XENTCHECK_FAST_ENGINE"] = engine
     if disabled:
         env["NPY_DISABLE_CPU_FEATURES"] = disabled
     done = subprocess.run([sys.executable, "-c", _RUN, str(out)], cwd=ROOT, env=env,
@@ -148,3 +150,14 @@ def test_a_run_grades_the_same_without_simd_dispatch(tmp_path: Path) -> None:
     computes float64 in longdouble and rounds once) get byte-identical reports."""
     disabled = _dispatch_levels()[0]
     assert _report(tmp_path / "a", None) == _report(tmp_path / "b", disabled)
+
+
+def test_a_run_grades_the_same_with_and_without_numba(tmp_path: Path) -> None:
+    """The fast tier's compiled engine (numba) changes no bit of a report: the same run
+    with it and with the NumPy engine (what a machine without numba runs)."""
+    pytest.importorskip("numba")
+    from xentcheck.references.fast import jit
+
+    if jit._kernels() is None:
+        pytest.skip("the compiled engine needs x87 longdouble")
+    assert _report(tmp_path / "a", None, "numba") == _report(tmp_path / "b", None, "numpy")
