@@ -106,6 +106,19 @@ def _lookup(jb: np.ndarray, n: int, th: np.ndarray, tl: np.ndarray, hb: np.ndarr
         lb[i] = tl[k]
 
 
+@njit(inline="always", **_OPTS)
+def _exp_end(h: float, low: float, r: float, p: float, factor: float) -> tuple[float, float]:
+    """The end of kernels._exp_into (not precise): with the table entry (h, low), r and
+    P(r) of :func:`_exp_parts`, hi + lo = exp(d) 2**scale."""
+    r = r * h
+    p = p * h
+    p = p + low
+    s = h + r
+    e = r - (s - h)
+    e = e + p
+    return s * factor, e * factor
+
+
 @njit(**_OPTS)
 def _grid_pieces(n: int, skip: int, rb: np.ndarray, pb: np.ndarray, fb: np.ndarray,
                  hb: np.ndarray, lb: np.ndarray, sig: np.ndarray, q: np.ndarray,
@@ -120,15 +133,7 @@ def _grid_pieces(n: int, skip: int, rb: np.ndarray, pb: np.ndarray, fb: np.ndarr
     s3 = sig[2]
     s4 = sig[3] if levels > 3 else 0.0
     for i in range(n):
-        h = hb[i]
-        r = rb[i] * h
-        p = pb[i] * h
-        p = p + lb[i]
-        s = h + r
-        e = r - (s - h)
-        e = e + p
-        hi = s * fb[i]
-        lo = e * fb[i]
+        hi, lo = _exp_end(hb[i], lb[i], rb[i], pb[i], fb[i])
         hi = 0.0 if i == skip else hi
         if keep:
             kh[i] = hi
@@ -207,15 +212,7 @@ def _plain_pieces(n: int, skip: int, scale: float, rb: np.ndarray, pb: np.ndarra
     s3 = sig[2]
     s4 = sig[3] if levels > 3 else 0.0
     for i in range(n):
-        h = hb[i]
-        r = rb[i] * h
-        p = pb[i] * h
-        p = p + lb[i]
-        s = h + r
-        e = r - (s - h)
-        e = e + p
-        hi = s * fb[i]
-        lo = e * fb[i]
+        hi, lo = _exp_end(hb[i], lb[i], rb[i], pb[i], fb[i])
         v = (hi + lo) * scale
         if keep:
             ke[i] = 1.0 if i == skip else v

@@ -21,8 +21,10 @@ without numba (``tests/references/test_fast_jit.py`` checks it on every regime):
 
 Everything else (row extremes, log1p of the sums, special rows, the argmax entries, what
 goes to gold) stays in NumPy and is shared. ``XENTCHECK_FAST_ENGINE=numpy`` (or
-:func:`engine`) turns the compiled engine off; numba's compilation (a few seconds, once per
-machine: the machine code is cached on disk) happens on first use.
+:func:`engine`) turns the compiled engine off, ``numba`` uses it for every input; the
+default, ``auto``, for inputs of :data:`MIN_ELEMENTS` logits and more. numba's
+compilation (a few seconds, once per machine: the machine code is cached on disk)
+happens on first use.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ _CHOICE = os.environ.get("XENTCHECK_FAST_ENGINE", "auto").strip().lower() or "au
 if _CHOICE not in ("auto", "numba", "numpy"):
     raise ValueError(f"XENTCHECK_FAST_ENGINE must be auto, numba or numpy, got {_CHOICE!r}")
 
+#: With "auto", the compiled engine takes inputs of at least this many logits: loading it
+#: costs a process about 150 MB and a second (numba's compiler, even for cached code), paid
+#: back on a million logits (an LLM batch's block, the benchmark's (8, 131072)); smaller
+#: inputs stay with NumPy. The choice changes no output bit, only the time.
+MIN_ELEMENTS = 1 << 20
 #: Elements per pass of the compiled loops (their work arrays stay in the L1/L2 cache).
 _BLOCK = 2048
 #: Stands for an array a kernel does not write (the terms, where they are not kept).
@@ -70,8 +77,14 @@ def active() -> str:
 
 
 def usable(ext: Any) -> bool:
-    """Whether the compiled engine runs for this evaluator (float64 or float32 logits)."""
-    return getattr(ext, "zl", None) is None and ext.shape[1] > 0 and active() == "numba"
+    """Whether the compiled engine runs for this evaluator: float64 or float32 logits, and
+    with "auto" at least :data:`MIN_ELEMENTS` of them (numba is not even imported below)."""
+    n, k = ext.shape
+    if _CHOICE == "numpy" or getattr(ext, "zl", None) is not None or k == 0:
+        return False
+    if _CHOICE == "auto" and n * k < MIN_ELEMENTS:
+        return False
+    return _kernels() is not None
 
 
 @functools.cache

@@ -173,7 +173,7 @@ def test_compiled_code_has_no_fused_multiply_add() -> None:
         "               for a in f.inspect_asm().values())\n"
         "assert 'row_sums' in code or len(code) > 1000, len(code)\n"
         "print(len(re.findall(r'\\bv?fn?m(add|sub)[0-9]*[ps][sd]', code)))\n")
-    env = dict(os.environ, XENTCHECK_JIT_CACHE="0")
+    env = dict(os.environ, XENTCHECK_JIT_CACHE="0", XENTCHECK_FAST_ENGINE="numba")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -232,3 +232,22 @@ def test_grid_sums_are_exact_within_their_bound() -> None:
             error = abs(mpmath.mpf(float(sh[r])) + mpmath.mpf(float(sl[r])) - exact)
             assert error <= mpmath.ldexp(1, int(e_max[r]) - 83)
     assert sigmas.shape[0] == 3  # three levels at this width
+
+
+def test_auto_leaves_small_inputs_to_numpy() -> None:
+    """With "auto", inputs below MIN_ELEMENTS never import numba (its ~150 MB and its
+    load time are paid back on large inputs only); a large one runs compiled."""
+    script = (
+        "import sys, numpy as np\n"
+        "from xentcheck.references import fast\n"
+        "from xentcheck.references.fast import jit\n"
+        "fast.log_softmax(np.zeros((64, 1000)))\n"
+        "fast.softmax(np.zeros((64, 1000), np.float32), work='float64')\n"
+        "small = 'numba' in sys.modules\n"
+        "fast.log_softmax(np.zeros((8, jit.MIN_ELEMENTS // 8)))\n"
+        "print(small, 'numba' in sys.modules)\n")
+    env = dict(os.environ, XENTCHECK_FAST_ENGINE="auto")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "True"]
