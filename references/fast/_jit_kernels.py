@@ -162,23 +162,28 @@ def _grid_pieces(n: int, skip: int, rb: np.ndarray, pb: np.ndarray, fb: np.ndarr
 
 
 @njit(**_OPTS)
-def row_sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray, clamp: bool,
-             lowest: float, scale: int, inv: float, c1: float, c2: float, th: np.ndarray,
-             tl: np.ndarray, block: int, acc: np.ndarray, keep: bool, eh: np.ndarray,
-             el: np.ndarray) -> None:
-    """acc[l, r] += the level-l grid pieces of exp(z[r] - m[r]) 2**scale, the argmax j[r]
-    left out (extended._Extended.sums with doubledouble._grid_add); with ``keep``, the
-    terms (hi zeroed at the argmax) into eh and el."""
+def _sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray, clamp: bool,
+          lowest: float, shift: int, inv: float, c1: float, c2: float, th: np.ndarray,
+          tl: np.ndarray, block: int, acc: np.ndarray, plain: bool, keep: bool,
+          k1: np.ndarray, k2: np.ndarray) -> None:
+    """acc[l, r] += the level-l grid pieces of exp(z[r] - m[r]) 2**shift off the argmax
+    j[r]: the longdouble work's pairs (_grid_pieces, terms kept into k1, k2) or, with
+    ``plain``, the float64 work's values scaled back (_plain_pieces, kept into k1)."""
     rows, k = z.shape
     levels = sigmas.shape[0]
-    bias = 1023 + scale - (_MAGIC_BITS >> _T)
+    bias = 1023 + shift - (_MAGIC_BITS >> _T)
+    scale = 2.0 ** -shift
     rb = np.empty(block)
     pb = np.empty(block)
     fb = np.empty(block)
     hb = np.empty(block)
     lb = np.empty(block)
     jb = np.empty(block, np.int64)
-    q = np.empty((2 * levels - 1, block))
+    pieces = levels if plain else 2 * levels - 1
+    q = np.empty((pieces, block))
+    level_of = np.empty(pieces, np.int64)  # the grid of each row of q
+    for i in range(pieces):
+        level_of[i] = i if plain else (i + 1) // 2
     sig = np.empty(levels)
     for r in range(rows):
         row = z[r]
@@ -188,15 +193,28 @@ def row_sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray, cl
             n = min(block, k - b0)
             _exp_parts(row, b0, n, m[r], clamp, lowest, bias, inv, c1, c2, rb, pb, jb, fb)
             _lookup(jb, n, th, tl, hb, lb)
-            if keep:
-                _grid_pieces(n, j[r] - b0, rb, pb, fb, hb, lb, sig, q, True,
-                             eh[r, b0:b0 + n], el[r, b0:b0 + n])
+            skip = j[r] - b0
+            if plain:
+                _plain_pieces(n, skip, scale, rb, pb, fb, hb, lb, sig, q, keep,
+                              k1[r, b0:b0 + n] if keep else hb)
             else:
-                _grid_pieces(n, j[r] - b0, rb, pb, fb, hb, lb, sig, q, False, hb, lb)
-            acc[0, r] += _total(q[0], n)
-            for level in range(1, levels):
-                acc[level, r] += _total(q[2 * level - 1], n)
-                acc[level, r] += _total(q[2 * level], n)
+                _grid_pieces(n, skip, rb, pb, fb, hb, lb, sig, q, keep,
+                             k1[r, b0:b0 + n] if keep else hb,
+                             k2[r, b0:b0 + n] if keep else lb)
+            for i in range(pieces):
+                acc[level_of[i], r] += _total(q[i], n)
+
+
+@njit(**_OPTS)
+def row_sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray, clamp: bool,
+             lowest: float, scale: int, inv: float, c1: float, c2: float, th: np.ndarray,
+             tl: np.ndarray, block: int, acc: np.ndarray, keep: bool, eh: np.ndarray,
+             el: np.ndarray) -> None:
+    """acc[l, r] += the level-l grid pieces of exp(z[r] - m[r]) 2**scale, the argmax j[r]
+    left out (extended._Extended.sums with doubledouble._grid_add); with ``keep``, the
+    terms (hi zeroed at the argmax) into eh and el."""
+    _sums(z, m, j, sigmas, clamp, lowest, scale, inv, c1, c2, th, tl, block, acc, False,
+          keep, eh, el)
 
 
 @njit(**_OPTS)
@@ -238,33 +256,8 @@ def plain_row_sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarr
     """acc[l, r] += the level-l grid pieces of exp(z[r] - m[r]), the argmax j[r] left out
     (plain._Plain.sums: the exp kernel clamped, scaled by 2**shift and back); with
     ``keep``, the terms (1 at the argmax) into e."""
-    rows, k = z.shape
-    levels = sigmas.shape[0]
-    bias = 1023 + shift - (_MAGIC_BITS >> _T)
-    scale = 2.0 ** -shift
-    rb = np.empty(block)
-    pb = np.empty(block)
-    fb = np.empty(block)
-    hb = np.empty(block)
-    lb = np.empty(block)
-    jb = np.empty(block, np.int64)
-    q = np.empty((levels, block))
-    sig = np.empty(levels)
-    for r in range(rows):
-        row = z[r]
-        for level in range(levels):
-            sig[level] = sigmas[level, r]
-        for b0 in range(0, k, block):
-            n = min(block, k - b0)
-            _exp_parts(row, b0, n, m[r], True, lowest, bias, inv, c1, c2, rb, pb, jb, fb)
-            _lookup(jb, n, th, tl, hb, lb)
-            if keep:
-                _plain_pieces(n, j[r] - b0, scale, rb, pb, fb, hb, lb, sig, q, True,
-                              e[r, b0:b0 + n])
-            else:
-                _plain_pieces(n, j[r] - b0, scale, rb, pb, fb, hb, lb, sig, q, False, hb)
-            for level in range(levels):
-                acc[level, r] += _total(q[level], n)
+    _sums(z, m, j, sigmas, True, lowest, shift, inv, c1, c2, th, tl, block, acc, True, keep,
+          e, e)
 
 
 # ------------------------------------------------------------------ longdouble words
@@ -337,17 +330,38 @@ def _ld_words(oh: float, ol: float) -> tuple[int, int]:
     return _ld_slow(oh, ol)
 
 
+@njit(inline="always", **_OPTS)
+def _fused_pair(x: float, mb: float, ml: float) -> tuple[float, float]:
+    """(z - mb) - ml as a pair: TwoSum, then ml."""
+    oh = x - mb
+    bb = oh - x
+    ol = (x - (oh - bb)) + (-mb - bb)
+    return oh, ol - ml
+
+
+@njit(inline="always", **_OPTS)
+def _split_pair(x: float, m: float, lb: float, lr: float, clamp: bool) -> tuple[float, float]:
+    """((d - lb) + dl) - lr as a pair, d = dh + dl = z - m (dl not finite: 0 with clamp)."""
+    dh = x - m
+    bb = dh - x
+    dl = (x - (dh - bb)) + (-m - bb)
+    if clamp:
+        dl = dl if (dl - dl) == 0.0 else 0.0
+    oh = dh - lb
+    bb = oh - dh
+    ol = dh - (oh - bb)
+    ol = ol - (bb + lb)
+    ol = ol + dl
+    return oh, ol - lr
+
+
 @njit(**_OPTS)
 def _fused_row(row: np.ndarray, mb: float, ml: float, o: np.ndarray) -> int:
-    """o: the longdouble words of (z - mb) - ml per element (TwoSum, then ml); the count
-    of elements _ld_fast left to _ld_words."""
+    """o: the longdouble words of (z - mb) - ml per element; the count of elements
+    _ld_fast left to _ld_words."""
     bad = 0
     for i in range(row.size):
-        x = row[i]
-        oh = x - mb
-        bb = oh - x
-        ol = (x - (oh - bb)) + (-mb - bb)
-        ol = ol - ml
+        oh, ol = _fused_pair(row[i], mb, ml)
         w0, w1, slow = _ld_fast(oh, ol)
         o[2 * i] = w0
         o[2 * i + 1] = w1
@@ -361,18 +375,7 @@ def _split_row(row: np.ndarray, m: float, lb: float, lr: float, clamp: bool,
     """o: the longdouble words of ((d - lb) + dl) - lr per element, d = dh + dl = z - m."""
     bad = 0
     for i in range(row.size):
-        x = row[i]
-        dh = x - m
-        bb = dh - x
-        dl = (x - (dh - bb)) + (-m - bb)
-        if clamp:
-            dl = dl if (dl - dl) == 0.0 else 0.0
-        oh = dh - lb
-        bb = oh - dh
-        ol = dh - (oh - bb)
-        ol = ol - (bb + lb)
-        ol = ol + dl
-        ol = ol - lr
+        oh, ol = _split_pair(row[i], m, lb, lr, clamp)
         w0, w1, slow = _ld_fast(oh, ol)
         o[2 * i] = w0
         o[2 * i + 1] = w1
@@ -397,24 +400,10 @@ def log_softmax_rows(z: np.ndarray, m: np.ndarray, big_h: np.ndarray, big_l: np.
         if bad == 0:
             continue
         for i in range(k):  # the elements _ld_fast does not take, again
-            x = row[i]
             if fused[r]:
-                oh = x - big_h[r]
-                bb = oh - x
-                ol = (x - (oh - bb)) + (-big_h[r] - bb)
-                ol = ol - big_l[r]
+                oh, ol = _fused_pair(row[i], big_h[r], big_l[r])
             else:
-                dh = x - m[r]
-                bb = dh - x
-                dl = (x - (dh - bb)) + (-m[r] - bb)
-                if clamp and not math.isfinite(dl):
-                    dl = 0.0
-                oh = dh - lh[r]
-                bb = oh - dh
-                ol = dh - (oh - bb)
-                ol = ol - (bb + lh[r])
-                ol = ol + dl
-                ol = ol - ll[r]
+                oh, ol = _split_pair(row[i], m[r], lh[r], ll[r], clamp)
             eb = (_bits(oh + ol) >> 52) & 2047
             if eb < 100 or eb == 2047:
                 o[2 * i], o[2 * i + 1] = _ld_words(oh, ol)

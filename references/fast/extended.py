@@ -48,6 +48,7 @@ from xentcheck.references.fast.inputs import (
     _Options,
     _posinf_limits,
     _row_extremes,
+    _second_max,
 )
 from xentcheck.references.fast.kernels import (
     _CLAMP,
@@ -134,28 +135,14 @@ class _Extended:
             np.copyto(dl, 0.0, where=dh < _CLAMP)
         _exp_into(x, dl, hi, lo, ws, _S, self.clamp)
 
-    def _clear_max(self, rs: slice, cs: slice, hi: np.ndarray, value: float = 0.0) -> None:
-        """Zero (or set to ``value``) the argmax entry of each row of the block (its exp is
-        exactly 2**_S)."""
+    def _clear_max(self, rs: slice, cs: slice, hi: np.ndarray) -> None:
+        """Zero the argmax entry of each row of the block (its exp is exactly 2**_S)."""
         col = self.j[rs] - cs.start
         inside = (col >= 0) & (col < cs.stop - cs.start)
         if inside.all():
-            hi[np.arange(len(col)), col] = value
+            hi[np.arange(len(col)), col] = 0.0
         elif inside.any():
-            hi[np.flatnonzero(inside), col[inside]] = value
-
-    def _second(self) -> np.ndarray:
-        """Per row: the largest d off the argmax (float64, -inf where there is none)."""
-        n, k = self.shape
-        z2 = np.full(n, -np.inf)
-        for rs, cs in _blocks(n, k):
-            ws = _scratch((rs.stop - rs.start, cs.stop - cs.start))
-            block = ws.f[0]
-            block[...] = self.zh[rs, cs]
-            self._clear_max(rs, cs, block, -np.inf)
-            np.maximum(z2[rs], block.max(axis=1), out=z2[rs])
-        with np.errstate(all="ignore"):
-            return z2 - self.mh
+            hi[np.flatnonzero(inside), col[inside]] = 0.0
 
     def sums(self, keep: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """2**_S s as a double-double per row: the sum of exp(d) off the argmax. With
@@ -166,7 +153,7 @@ class _Extended:
         if self._sums is not None:
             return self._sums
         n, k = self.shape
-        sigmas = _grid_sigmas(_grid_bound(self._second(), _S), k)
+        sigmas = _grid_sigmas(_grid_bound(_second_max(self.zh, self.j, self.mh), _S), k)
         if keep or self.keep:
             self.eh, self.el = np.empty((n, k)), np.empty((n, k))
         if jit.usable(self):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from xentcheck.references.fast.doubledouble import _F, _LD, _dd_to_ld
-from xentcheck.references.fast.kernels import _log1p_dd
+from xentcheck.references.fast.kernels import _blocks, _log1p_dd, _scratch
 
 _REDUCTIONS = ("none", "sum", "mean")
 
@@ -158,6 +158,22 @@ def _difference_low(z: np.ndarray, m: np.ndarray, dh: np.ndarray, mode: np.ndarr
         np.subtract(z, dl, out=dl)
         np.add(m, tmp, out=tmp)
         np.subtract(dl, tmp, out=dl)
+
+
+def _second_max(z: np.ndarray, j: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Per row of z (N, K): the largest z - m off column j (float64, -inf where there is
+    none), block by block; bounds the row sums' terms (doubledouble._grid_bound)."""
+    n, k = z.shape
+    z2 = np.full(n, -np.inf)
+    for rs, cs in _blocks(n, k):
+        block = _scratch((rs.stop - rs.start, cs.stop - cs.start)).f[0]
+        block[...] = z[rs, cs]
+        col = j[rs] - cs.start
+        inside = np.flatnonzero((col >= 0) & (col < cs.stop - cs.start))
+        block[inside, col[inside]] = -np.inf
+        np.maximum(z2[rs], block.max(axis=1), out=z2[rs])
+    with np.errstate(all="ignore"):
+        return z2 - m
 
 
 def _row_extremes(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,

@@ -26,6 +26,7 @@ from xentcheck.references.fast.inputs import (
     _Options,
     _posinf_limits,
     _row_extremes,
+    _second_max,
 )
 from xentcheck.references.fast.kernels import (
     _CLAMP,
@@ -87,20 +88,6 @@ class _Plain:
             np.copyto(dl, 0.0, where=~np.isfinite(dl))
         return dh, dl
 
-    def _second(self) -> np.ndarray:
-        """Per row: the largest d off the argmax (float64, -inf where there is none)."""
-        n, k = self.shape
-        z2 = np.full(n, -np.inf)
-        for rs, cs in _blocks(n, k):
-            block = _scratch((rs.stop - rs.start, cs.stop - cs.start)).f[0]
-            block[...] = self.z[rs, cs]
-            col = self.j[rs] - cs.start
-            inside = np.flatnonzero((col >= 0) & (col < cs.stop - cs.start))
-            block[inside, col[inside]] = -np.inf
-            np.maximum(z2[rs], block.max(axis=1), out=z2[rs])
-        with np.errstate(all="ignore"):
-            return z2 - self.m
-
     def sums(self, keep: bool = False) -> np.ndarray:
         """s per row: the sum of exp(d) off the argmax (with ``keep``, exp(d) is kept).
 
@@ -111,7 +98,7 @@ class _Plain:
         if self._sums is not None:
             return self._sums
         n, k = self.shape
-        sigmas = _grid_sigmas(_grid_bound(self._second(), 0), k)
+        sigmas = _grid_sigmas(_grid_bound(_second_max(self.z, self.j, self.m), 0), k)
         if keep or self.keep:
             self.e = np.empty((n, k))
         if jit.usable(self):
