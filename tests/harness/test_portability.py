@@ -7,7 +7,7 @@ compare bits: the fixed-seed samples (against the committed fingerprints), the p
 elementary functions, and a whole run's report over the paths where the harness does
 arithmetic of its own (the fast tier's float64 work, the stability bounds, the
 certificates). A whole run is also compared with the fast tier's compiled engine (numba)
-and without it.
+and without it, and with mpmath's GMP backend (gmpy2) and without it.
 """
 
 from __future__ import annotations
@@ -127,10 +127,14 @@ raise SystemExit(0 if code in (0, 1) else code)
 """
 
 
-def _report(out: Path, disabled: str | None, engine: str = "auto") -> dict:
+def _report(out: Path, disabled: str | None, engine: str = "auto", *,
+            gmpy: bool = True) -> dict:
     env = dict(os.environ)
     env.pop("NPY_DISABLE_CPU_FEATURES", None)
+    env.pop("MPMATH_NOGMPY", None)
     env["XENTCHECK_FAST_ENGINE"] = engine
+    if not gmpy:
+        env["MPMATH_NOGMPY"] = "1"  # read when mpmath loads: its pure-Python integers
     if disabled:
         env["NPY_DISABLE_CPU_FEATURES"] = disabled
     done = subprocess.run([sys.executable, "-c", _RUN, str(out)], cwd=ROOT, env=env,
@@ -161,3 +165,12 @@ def test_a_run_grades_the_same_with_and_without_numba(tmp_path: Path) -> None:
     if jit._kernels() is None:
         pytest.skip("the compiled engine needs x87 longdouble")
     assert _report(tmp_path / "a", None, "numba") == _report(tmp_path / "b", None, "numpy")
+
+
+def test_a_run_grades_the_same_with_and_without_gmpy2(tmp_path: Path) -> None:
+    """mpmath's GMP backend (gmpy2, a dependency) changes no bit of a report: the same run
+    with it and with mpmath's pure-Python integers (a machine where gmpy2 is missing, or
+    MPMATH_NOGMPY is set). A few of mpmath's internal cut-offs depend on the backend (its
+    exp changes method at another precision); no digit of a report may."""
+    pytest.importorskip("gmpy2")
+    assert _report(tmp_path / "a", None) == _report(tmp_path / "b", None, gmpy=False)
