@@ -22,6 +22,11 @@ sampling, not meant as references (``xentcheck.references.gold`` and
   significand m in [sqrt(1/2), sqrt(2)) (11 terms of the series, |s| <= 0.172), plus
   e ln 2 with ln 2 split in two; log1p(x) = log(u) x / (u - 1), u = 1 + x.
 
+Arrays of a million values and more (an LLM batch's block) run :func:`exp` and :func:`log`
+as compiled loops where numba is installed (:mod:`xentcheck.references._portable_jit`,
+under the fast tier's engine choice, ``XENTCHECK_FAST_ENGINE``): the same operations in
+the same order, so the same bits, in one pass over the array.
+
 >>> exp2(np.array([0.0, 0.5, 10.0, -1074.0])).tolist()
 [1.0, 1.4142135623730951, 1024.0, 5e-324]
 >>> float(exp(np.array(1.0))), float(log(np.array(10.0)))
@@ -33,6 +38,7 @@ True
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import mpmath
 import numpy as np
@@ -132,10 +138,26 @@ def _two_product(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
     return p, ((a1 * b1 - p) + a1 * b2 + a2 * b1) + a2 * b2
 
 
+def _compiled(x: np.ndarray) -> Any:
+    """The compiled loops (:mod:`xentcheck.references._portable_jit`) for an array this
+    large under the fast tier's engine choice (``xentcheck.references.fast.jit``), or None.
+    They give NumPy's bits, one pass instead of some twenty."""
+    from xentcheck.references.fast import jit
+
+    return jit.elementwise(x.size)
+
+
 def exp(x: np.ndarray) -> np.ndarray:
     """``e**x`` elementwise (float64): a few ulps, the same bits on every machine."""
     x = np.asarray(x, dtype=np.float64)
     c = _constants()
+    compiled = _compiled(x)
+    if compiled is not None:
+        out = np.empty_like(x, order="C")
+        compiled.exp_into(np.ascontiguousarray(x).reshape(-1), out.reshape(-1), c.table,
+                          np.array(c.taylor), c.log2e, c.log2e_low, _SPLIT, _MAGIC,
+                          _TABLE_BITS)
+        return out
     with np.errstate(all="ignore"):
         finite = np.isfinite(x)
         xs = np.where(finite, np.clip(x, -800.0, 800.0), 0.0)
@@ -149,6 +171,12 @@ def log(x: np.ndarray) -> np.ndarray:
     -inf at 0, NaN below 0, inf at inf."""
     x = np.asarray(x, dtype=np.float64)
     c = _constants()
+    compiled = _compiled(x)
+    if compiled is not None:
+        out = np.empty_like(x, order="C")
+        compiled.log_into(np.ascontiguousarray(x).reshape(-1), out.reshape(-1),
+                          np.array(c.atanh), c.sqrt_half, c.ln2_high, c.ln2_low)
+        return out
     with np.errstate(all="ignore"):
         usable = np.isfinite(x) & (x > 0)
         m, e = np.frexp(np.where(usable, x, 1.0))  # m in [1/2, 1)

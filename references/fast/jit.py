@@ -87,6 +87,24 @@ def usable(ext: Any) -> bool:
     return _kernels() is not None
 
 
+def elementwise(size: int) -> Any:
+    """The compiled elementwise loops of :mod:`xentcheck.references.portable`
+    (:mod:`xentcheck.references._portable_jit`) for an array of ``size`` values under
+    the engine choice, or None (NumPy's bits either way)."""
+    if _CHOICE == "numpy" or (_CHOICE == "auto" and size < MIN_ELEMENTS):
+        return None
+    return _portable_kernels()
+
+
+@functools.cache
+def _portable_kernels() -> Any:
+    try:
+        from xentcheck.references import _portable_jit
+    except ImportError:
+        return None
+    return _portable_jit
+
+
 @functools.cache
 def _kernels() -> Any:
     """The compiled kernels, or None without numba (or without x87 longdouble)."""

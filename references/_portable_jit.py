@@ -1,0 +1,91 @@
+"""numba loops of :func:`xentcheck.references.portable.exp` and ``log`` (imported only
+where numba is, for arrays of ``jit.MIN_ELEMENTS`` values and more).
+
+Each loop transcribes its NumPy function operation for operation: the same float64
+operations in the same order, none fused into an FMA or reordered (no ``fastmath``), the
+same table and coefficients, and ``math.ldexp``/``math.frexp``, which are exact. So the
+outputs are bitwise NumPy's (``tests/references/test_portable_jit.py``), in one pass over
+the array instead of some twenty.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+_OPTS: dict[str, Any] = {"cache": os.environ.get("XENTCHECK_JIT_CACHE", "1") != "0",
+                         "error_model": "numpy", "boundscheck": False}
+
+
+@njit(**_OPTS)
+def exp_into(x: np.ndarray, out: np.ndarray, table: np.ndarray, taylor: np.ndarray,
+             log2e: float, log2e_low: float, split: float, magic: float,
+             table_bits: int) -> None:
+    """out = portable.exp(x), both flat float64 arrays."""
+    scale = float(1 << table_bits)
+    unscale = 1.0 / scale  # a power of two: exact
+    mask = (1 << table_bits) - 1
+    cb = log2e * split  # _two_product's split of b = log2e (the same for every element)
+    b1 = cb - (cb - log2e)
+    b2 = log2e - b1
+    last = taylor.size - 1
+    for i in range(x.size):
+        v = x[i]
+        finite = math.isfinite(v)
+        xs = min(max(v, -800.0), 800.0) if finite else 0.0
+        # t + t_err = xs log2e exactly (Dekker)
+        t = xs * log2e
+        ca = xs * split
+        a1 = ca - (ca - xs)
+        a2 = xs - a1
+        t_err = ((a1 * b1 - t) + a1 * b2 + a2 * b1) + a2 * b2
+        t_low = t_err + xs * log2e_low
+        # 2**(t + t_low)
+        scaled = min(max(t, -1100.0), 1100.0) * scale
+        k = (scaled + magic) - magic
+        r = (scaled - k) * unscale + t_low
+        value = taylor[last]
+        for j in range(last - 1, -1, -1):
+            value = value * r + taylor[j]
+        ki = np.int64(k)
+        value = value * table[ki & mask]
+        if finite:
+            out[i] = math.ldexp(value, ki >> table_bits)
+        elif v > 0:
+            out[i] = math.inf
+        elif v < 0:
+            out[i] = 0.0
+        else:
+            out[i] = v
+
+
+@njit(**_OPTS)
+def log_into(x: np.ndarray, out: np.ndarray, atanh: np.ndarray, sqrt_half: float,
+             ln2_high: float, ln2_low: float) -> None:
+    """out = portable.log(x), both flat float64 arrays."""
+    last = atanh.size - 1
+    for i in range(x.size):
+        v = x[i]
+        if not (math.isfinite(v) and v > 0):
+            if v == 0:
+                out[i] = -math.inf
+            elif v == math.inf:
+                out[i] = math.inf
+            else:
+                out[i] = math.nan
+            continue
+        m, e = math.frexp(v)  # m in [1/2, 1)
+        low = m < sqrt_half
+        if low:
+            m = 2 * m  # exact
+        ef = float(e - 1) if low else float(e)
+        s = (m - 1.0) / (m + 1.0)
+        s2 = s * s
+        series = atanh[last]
+        for j in range(last - 1, -1, -1):
+            series = series * s2 + atanh[j]
+        out[i] = ef * ln2_high + (ef * ln2_low + s * series)
