@@ -72,6 +72,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -616,6 +617,28 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
     return out
 
 
+# ------------------------------------------------------------------------ the machine
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: the ratios against NumPy move with the SIMD code
+    NumPy dispatches to (AVX-512 makes its exp about three times as fast as AVX2)."""
+    import mpmath
+
+    from xentcheck.harness.runner import simd_targets
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return {"machine_cpu": model, "machine_cpus": os.cpu_count(),
+            "machine_numpy_simd": simd_targets(),
+            "machine_mpmath_backend": mpmath.libmp.BACKEND,
+            "machine_load_average_start": [round(x, 2) for x in os.getloadavg()]}
+
+
 # ------------------------------------------------------------------------ the table
 
 
@@ -654,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the pytest plugin's serial vs -n 2 suite "
                              "(benchmarks/plugin_xdist.py; needs pytest-xdist)")
     args = parser.parse_args(argv)
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = machine()
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("fast tier throughput", lambda: fast_throughput(args.repeats)),
         ("fast tier functions", lambda: fast_functions(args.repeats)),
@@ -680,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, step in steps:
         print(f"... {label}", file=sys.stderr, flush=True)
         figures.update(step())
+    figures["machine_load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(table(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -53,3 +53,13 @@ def test_llm_batch_figures_on_a_small_batch() -> None:
     # the proportional size counts shared pages once: never above the summed resident size
     assert 0 < figures["llm_batch_peak_mb"] <= figures["llm_batch_peak_rss_mb"]
     assert figures["llm_batch_verdict"] in ("conformant", "not conformant")
+
+
+def test_the_figures_name_the_machine() -> None:
+    """The ratios against NumPy depend on its SIMD code: every run records the CPU, what
+    NumPy dispatches to and mpmath's backend beside the figures."""
+    figures = _benchmark().machine()
+    assert figures["machine_cpus"] >= 1 and figures["machine_cpu"]
+    assert isinstance(figures["machine_numpy_simd"], list)
+    assert figures["machine_mpmath_backend"] in ("gmpy", "python", "sage")
+    assert len(figures["machine_load_average_start"]) == 3
