@@ -11,11 +11,14 @@ the array instead of some twenty.
 from __future__ import annotations
 
 import math
+import os
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-from xentcheck.references.fast.jit import NJIT_OPTIONS as _OPTS
+_OPTS: dict[str, Any] = {"cache": os.environ.get("XENTCHECK_JIT_CACHE", "1") != "0",
+                         "error_model": "numpy", "boundscheck": False}
 
 
 @njit(**_OPTS)

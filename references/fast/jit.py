@@ -49,11 +49,6 @@ if _CHOICE not in ("auto", "numba", "numpy"):
 #: back on a million logits (an LLM batch's block, the benchmark's (8, 131072)); smaller
 #: inputs stay with NumPy. The choice changes no output bit, only the time.
 MIN_ELEMENTS = 1 << 20
-#: numba's options for every compiled loop: the machine code is cached on disk (beside the
-#: module, or in the user's cache folder where that is read-only); XENTCHECK_JIT_CACHE=0
-#: compiles afresh (so that the code can be inspected: the tests read it for FMAs).
-NJIT_OPTIONS: dict[str, Any] = {"cache": os.environ.get("XENTCHECK_JIT_CACHE", "1") != "0",
-                                "error_model": "numpy", "boundscheck": False}
 #: Elements per pass of the compiled loops (their work arrays stay in the L1/L2 cache).
 _BLOCK = 2048
 #: Stands for an array a kernel does not write (the terms, where they are not kept).
