@@ -13,7 +13,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +50,19 @@ def living_children(pid: int | None = None) -> list[tuple[int, str]]:
         if int(fields[1]) == parent and fields[0] != "Z":
             found.append((int(entry.name), cmdline))
     return found
+
+
+def fused_multiply_adds(script: str) -> int:
+    """FMA instructions in the machine code that ``script`` prints (run in a fresh process
+    that compiles numba's loops afresh, XENTCHECK_JIT_CACHE=0, on the compiled engine):
+    an FMA rounds once where the NumPy code the loops transcribe rounds twice."""
+    env = dict(os.environ, XENTCHECK_JIT_CACHE="0", XENTCHECK_FAST_ENGINE="numba")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    code = done.stdout
+    assert len(code) > 1000, code  # the code was read, not an empty listing
+    return len(re.findall(r"\bv?fn?m(add|sub)[0-9]*[ps][sd]", code))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

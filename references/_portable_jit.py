@@ -11,14 +11,11 @@ the array instead of some twenty.
 from __future__ import annotations
 
 import math
-import os
-from typing import Any
 
 import numpy as np
 from numba import njit
 
-_OPTS: dict[str, Any] = {"cache": os.environ.get("XENTCHECK_JIT_CACHE", "1") != "0",
-                         "error_model": "numpy", "boundscheck": False}
+from xentcheck.references.fast._numba_options import NJIT_OPTIONS as _OPTS
 
 
 @njit(**_OPTS)

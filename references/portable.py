@@ -97,6 +97,9 @@ class _Constants:
             self.inv_ln2 = float(1 / ln2)
             self.sqrt_half = float(mpmath.sqrt(mpmath.mpf(0.5)))
             self.atanh = tuple(float(mpmath.mpf(2) / (2 * i + 1)) for i in range(_LOG_TERMS))
+        # the coefficients as arrays, for the compiled loops
+        self.taylor_array = np.array(self.taylor)
+        self.atanh_array = np.array(self.atanh)
 
 
 @functools.cache
@@ -138,25 +141,27 @@ def _two_product(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
     return p, ((a1 * b1 - p) + a1 * b2 + a2 * b1) + a2 * b2
 
 
-def _compiled(x: np.ndarray) -> Any:
-    """The compiled loops (:mod:`xentcheck.references._portable_jit`) for an array this
-    large under the fast tier's engine choice (``xentcheck.references.fast.jit``), or None.
-    They give NumPy's bits, one pass instead of some twenty."""
+def _compiled(name: str, x: np.ndarray, *constants: Any) -> np.ndarray | None:
+    """``name`` of :mod:`xentcheck.references._portable_jit` on ``x`` where the fast tier's
+    engine choice (``xentcheck.references.fast.jit``) takes an array this large, else
+    None. The loops give NumPy's bits, in one pass instead of some twenty."""
     from xentcheck.references.fast import jit
 
-    return jit.elementwise(x.size)
+    loops = jit.elementwise(x.size)
+    if loops is None:
+        return None
+    out = np.empty_like(x, order="C")
+    getattr(loops, name)(np.ascontiguousarray(x).reshape(-1), out.reshape(-1), *constants)
+    return out
 
 
 def exp(x: np.ndarray) -> np.ndarray:
     """``e**x`` elementwise (float64): a few ulps, the same bits on every machine."""
     x = np.asarray(x, dtype=np.float64)
     c = _constants()
-    compiled = _compiled(x)
-    if compiled is not None:
-        out = np.empty_like(x, order="C")
-        compiled.exp_into(np.ascontiguousarray(x).reshape(-1), out.reshape(-1), c.table,
-                          np.array(c.taylor), c.log2e, c.log2e_low, _SPLIT, _MAGIC,
-                          _TABLE_BITS)
+    out = _compiled("exp_into", x, c.table, c.taylor_array, c.log2e, c.log2e_low, _SPLIT,
+                    _MAGIC, _TABLE_BITS)
+    if out is not None:
         return out
     with np.errstate(all="ignore"):
         finite = np.isfinite(x)
@@ -171,11 +176,8 @@ def log(x: np.ndarray) -> np.ndarray:
     -inf at 0, NaN below 0, inf at inf."""
     x = np.asarray(x, dtype=np.float64)
     c = _constants()
-    compiled = _compiled(x)
-    if compiled is not None:
-        out = np.empty_like(x, order="C")
-        compiled.log_into(np.ascontiguousarray(x).reshape(-1), out.reshape(-1),
-                          np.array(c.atanh), c.sqrt_half, c.ln2_high, c.ln2_low)
+    out = _compiled("log_into", x, c.atanh_array, c.sqrt_half, c.ln2_high, c.ln2_low)
+    if out is not None:
         return out
     with np.errstate(all="ignore"):
         usable = np.isfinite(x) & (x > 0)

@@ -9,7 +9,6 @@ grid pieces, which are exact in any order and so may be vectorized with reassoci
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -17,11 +16,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-#: The machine code is cached on disk (numba's cache: beside this file, or in the user's
-#: cache folder where that is read-only); XENTCHECK_JIT_CACHE=0 compiles afresh (so that
-#: the code can be inspected: tests/references/test_fast_jit.py reads it for FMAs).
-_OPTS: dict[str, Any] = {"cache": os.environ.get("XENTCHECK_JIT_CACHE", "1") != "0",
-                         "error_model": "numpy", "boundscheck": False}
+from xentcheck.references.fast._numba_options import NJIT_OPTIONS as _OPTS
+
 _MAGIC = 1.5 * 2.0**52
 _MAGIC_BITS = 0x4338000000000000
 _T = 13
