@@ -343,6 +343,24 @@ def _targets(target: Any, options: Mapping[str, Any], n_rows: int, k: int) -> _T
     return _Targets(u, c, ignored, den, nu)
 
 
+def _kept_targets(target: Any, options: Mapping[str, Any], n_rows: int, k: int,
+                  memo: dict[Any, Any] | None) -> _Targets:
+    """:func:`_targets`, kept in ``memo`` for the next output graded with the same target
+    and options (a case's loss, gradient, JVP and HVP share one)."""
+    if memo is None:
+        return _targets(target, options, n_rows, k)
+    weight = options.get("weight")
+    key = ("targets", id(target), id(weight), options.get("label_smoothing"),
+           options.get("ignore_index"), n_rows, k)
+    kept = memo.get(key)
+    if kept is None or kept[0] is not target or kept[1] is not weight:
+        made = _targets(target, options, n_rows, k)
+        for value in (made.u, made.c, made.ignored):
+            value.flags.writeable = False  # shared by every output: nobody writes to it
+        kept = memo[key] = (target, weight, made)
+    return kept[2]
+
+
 # ------------------------------------------------------------------------------- bounds
 
 
@@ -380,7 +398,7 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
     none = np.zeros(n_rows, bool)
 
     if function in _PROBS_FUNCTIONS:
-        y = _targets(target, {}, n_rows, k).u
+        y = _kept_targets(target, {}, n_rows, k, memo).u
         if function == "cross_entropy_grad_wrt_probs":
             return xu, np.full(xu.shape, 0.5), none
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -411,7 +429,7 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
     if function in _TANGENT_FUNCTIONS:
         return _jvp_bounds(function, r, uw, xu, tangent, n_rows, k)
 
-    t = _targets(target, options, n_rows, k)
+    t = _kept_targets(target, options, n_rows, k, memo)
     r_count = (t.u != 0).sum(axis=1)
     if function in _TARGET_TANGENT_FUNCTIONS:
         return _ce_directional_bounds(function, r, t, r_count, uw, xu, tangent, n_rows, k,

@@ -901,3 +901,28 @@ def test_decode_reads_float_arrays_as_exact_values() -> None:
     assert not grades.graded[1].any() and grades.graded[[0, 2]].all()
     assert decoded.element((1, 0)) is UNDEFINED
     assert grading.decode(np.array([1, 2])).mant.tolist() == [1.0, 1.0]  # ints as objects
+
+
+def test_outputs_graded_with_one_memo_share_the_rows_and_targets() -> None:
+    """A case's outputs graded with one memo compute the softmax rows and the effective
+    target once, and grade exactly as without it (every number the same)."""
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((6, 9))
+    labels = rng.integers(0, 9, 6)
+    options = {"label_smoothing": 0.1, "weight": rng.uniform(0.5, 2.0, 9)}
+    memo: dict = {}
+    plain = {"weight": options["weight"], "reduction": "none"}  # no smoothing: not reused
+    for function, opts in (("cross_entropy_grad", {**options, "reduction": "none"}),
+                           ("cross_entropy", {**options, "reduction": "none"}),
+                           ("cross_entropy_grad", {**options, "reduction": "none"}),
+                           ("cross_entropy_grad", plain), ("cross_entropy", plain)):
+        exact = getattr(gold, function)(z, labels, **opts)
+        cand = gold.round_to(exact, "float64")
+        kept = grading.grade_elements(function, cand, exact, inputs=z, target=labels,
+                                      options=opts, memo=memo)
+        alone = grading.grade_elements(function, cand, exact, inputs=z, target=labels,
+                                       options=opts)
+        for field in ("ulp", "ratio", "allowed", "codes"):
+            assert np.array_equal(getattr(kept, field), getattr(alone, field),
+                                  equal_nan=field != "codes"), field
+    assert sorted(str(key[0]) for key in memo) == ["rows", "targets", "targets"]
