@@ -513,23 +513,36 @@ class Truth:
         # and a certificate needs a narrow one to hold
         with np.errstate(invalid="ignore"):
             sensitivity = np.sum(np.where(v != 0, np.abs(derivative * x), 0), axis=1)
-        estimate = fd.directional_derivative_rows(loss, x, v, scale=scale,
-                                                  sensitivity=sensitivity.astype(np.float64))
-        rows = np.isfinite(analytic) & np.isfinite(estimate.value)
-        if not rows.any():
-            return Certificate(function, True, float("inf"), 0, "no finite rows to certify")
-        diff = np.abs((analytic - estimate.value)[rows]).astype(np.float64)
         # agreement relative to the row's scale: |dL/dt| or, where it is small, the
         # size of the gradient along |v| (what a wrong formula would be off by)
-        scale = np.maximum(np.abs(analytic[rows]),
-                           np.sum(np.abs(terms), axis=1)[rows]).astype(np.float64)
-        resolved = np.maximum(diff, estimate.error[rows])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_row = np.where(diff <= estimate.error[rows], resolved / scale, diff / scale)
-        per_row = np.where(scale == 0, 0.0, per_row)
-        worst = float(np.max(per_row))  # NaN propagates: a certificate then fails
+        magnitude = np.maximum(np.abs(analytic), np.sum(np.abs(terms), axis=1))
         needed = FAST_CERTIFICATE_DIGITS[work]
-        # decided by a comparison, not through a log whose last bit varies by machine
+
+        def worst_of(estimate: fd.RowEstimate) -> tuple[float, np.ndarray]:
+            """The worst row's disagreement relative to its scale, and the rows compared."""
+            rows = np.isfinite(analytic) & np.isfinite(estimate.value)
+            if not rows.any():
+                return math.nan, rows
+            diff = np.abs((analytic - estimate.value)[rows]).astype(np.float64)
+            scale = magnitude[rows].astype(np.float64)
+            resolved = np.maximum(diff, estimate.error[rows])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per_row = np.where(diff <= estimate.error[rows], resolved / scale,
+                                   diff / scale)
+            per_row = np.where(scale == 0, 0.0, per_row)
+            return float(np.max(per_row)), rows  # NaN propagates: a certificate then fails
+
+        def holds_already(estimate: fd.RowEstimate) -> bool:
+            # a digit to spare: a finer step would not undo it (decided by a comparison,
+            # not through a log whose last bit varies by machine)
+            return bool(worst_of(estimate)[0] <= 10.0**-(needed + 1))
+
+        estimate = fd.directional_derivative_rows(loss, x, v, scale=scale,
+                                                  sensitivity=sensitivity.astype(np.float64),
+                                                  enough=holds_already)
+        worst, rows = worst_of(estimate)
+        if not rows.any():
+            return Certificate(function, True, float("inf"), 0, "no finite rows to certify")
         holds = worst <= 10.0**-needed
         digits = math.inf if worst == 0 else -float(portable.log(np.array(worst))) / _LN10
         return Certificate(function, holds, digits, int(rows.sum()),

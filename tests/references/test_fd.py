@@ -270,3 +270,34 @@ def test_invalid_f_raises() -> None:
         fd.jacobian(_identity, np.zeros(0))
     with pytest.raises(ValueError, match="x must be finite"):
         fd.jacobian(_identity, [1.0, -np.inf])
+
+
+def test_rows_stop_at_the_level_that_is_enough() -> None:
+    """``enough`` ends the extrapolation at the first level it accepts (two evaluations
+    of f per level saved), sees every level otherwise, and never changes an estimate
+    that runs to the end."""
+    x = np.array([[0.0, 1.0, -2.0], [2.0, -1.0, 0.5]])
+    v = np.array([[1.0, -0.5, 0.25], [0.5, 1.0, -1.0]])
+    calls: list[int] = []
+
+    def f(z: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return np.log(np.sum(np.exp(z), axis=1))
+
+    full = fd.directional_derivative_rows(f, x, v)
+    assert len(calls) == 8  # levels 0..3, two evaluations each
+    seen: list[float] = []
+
+    def never(estimate: fd.RowEstimate) -> bool:
+        seen.append(float(np.max(estimate.error)))
+        return False
+
+    calls.clear()
+    again = fd.directional_derivative_rows(f, x, v, enough=never)
+    assert len(calls) == 8 and len(seen) == 2  # asked after levels 1 and 2 (3 is the last)
+    assert np.array_equal(again.value, full.value) and np.array_equal(again.error, full.error)
+    calls.clear()
+    early = fd.directional_derivative_rows(f, x, v, enough=lambda e: True)
+    assert len(calls) == 4  # stopped after level 1
+    exact = np.sum(np.exp(x) / np.sum(np.exp(x), axis=1, keepdims=True) * v, axis=1)
+    assert np.all(np.abs(early.value - exact) <= early.error)
