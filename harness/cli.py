@@ -120,6 +120,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if regime not in strategies.REGIMES:
             raise UsageError(f"unknown regime {regime!r}; choose from "
                              f"{', '.join(strategies.REGIMES)}")
+    try:
+        runner.check_names(args.check)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.cases is not None:
         try:
             strategies.load_corpus(args.cases, block_elements=args.block_elements)
@@ -139,7 +143,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = dict(profile=args.profile, dtypes=dtypes, regimes=regimes,
                     cases_file=args.cases, seed=args.seed, timeout=args.timeout,
                     shard=args.shard, max_classes=args.max_classes, budgets_path=args.budgets,
-                    block_elements=args.block_elements, skip_unavailable=not args.adapter)
+                    block_elements=args.block_elements, skip_unavailable=not args.adapter,
+                    checks=args.check)
     hunts: list[Any] = []
     try:
         if args.max_examples:

@@ -46,6 +46,14 @@ def positive(kind: type) -> Callable[[str], Any]:
 #: in pytest-xdist's controller, which imports nothing heavy.
 DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 
+#: The checks a run reports, in the order it applies them (``xentcheck.harness.runner.CHECKS``
+#: has them with their functions; a test keeps the two equal): the plugin validates
+#: ``--xentcheck-check`` with it in pytest-xdist's controller, which imports nothing heavy.
+CHECKS: tuple[str, ...] = (
+    "value", "gradient", "jvp", "hvp", "chain-rule", "self-fd", "reduction",
+    "batch-invariance", "shift-invariance", "chunk-invariance", "contract", "range",
+    "normalization", "order", "determinism", "edge", "ignored-mean", "invalid-input")
+
 #: The largest K of a sample (a large LLM vocabulary, 2**17): ``--max-classes`` above it is
 #: refused, as :func:`xentcheck.harness.strategies.sample` refuses it.
 MAX_CLASSES = 131072
@@ -190,6 +198,11 @@ RUN_OPTIONS: tuple[Option, ...] = (
            help="float64, float32, float16, bfloat16 (repeatable; default all)"),
     Option("regime", repeatable=True, metavar="REGIME",
            help="a named input regime (repeatable; default all)"),
+    Option("check", repeatable=True, metavar="CHECK",
+           help="run only this check (repeatable; default every one): value, gradient, "
+                "jvp, hvp, chain-rule, ... (see the README); a check left out costs nothing",
+           pytest_help="collect only this check's tests (repeatable; default every one): "
+                       "the ones left out are not even planned"),
     Option("cases", metavar="FILE",
            help="your own logits: .npy, or .npz with 'logits' and optional 'labels'"),
     Option("seed", type=bounded(int, 0, MAX_SEED, "a whole number"), default=0,

@@ -87,13 +87,9 @@ CI_PROFILE = "xentcheck-ci"
 #: Where the ``xentcheck-ci`` profile keeps its example database (relative to the cwd).
 CI_DATABASE = ".hypothesis/examples"
 
-#: The check names, as :data:`xentcheck.harness.runner.CHECKS` has them (a test keeps the
-#: two equal): the xdist scheduler reads test ids with them without importing the harness.
-CHECK_NAMES: tuple[str, ...] = (
-    "value", "gradient", "jvp", "hvp", "chain-rule", "self-fd", "reduction",
-    "batch-invariance", "shift-invariance", "chunk-invariance", "contract", "range",
-    "normalization", "order", "determinism", "edge", "ignored-mean", "invalid-input",
-)
+#: The check names (``options.CHECKS``, as :data:`xentcheck.harness.runner.CHECKS` has
+#: them): the xdist scheduler reads test ids with them without importing the harness.
+CHECK_NAMES: tuple[str, ...] = options.CHECKS
 
 #: The check name of the ``--xentcheck-max-examples`` tests.
 HUNT = "hunt"
@@ -246,6 +242,11 @@ class _Session:
                                         f"from {', '.join(options.DTYPES)}")
         if values["regime"]:  # (the regimes are known only to the heavy strategies module)
             self.regimes()
+        self.checks: list[str] | None = values["check"]
+        for check in self.checks or ():
+            if check not in CHECK_NAMES:
+                raise pytest.UsageError(f"--xentcheck-check: unknown check {check!r}; "
+                                        f"choose from {', '.join(CHECK_NAMES)}")
         if values["jobs"] > 1:
             raise pytest.UsageError("--xentcheck-jobs: pytest shares the tests among "
                                     "processes with pytest-xdist; give -n "
@@ -319,6 +320,9 @@ class _Session:
         try:
             self.runner = runner.ResultRunner(**settings)
             self.plans = self.runner.plan(self.specs)
+            if self.checks:  # the other checks are not planned: no test, no call
+                self.plans = [(handle, name, [p for p in planned if p.check in self.checks])
+                              for handle, name, planned in self.plans]
         except AdapterSpecError as err:
             raise pytest.UsageError(f"--xentcheck-adapter: {err}") from None
         except ValueError as err:  # a corpus, budget or pinned-cases file that is wrong
@@ -360,7 +364,9 @@ class _Session:
                          "ulp_budget": None, "dtypes": settings["dtypes"],
                          "regimes": settings["regimes"], "cases_file": settings["cases_file"],
                          "shard": "{}/{}".format(*settings["shard"]) if settings["shard"]
-                         else None},
+                         else None,
+                         **({"checks": [c for c in CHECK_NAMES if c in self.checks]}
+                            if self.checks else {})},
             "cases": len(cases), "seconds": round(time.monotonic() - self.started, 3),
             "inputs": sorted(runner.fingerprints(cases)), "skipped": [],
             "adapters": [dict(a, results=sorted(a["results"], key=lambda r: (

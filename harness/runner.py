@@ -12,6 +12,7 @@ data flows one way, from cases to reports.
 from __future__ import annotations
 
 import platform
+import signal
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -300,6 +301,7 @@ def run(
     extra_cases: Sequence[Case] = (),
     skip_unavailable: bool = False,
     block_elements: int = strategies.BLOCK_ELEMENTS,
+    checks: Sequence[str] | None = None,
 ) -> RunReport:
     """Run the conformance checks of every adapter over the cases and grade them.
 
@@ -313,11 +315,13 @@ def run(
     floating-point environment of this process is not IEEE's default, at the start or
     after an in-process adapter changed it. ``progress(step, steps, what)`` is called as
     each adapter starts each case (``steps``: adapters × cases; ``what``: the case id and
-    the adapter's name).
+    the adapter's name). ``checks``: run only these checks (names of :data:`CHECKS`;
+    None: every one); an unknown name raises ``ValueError`` before any work.
     """
     from xentcheck.harness.adapters.registry import check_spec, open_adapter
 
     started = time.monotonic()
+    selected = check_names(checks)
     fpenv.check("before the run")
     policy = grading.profile(profile, ulp_budget=ulp_budget)
     budgets = grading.load_budgets(budgets_path)
@@ -335,7 +339,7 @@ def run(
     skipped: list[dict[str, str]] = []
     inputs: list[list[str] | None] = [None] * len(cases)  # fingerprints, taken in memory
     kept: list[Any] = []
-    checks = families()
+    findings_of = _every_check if selected is None else _only(selected)
     current: Any = None  # the one adapter whose worker is running
     closing: list[Any] = []  # workers being shut down in the background
     truths = _SharedTruths(block_elements)
@@ -372,9 +376,8 @@ def run(
                                   timeout)
                     with np.errstate(all="ignore"), warnings.catch_warnings():
                         warnings.simplefilter("ignore")  # candidates' warnings are not ours
-                        for family in checks.values():
-                            for finding in family(ctx):
-                                report.add(finding)
+                        for finding in findings_of(ctx):
+                            report.add(finding)
                     if not current.isolated:
                         fpenv.check(f"by the in-process adapter {report.name!r}")
                     if inputs[number] is None:
@@ -403,6 +406,8 @@ def run(
         "shard": f"{shard[0]}/{shard[1]}" if shard else None, "timeout": timeout,
         "max_classes": max_classes, "block_elements": block_elements,
     }
+    if selected is not None:  # a run of every check says nothing (its reports stay as they were)
+        settings["checks"] = [c for c in CHECKS if c in selected]
     return RunReport(settings, reports, len(cases), time.monotonic() - started,
                      inputs=inputs, skipped=skipped)
 
@@ -436,6 +441,9 @@ def _part_main(kwargs: dict[str, Any], conn: Any) -> None:
         pass  # the parent is gone
     finally:
         conn.close()
+        # reported: nothing is left to clean up, so a late SIGTERM ends the process
+        # quietly (not with a traceback out of an exit handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_parallel(adapters: Sequence[str], *, jobs: int,
@@ -505,9 +513,12 @@ def run_parallel(adapters: Sequence[str], *, jobs: int,
                         raise RunError(f"a --jobs process failed: {message[1]}: {message[2]}")
                     parts[i] = message[1]
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()  # SIGTERM: it kills its workers on the way out
+        # A process that sent its report is on its way out (its interpreter's exit): it
+        # gets the grace period to end by itself. The others (an interrupt, a failure)
+        # are sent SIGTERM at once: each kills its workers on the way out.
+        for i, process in enumerate(processes, start=1):
+            if i not in parts and process.is_alive():
+                process.terminate()
         deadline = time.monotonic() + PART_GRACE
         for process in processes:
             process.join(max(deadline - time.monotonic(), 0.0))
@@ -562,6 +573,53 @@ _READS: dict[str, tuple[str, ...]] = {
 }
 
 _DERIVATIVE_CHECKS = ("gradient", "jvp", "hvp")
+
+
+def check_names(checks: Iterable[str] | None) -> frozenset[str] | None:
+    """The checks a run is limited to (None: every one); ``ValueError`` naming an unknown
+    one and the choices."""
+    if checks is None:
+        return None
+    selected = frozenset(checks)
+    unknown = sorted(selected - set(CHECKS))
+    if unknown:
+        raise ValueError(f"unknown check {unknown[0]!r}; choose from {', '.join(CHECKS)}")
+    if not selected:
+        raise ValueError(f"no check selected; choose from {', '.join(CHECKS)}")
+    return selected
+
+
+def _every_check(ctx: Context) -> Iterator[Finding]:
+    """Every family's findings on one case, in the order of :func:`families`."""
+    for family in families().values():
+        yield from family(ctx)
+
+
+def _only(selected: frozenset[str]) -> Callable[[Context], Iterator[Finding]]:
+    """The findings of the ``selected`` checks alone on one case, in :data:`CHECKS`'s order
+    (the families' own, ``contract`` where the invariants have it): a check left out is not
+    computed at all, so its candidate calls, references and gradings cost nothing."""
+
+    def findings(ctx: Context) -> Iterator[Finding]:
+        from xentcheck.harness.checks import derivatives, invariants
+
+        edges_done = False
+        for check in CHECKS:
+            if check not in selected:
+                continue
+            if check in ("edge", "ignored-mean"):  # one family reports both
+                if edges_done:
+                    continue
+                edges_done = True
+            if check == "contract":
+                found: Iterable[Finding] = invariants._contract(ctx)
+            elif check in _DERIVATIVE_CHECKS:
+                found = derivatives.certified(ctx, check, CHECKS[check])
+            else:
+                found = _findings(check, "", ctx)
+            yield from (f for f in found if f.check in selected)
+
+    return findings
 
 
 @dataclass(frozen=True)

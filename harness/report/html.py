@@ -612,7 +612,9 @@ def render(data: dict[str, Any]) -> str:
     p = data["platform"]
     summary = (f"Profile <code>{_e(s['profile'])}</code> (N = {_e(s['ulp_budget'])} ulp), "
                f"seed {_e(s['seed'])}, {_e(data['cases'])} cases, dtypes "
-               f"{_e(', '.join(s['dtypes']))}, regimes {_e(', '.join(s['regimes']))}. "
+               f"{_e(', '.join(s['dtypes']))}, regimes {_e(', '.join(s['regimes']))}"
+               + (f", only the checks {_e(', '.join(s['checks']))}" if s.get("checks") else "")
+               + ". "
                f"Python {_e(p.get('python'))}, NumPy {_e(p.get('numpy'))}, mpmath "
                f"{_e(p.get('mpmath'))} on {_e(p.get('machine'))}; "
                f"{_e(data.get('seconds'))} s. Report <code>{_e(data.get('report_id', '-'))}"

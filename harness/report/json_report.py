@@ -259,7 +259,7 @@ _SETTINGS = _record({
     "profile": _STR, "ulp_budget": _figure, "seed": _INT, "dtypes": _list(_STR),
     "regimes": _list(_STR), "cases_file": _OPT_STR, "shard": _OPT_STR, "timeout": _figure,
     "max_classes": _OPT_INT,
-}, {"block_elements": _INT})
+}, {"block_elements": _INT, "checks": _list(_STR)})
 
 _PLATFORM = _record(
     {"python": _STR, "numpy": _STR, "mpmath": _STR, "machine": _STR},

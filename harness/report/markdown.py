@@ -484,7 +484,9 @@ def render(data: dict[str, Any]) -> str:
         "# xentcheck conformance report",
         f"Profile {_code(s['profile'])} (N = {_c(s['ulp_budget'])} ulp), seed {_c(s['seed'])}, "
         f"{data['cases']} cases, dtypes {_c(', '.join(s['dtypes']))}, "
-        f"regimes {_c(', '.join(s['regimes']))}. Python {_c(p['python'])}, NumPy "
+        f"regimes {_c(', '.join(s['regimes']))}"
+        + (f", only the checks {_c(', '.join(s['checks']))}" if s.get("checks") else "")
+        + f". Python {_c(p['python'])}, NumPy "
         f"{_c(p['numpy'])}, mpmath {_c(p['mpmath'])} on {_c(p['machine'])}. Report "
         f"{_code(data.get('report_id', '-'))} (every file of the set carries it).",
         "## Adapters\n\nVersions and specs are listed here only; the tables below name each "

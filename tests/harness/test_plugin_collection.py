@@ -228,3 +228,18 @@ def test_the_harness_own_warnings_stay_out_of_the_users_run(project: Path) -> No
     assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout[-2000:]
     assert "warning" not in run.stdout.splitlines()[-1], run.stdout[-2000:]
     assert run.returncode in (0, 1), run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_check_option_collects_only_those_checks(project: Path) -> None:
+    """--xentcheck-check plans only the checks named: no other test, and an unknown name
+    is a one-line usage error."""
+    run = pytest_in(project, *ARGS, "--xentcheck-check", "value", "--xentcheck-check",
+                    "order", "--collect-only", "-q")
+    assert run.returncode == 0, run.stdout + run.stderr
+    ids = [line for line in run.stdout.splitlines() if line.startswith("xentcheck::")]
+    checks = {re.sub(r"^.*-(value|order)\]$", r"\1", i) for i in ids}
+    assert checks == {"value", "order"}, ids
+    assert "xentcheck::log_softmax[float64-large-value]" in ids
+    bad = pytest_in(project, *ARGS, "--xentcheck-check", "values", "--collect-only", "-q")
+    assert bad.returncode == 4
+    assert "--xentcheck-check: unknown check 'values'; choose from value, " in bad.stderr

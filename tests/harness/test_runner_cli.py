@@ -83,6 +83,7 @@ def test_conformant_run_exits_zero(tmp_path, capsys):
         (["run", "--jobs", "0"], "positive"),
         (["run", "--max-classes", "0"], "in [1, 131072]"),
         (["run", "--adapter", "numpy", "--out", __file__], "is a file"),
+        (["run", "--check", "values"], "unknown check 'values'; choose from value, "),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(args, message, capsys, tmp_path):
@@ -198,3 +199,82 @@ def test_a_regime_selects_only_its_own_pinned_cases():
     cases = runner.build_cases(dtypes=["float64", "float32"], regimes=["large"])
     assert {c.regime for c in cases} == {"large"}
     assert any(c.case_id in {p.case_id for p in runner.load_pinned()} for c in cases)
+
+
+def _results(data: dict) -> dict[tuple, dict]:
+    return {(a["name"], r["check"], r["function"], r["dtype"], r["regime"]): r
+            for a in data["adapters"] for r in a["results"]}
+
+
+@pytest.mark.parametrize("checks", [["value", "gradient"], ["chunk-invariance", "contract"],
+                                    ["edge", "range"], ["hvp", "order", "invalid-input"]])
+def test_a_run_of_some_checks_reports_what_a_whole_run_reports_for_them(tmp_path, checks):
+    """--check limits a run to those checks: every result it reports is the whole run's
+    for the same key (grade, counts, errors, worst element), none is missing, no other
+    check is reported, and the settings name the checks (a whole run's do not).
+    ``contract`` reports the outputs the run called: those of the checks it ran."""
+    args = ["--adapter", "numpy", "--adapter", "numpy-seed", "--regime", "moderate",
+            "--regime", "nonfinite", "--dtype", "float64", "--dtype", "float32"]
+    assert run_cli("run", *args, "--out", str(tmp_path / "all")) == cli.EXIT_FAIL
+    only = [a for c in checks for a in ("--check", c)]
+    code = run_cli("run", *args, *only, "--jobs", "2", "--out", str(tmp_path / "some"))
+    whole, some = (json_report.load(tmp_path / d / "conformance.json")
+                   for d in ("all", "some"))
+    assert "checks" not in whole["settings"]
+    assert some["settings"]["checks"] == [c for c in runner.CHECKS if c in checks]
+    expected = {k: r for k, r in _results(whole).items() if k[1] in checks}
+    got = _results(some)
+    assert {k[1] for k in expected} == set(checks), "the whole run reports every one"
+    assert {k: r for k, r in got.items() if k[1] != "contract"} == {
+        k: r for k, r in expected.items() if k[1] != "contract"}
+    assert {k[1] for k in got} == set(checks)
+    contract = {k for k in got if k[1] == "contract"}
+    assert contract <= {k for k in expected if k[1] == "contract"}
+    assert set(got) - contract <= set(expected)
+    failing = any(not r["passed"] for r in expected.values())
+    assert code == (cli.EXIT_FAIL if failing else cli.EXIT_OK)
+    assert f"only the checks {', '.join(some['settings']['checks'])}" in (
+        tmp_path / "some" / "conformance.md").read_text()
+
+
+def test_the_checks_a_run_knows_are_the_options_and_the_plugins():
+    from xentcheck.harness import options
+
+    assert tuple(runner.CHECKS) == options.CHECKS
+    with pytest.raises(ValueError, match="no check selected"):
+        runner.check_names([])
+
+
+def test_a_finished_jobs_process_is_not_sent_sigterm(monkeypatch):
+    """A --jobs process that sent its report is left to exit by itself (SIGTERM while it
+    runs its exit handlers printed a traceback from one); the report is unchanged."""
+    import multiprocessing.context
+
+    terminated: list[str] = []
+    real = multiprocessing.context.SpawnProcess.terminate
+
+    def terminate(self):
+        terminated.append(self.name)
+        real(self)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "terminate", terminate)
+    data = runner.run_parallel(["numpy"], jobs=2, dtypes=["float64", "float32"],
+                               regimes=["moderate"])
+    assert data["cases"] and data["adapters"][0]["results"]
+    assert terminated == []
+
+
+def test_a_jobs_process_ends_quietly_on_sigterm_once_it_has_reported():
+    """After its report is sent, a --jobs process has nothing to clean up: SIGTERM then
+    ends it by the default action, not by an exception out of whatever it was running."""
+    import multiprocessing
+    import signal
+
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        runner._part_main({"adapters": ["no-such-adapter"]}, sender)
+        assert receiver.recv()[0] == "usage"
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)
