@@ -17,7 +17,8 @@ results:
 - an adapter of the baseline is gone (a built-in that stopped importing), or a result of
   it is gone from inputs the current run graded too (a function no longer provided, a
   check that stopped running): what is not checked any more cannot pass. Results of a
-  dtype and regime the current run did not ask for are listed as missing;
+  dtype and regime the current run did not ask for, or of a check its ``--check`` left
+  out, are listed as missing;
 - a result's largest error in ulps grew beyond the slack (below).
 
 Known failures recorded in the baseline (failing then, failing now) are *not* regressions:
@@ -316,10 +317,17 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], *,
         elif _grew(u_now, u_then, ulp_slack, ulp_floor):
             out.improvements.append(Change("ulp shrink", subject, text))
     out.adapters = len(compared_adapters)
+    asked = (current.get("settings") or {}).get("checks")  # None: every check
     for key in base_results:
         adapter = cur_adapters.get(key[0])
         if key in cur_results or adapter is None or adapter.get("verdict") == "error":
             continue  # an adapter gone or in error is one regression above, not many
+        if asked is not None and (key[1] not in asked or key[1] == "contract"):
+            # (``contract`` covers the outputs the checks run called: fewer with fewer)
+            why = (f"the current run's --check leaves {key[1]} out" if key[1] not in asked
+                   else f"the current run's checks did not call {key[2]}")
+            out.missing.append(Change("not run", _key_text(key), why))
+            continue
         if (key[3], key[4]) not in same_inputs:
             if (key[3], key[4]) in cur_sets:
                 out.not_comparable.append(Change("other inputs", _key_text(key), ""))

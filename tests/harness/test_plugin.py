@@ -196,7 +196,8 @@ def test_cli_and_plugin_share_the_option_definitions() -> None:
     assert (defaults.profile, defaults.seed, defaults.timeout) == ("standard", 0, 60.0)
     assert [o.pytest_flag for o in options.RUN_OPTIONS] == [
         "--xentcheck-adapter", "--xentcheck-profile", "--xentcheck-dtype",
-        "--xentcheck-regime", "--xentcheck-check", "--xentcheck-cases", "--xentcheck-seed", "--xentcheck-timeout",
+        "--xentcheck-regime", "--xentcheck-check", "--xentcheck-cases", "--xentcheck-seed",
+        "--xentcheck-timeout",
         "--xentcheck-shard", "--xentcheck-jobs", "--xentcheck-max-classes",
         "--xentcheck-block-elements",
         "--xentcheck-budgets", "--xentcheck-max-examples", "--xentcheck-pin",

@@ -235,6 +235,16 @@ def test_a_run_of_some_checks_reports_what_a_whole_run_reports_for_them(tmp_path
     assert code == (cli.EXIT_FAIL if failing else cli.EXIT_OK)
     assert f"only the checks {', '.join(some['settings']['checks'])}" in (
         tmp_path / "some" / "conformance.md").read_text()
+    # against the whole run as a baseline, the checks left out are missing, not gone
+    from xentcheck.harness.compare import compare
+
+    comparison = compare(whole, some)
+    assert comparison.regressions == []
+    left_out = {c.subject for c in comparison.missing}
+    reported = {f"{k[0]}: {k[1]} {k[2]}[{k[3]}-{k[4]}]" for k in got}
+    assert left_out and not left_out & reported
+    assert {s.split(": ")[1].split()[0] for s in left_out} - {"contract"} == (
+        {r["check"] for a in whole["adapters"] for r in a["results"]} - {*checks, "contract"})
 
 
 def test_the_checks_a_run_knows_are_the_options_and_the_plugins():
