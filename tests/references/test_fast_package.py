@@ -35,7 +35,7 @@ PUBLIC = (
 )
 #: The modules of the package: the docstring's sections.
 MODULES = ("api", "doubledouble", "effective", "extended", "fallback", "inputs", "jit",
-           "_jit_kernels", "kernels", "plain")
+           "_jit_kernels", "_numba_options", "kernels", "plain")
 
 
 def _submodules() -> list[str]:
