@@ -129,7 +129,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,18 +290,28 @@ def _rows(z: np.ndarray, uw: float) -> _Rows:
                  posinf | all_minus_inf)
 
 
-def _kept_rows(x: np.ndarray, uw: float, memo: dict[Any, Any] | None) -> _Rows:
-    """:func:`_rows` of ``x``, kept in ``memo`` for the next output graded on the same
-    array (every output of a case is graded on its logits: one softmax, not one each)."""
+def _kept(memo: dict[Any, Any] | None, key: tuple[Any, ...], owners: tuple[Any, ...],
+          make: Callable[[], Any]) -> Any:
+    """``make()``, kept in ``memo`` under ``key`` for the next output graded on the same
+    ``owners`` (the arrays it is computed from, held and compared by identity: an id can
+    be reused once its object is gone). Its arrays are made read-only: every output that
+    shares them only reads."""
     if memo is None:
-        return _rows(x.astype(np.float64), uw)
-    kept = memo.get(("rows", uw))
-    if kept is None or kept[0] is not x:
-        rows = _rows(x.astype(np.float64), uw)
-        for value in vars(rows).values():
-            value.flags.writeable = False  # shared by every output: nobody writes to it
-        kept = memo[("rows", uw)] = (x, rows)
+        return make()
+    kept = memo.get(key)
+    if kept is None or any(a is not b for a, b in zip(kept[0], owners, strict=True)):
+        made = make()
+        for value in vars(made).values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        kept = memo[key] = (owners, made)
     return kept[1]
+
+
+def _kept_rows(x: np.ndarray, uw: float, memo: dict[Any, Any] | None) -> _Rows:
+    """:func:`_rows` of ``x``, kept for the next output graded on the same array (every
+    output of a case is graded on its logits: one softmax, not one each)."""
+    return _kept(memo, ("rows", uw), (x,), lambda: _rows(x.astype(np.float64), uw))
 
 
 @dataclass(frozen=True)
@@ -345,20 +355,12 @@ def _targets(target: Any, options: Mapping[str, Any], n_rows: int, k: int) -> _T
 
 def _kept_targets(target: Any, options: Mapping[str, Any], n_rows: int, k: int,
                   memo: dict[Any, Any] | None) -> _Targets:
-    """:func:`_targets`, kept in ``memo`` for the next output graded with the same target
-    and options (a case's loss, gradient, JVP and HVP share one)."""
-    if memo is None:
-        return _targets(target, options, n_rows, k)
+    """:func:`_targets`, kept for the next output graded with the same target and options
+    (a case's loss, gradient, JVP and HVP share one)."""
     weight = options.get("weight")
     key = ("targets", id(target), id(weight), options.get("label_smoothing"),
            options.get("ignore_index"), n_rows, k)
-    kept = memo.get(key)
-    if kept is None or kept[0] is not target or kept[1] is not weight:
-        made = _targets(target, options, n_rows, k)
-        for value in (made.u, made.c, made.ignored):
-            value.flags.writeable = False  # shared by every output: nobody writes to it
-        kept = memo[key] = (target, weight, made)
-    return kept[2]
+    return _kept(memo, key, (target, weight), lambda: _targets(target, options, n_rows, k))
 
 
 # ------------------------------------------------------------------------------- bounds

@@ -616,7 +616,7 @@ def _only(selected: frozenset[str]) -> Callable[[Context], Iterator[Finding]]:
             elif check in _DERIVATIVE_CHECKS:
                 found = derivatives.certified(ctx, check, CHECKS[check])
             else:
-                found = _findings(check, "", ctx)
+                found = _case_findings(check, ctx)
             yield from (f for f in found if f.check in selected)
 
     return findings
@@ -905,20 +905,24 @@ class _Probe(Context):
 
 
 def _findings(check: str, function: str, ctx: Context) -> Iterator[Finding]:
-    """What ``check`` finds on one case (for every function the context shows)."""
-    from xentcheck.harness.checks import (
-        consistency,
-        derivatives,
-        edges,
-        invalid,
-        invariants,
-        values,
-    )
+    """What ``check`` finds on one case: a derivative check for ``function`` alone, any
+    other check for every function the context shows (:func:`_case_findings`)."""
+    if check in _DERIVATIVE_CHECKS:
+        from xentcheck.harness.checks import derivatives
 
+        return derivatives.certified(ctx, check, (function,))
+    return _case_findings(check, ctx)
+
+
+def _case_findings(check: str, ctx: Context) -> Iterator[Finding]:
+    """What ``check`` (not a derivative check: those take their functions) finds on one
+    case, for every function the context shows."""
+    from xentcheck.harness.checks import consistency, edges, invalid, invariants, values
+
+    if check in _DERIVATIVE_CHECKS:
+        raise ValueError(f"{check!r} is graded per function: call _findings")
     if check == "value":
         return values.run(ctx)
-    if check in _DERIVATIVE_CHECKS:
-        return derivatives.certified(ctx, check, (function,))
     if check in ("edge", "ignored-mean"):
         return edges.run(ctx)
     if check == "invalid-input":
