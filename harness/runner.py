@@ -421,8 +421,10 @@ def _part_main(kwargs: dict[str, Any], conn: Any) -> None:
     """A ``--jobs`` process: run its part and send the report back. SIGTERM and SIGINT
     unwind through :func:`run`'s cleanup (its workers' process groups are killed)."""
     from xentcheck.harness.adapters.contract import AdapterSpecError
+    from xentcheck.harness.allocator import keep_freed_memory
     from xentcheck.harness.signals import raise_on_sigterm
 
+    keep_freed_memory()  # a fresh interpreter: the parent's allocator settings are not its
     raise_on_sigterm()
     if kwargs.pop("report_progress", False):
         def progress(number: int, total: int, case_id: str) -> None:

@@ -38,3 +38,32 @@ sys.stdout.write(g.ulp.tobytes().hex() + g.allowed.tobytes().hex())
                           check=True).stdout for flag in ("0", "1")]
     assert len(out[0]) == 2 * 2 * 8 * 4096 * 8  # two float64 arrays, as hex
     assert out[0] == out[1]
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's mallopt only")
+def test_freed_memory_stays_in_the_process() -> None:
+    # 640 MiB of 16 MiB arrays (below the mapping threshold: on the heap), freed at once:
+    # under the tuning the heap is not trimmed, so the pages stay resident for the next
+    # block; a trim threshold of 512 MiB (the setting before) or glibc's default gives
+    # most of them back.
+    code = """
+import sys, numpy as np
+from xentcheck.harness.allocator import keep_freed_memory
+if sys.argv[1] == "1":
+    assert keep_freed_memory()
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 >> 20
+base = resident()
+arrays = [np.ones(1 << 21) for _ in range(40)]
+held = resident() - base
+del arrays
+sys.stdout.write(f"{held} {resident() - base}")
+"""
+    for flag, kept in (("1", True), ("0", False)):
+        out = subprocess.run([sys.executable, "-c", code, flag], capture_output=True,
+                             text=True, check=True).stdout
+        held, after = map(int, out.split())
+        assert held >= 600
+        assert (after >= 600) is kept, (flag, held, after)

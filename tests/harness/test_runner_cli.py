@@ -288,3 +288,24 @@ def test_a_jobs_process_ends_quietly_on_sigterm_once_it_has_reported():
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_jobs_process_tunes_its_own_allocator(monkeypatch):
+    """A --jobs process is a fresh interpreter: the CLI's allocator settings are not its,
+    so it applies them itself (without them a block's pages were faulted in again for
+    every block)."""
+    import multiprocessing
+    import signal
+
+    from xentcheck.harness import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        runner._part_main({"adapters": ["no-such-adapter"]}, sender)
+        assert receiver.recv()[0] == "usage"
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert calls == [1]
