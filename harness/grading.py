@@ -301,7 +301,7 @@ def _kept(memo: dict[Any, Any] | None, key: tuple[Any, ...], owners: tuple[Any, 
     kept = memo.get(key)
     if kept is None or any(a is not b for a, b in zip(kept[0], owners, strict=True)):
         made = make()
-        for value in vars(made).values():
+        for value in [made] if isinstance(made, np.ndarray) else vars(made).values():
             if isinstance(value, np.ndarray):
                 value.flags.writeable = False
         kept = memo[key] = (owners, made)
@@ -380,6 +380,17 @@ def _softmax_error(r: _Rows, uw: float) -> np.ndarray:
     return _mul(r.p, shared[:, None] + 2 * r.du)
 
 
+def _kept_softmax_error(r: _Rows, uw: float, memo: dict[Any, Any] | None) -> np.ndarray:
+    """:func:`_softmax_error`, kept for the next output graded on the same rows (softmax
+    and the cross-entropy gradient both need it)."""
+    return _kept(memo, ("softmax error", uw), (r,), lambda: _softmax_error(r, uw))
+
+
+def _softmax_lambda(r: _Rows, memo: dict[Any, Any] | None) -> np.ndarray:
+    """Lambda of softmax, 1 + n p_i / 2 (module docstring), kept like the error."""
+    return _kept(memo, ("softmax lambda",), (r,), lambda: 1 + r.p * r.n[:, None] / 2)
+
+
 def _log_softmax_error(r: _Rows, uw: float) -> np.ndarray:
     kappa = ELEMENTARY_ERROR
     shared = uw * (r.n - 1 + kappa + (1 + kappa) * r.ell) + r.spread
@@ -413,7 +424,7 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
         bound = r.lse + uw * (kappa * r.ell + r.n - 1 + kappa) + r.spread
         return bound, r.n / 2, r.ungraded
     if function == "softmax":
-        return _softmax_error(r, uw), 1 + r.p * r.n[:, None] / 2, r.ungraded
+        return _kept_softmax_error(r, uw, memo), _softmax_lambda(r, memo), r.ungraded
     if function == "log_softmax":
         return _log_softmax_error(r, uw), np.zeros_like(r.p), r.ungraded
     if function == "softmax_jacobian":
@@ -456,11 +467,11 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
 
     if function == "cross_entropy_grad":
         total = t.u.sum(axis=1)
-        beta = _softmax_error(r, uw)
+        beta = _kept_softmax_error(r, uw, memo)
         inner = (total[:, None] * beta
                  + r.p * (uw * r_count * total + uw * t.c.sum(axis=1))[:, None]
                  + uw * t.c)
-        lam = total[:, None] * (1 + r.p * r.n[:, None] / 2) + 0.5
+        lam = total[:, None] * _softmax_lambda(r, memo) + 0.5
         inner[t.ignored], lam[t.ignored] = 0.0, 0.5
         gu = xu.reshape(n_rows, k)
         if reduction == "mean" and t.den != 0:

@@ -1,5 +1,6 @@
-"""numba loops of :func:`xentcheck.references.portable.exp` and ``log`` (imported only
-where numba is, for arrays of ``jit.MIN_ELEMENTS`` values and more).
+"""numba loops of :func:`xentcheck.references.portable.exp` and ``log``, and of the
+float64 decoding of :mod:`xentcheck.references.rounding` (imported only where numba is,
+for arrays of ``jit.MIN_ELEMENTS`` values and more).
 
 Each loop transcribes its NumPy function operation for operation: the same float64
 operations in the same order, none fused into an FMA or reordered (no ``fastmath``), the
@@ -86,3 +87,35 @@ def log_into(x: np.ndarray, out: np.ndarray, atanh: np.ndarray, sqrt_half: float
         for j in range(last - 1, -1, -1):
             series = series * s2 + atanh[j]
         out[i] = ef * ln2_high + (ef * ln2_low + s * series)
+
+
+@njit(**_OPTS)
+def decode_float64_into(x: np.ndarray, bits: np.ndarray, finite: np.ndarray,
+                        infinite: np.ndarray, negative: np.ndarray, expo: np.ndarray,
+                        mant: np.ndarray, mant_bits: np.ndarray, clamp: int) -> None:
+    """The float64 case of ``rounding._decode_floats`` on the flat array ``x`` (``bits``:
+    the same memory as int64): finite, infinite, the sign bit (False for NaN),
+    floor(log2 |x|) (``-clamp`` for zeros and non-finite values) and the significand in
+    [1, 2) (0 there), written to ``mant`` (``mant_bits``: its memory as int64). A normal
+    number's exponent and significand are its bit fields (what frexp computes, without a
+    call per element); a subnormal one goes through ``math.frexp``."""
+    fraction = (1 << 52) - 1
+    magnitude = (1 << 63) - 1  # every bit but the sign
+    one = 1023 << 52  # the bits of 1.0: a significand's exponent field
+    for i in range(x.size):
+        v = x[i]
+        b = bits[i]
+        field = (b >> 52) & 0x7FF
+        finite[i] = field != 0x7FF
+        infinite[i] = field == 0x7FF and (b & fraction) == 0
+        negative[i] = b < 0 and not (field == 0x7FF and (b & fraction) != 0)
+        if field == 0x7FF or (b & magnitude) == 0:  # inf, NaN, +-0
+            expo[i] = -clamp
+            mant[i] = 0.0
+        elif field != 0:
+            expo[i] = field - 1023
+            mant_bits[i] = (b & fraction) | one
+        else:
+            m, e = math.frexp(abs(v))  # m in [1/2, 1)
+            expo[i] = e - 1
+            mant[i] = m * 2

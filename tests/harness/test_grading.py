@@ -904,8 +904,9 @@ def test_decode_reads_float_arrays_as_exact_values() -> None:
 
 
 def test_outputs_graded_with_one_memo_share_the_rows_and_targets() -> None:
-    """A case's outputs graded with one memo compute the softmax rows and the effective
-    target once, and grade exactly as without it (every number the same)."""
+    """A case's outputs graded with one memo compute the softmax rows, the softmax error
+    bound (and its Lambda) and the effective target once, and grade exactly as without it
+    (every number the same)."""
     rng = np.random.default_rng(4)
     z = rng.standard_normal((6, 9))
     labels = rng.integers(0, 9, 6)
@@ -913,16 +914,19 @@ def test_outputs_graded_with_one_memo_share_the_rows_and_targets() -> None:
     memo: dict = {}
     plain = {"weight": options["weight"], "reduction": "none"}  # no smoothing: not reused
     for function, opts in (("cross_entropy_grad", {**options, "reduction": "none"}),
+                           ("softmax", {}),
                            ("cross_entropy", {**options, "reduction": "none"}),
                            ("cross_entropy_grad", {**options, "reduction": "none"}),
                            ("cross_entropy_grad", plain), ("cross_entropy", plain)):
-        exact = getattr(gold, function)(z, labels, **opts)
+        target = None if function == "softmax" else labels
+        exact = getattr(gold, function)(z, *([] if target is None else [target]), **opts)
         cand = gold.round_to(exact, "float64")
-        kept = grading.grade_elements(function, cand, exact, inputs=z, target=labels,
+        kept = grading.grade_elements(function, cand, exact, inputs=z, target=target,
                                       options=opts, memo=memo)
-        alone = grading.grade_elements(function, cand, exact, inputs=z, target=labels,
+        alone = grading.grade_elements(function, cand, exact, inputs=z, target=target,
                                        options=opts)
         for field in ("ulp", "ratio", "allowed", "codes"):
             assert np.array_equal(getattr(kept, field), getattr(alone, field),
                                   equal_nan=field != "codes"), field
-    assert sorted(str(key[0]) for key in memo) == ["rows", "targets", "targets"]
+    assert sorted(str(key[0]) for key in memo) == ["rows", "softmax error", "softmax lambda",
+                                                   "targets", "targets"]

@@ -1,7 +1,9 @@
-"""The compiled loops of ``portable.exp`` and ``portable.log`` give NumPy's bits.
+"""The compiled loops of ``portable.exp``, ``portable.log`` and the float64 decoding of
+exact values give NumPy's bits.
 
 Large arrays (an LLM batch's block: the stability bounds' softmax, the logs of
-probabilities) take :mod:`xentcheck.references._portable_jit` where numba is installed;
+probabilities, the decoded exact values) take :mod:`xentcheck.references._portable_jit`
+where numba is installed;
 a verdict must not depend on that. These tests compare the two on sweeps of the whole
 float64 range (subnormal results, overflow, the table's every entry, non-finite and
 negative inputs), on arrays of other shapes and layouts, check the engine choice, that
@@ -111,6 +113,58 @@ def test_a_loop_one_ulp_off_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_portable_jit, "exp_into", off)
     with pytest.raises(AssertionError, match="exp differs"):
         assert_engines_agree(portable.exp, np.linspace(-5.0, 5.0, 1001))
+
+
+def _decode_inputs() -> np.ndarray:
+    rng = np.random.default_rng(9)
+    with np.errstate(over="ignore"):  # some overflow to infinities, as wanted
+        wide = np.ldexp(rng.uniform(-1, 1, 300_000), rng.integers(-1080, 1030, 300_000))
+    x = np.concatenate([
+        _SPECIAL,
+        np.array([np.nextafter(2.2250738585072014e-308, 0), 1.7976931348623157e308]),
+        wide,
+        np.exp(rng.standard_normal(100_000) * 3 - 12),  # probabilities
+        -np.ldexp(1.0, np.arange(-1074, 1024)),  # powers of two, subnormal ones too
+    ])
+    payload = np.array([0x7FF8_0000_0000_0001, -0x0007_FFFF_FFFF_FFFF], np.int64)
+    return np.concatenate([x, payload.view(np.float64)])  # NaNs of either sign bit
+
+
+def test_decoding_gives_numpys_arrays() -> None:
+    """Every array of ``rounding._decode_floats`` (flags, exponent, the three pieces,
+    inexact), bit for bit, on zeros, subnormals, the largest finite values, infinities and
+    NaNs of either sign, in contiguous and strided layouts."""
+    from xentcheck.references import rounding
+
+    x = _decode_inputs()
+    for case in (x, x[::3], x[: 64 * 300].reshape(64, 300).T):
+        with jit.engine("numpy"):
+            expected = rounding._decode_floats(case)
+        with jit.engine("numba"):
+            got = rounding._decode_floats(case)
+        assert len(got) == len(expected) == 8
+        for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+            assert a.shape == b.shape and a.dtype == b.dtype, i
+            same = np.ascontiguousarray(a).view(np.uint8) == np.ascontiguousarray(b).view(
+                np.uint8)
+            assert same.all(), (i, case.ravel()[np.argmin(same.reshape(a.size, -1).all(1))])
+
+
+def test_a_decoding_off_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoding comparison is not vacuous: a subnormal's exponent off by one fails."""
+    from xentcheck.references import _portable_jit
+
+    real = _portable_jit.decode_float64_into
+
+    def off(x: np.ndarray, bits: np.ndarray, *arrays: object) -> None:
+        real(x, bits, *arrays)
+        expo = arrays[3]
+        assert isinstance(expo, np.ndarray)
+        expo[np.flatnonzero((np.abs(x) < 2.2250738585072014e-308) & (x != 0))[:1]] += 1
+
+    monkeypatch.setattr(_portable_jit, "decode_float64_into", off)
+    with pytest.raises(AssertionError):
+        test_decoding_gives_numpys_arrays()
 
 
 def test_compiled_code_has_no_fused_multiply_add() -> None:
