@@ -658,10 +658,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
     parser.add_argument("--skip-main-job", action="store_true",
-                        help="leave out the main job (the slowest figure)")
+                        help="leave out the main job (minutes: every built-in adapter)")
     parser.add_argument("--skip-llm-batch", action="store_true",
-                        help="leave out the LLM batch (at the default size, over an hour "
-                             "on a 2-core machine today)")
+                        help="leave out the LLM batch (at the default size, a few minutes "
+                             "on a 2-core machine)")
     parser.add_argument("--llm-rows", type=int, default=4096, help="N of the LLM batch")
     parser.add_argument("--llm-classes", type=int, default=VOCAB, help="K of the LLM batch")
     parser.add_argument("--llm-jobs", type=int, default=2,
