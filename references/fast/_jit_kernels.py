@@ -3,7 +3,7 @@
 Each loop transcribes a NumPy block computation of :mod:`~xentcheck.references.fast.extended`
 and :mod:`~xentcheck.references.fast.kernels` operation for operation (float64 operations
 are correctly rounded in both, and none is fused or reordered here), except the sums of
-grid pieces, which are exact in any order and so may be vectorized with reassociation.
+grid pieces, which are exact: here they are counted in integers (see "row sums" below).
 """
 
 from __future__ import annotations
@@ -17,11 +17,16 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from xentcheck.references.fast._numba_options import NJIT_OPTIONS as _OPTS
+from xentcheck.references.fast.kernels import _tables
 
 _MAGIC = 1.5 * 2.0**52
 _MAGIC_BITS = 0x4338000000000000
 _T = 13
 _N = 1 << _T
+#: The exp table, as constants of the compiled code: loads from it cannot alias a store
+#: (passed as arguments, they could, and a loop that writes the terms was not vectorized).
+_TH = _tables().th
+_TL = _tables().tl
 
 
 @intrinsic
@@ -43,69 +48,51 @@ def _from_bits(typingctx: Any, n: Any) -> Any:
 
 
 # ------------------------------------------------------------------ row sums
-
-
-@njit(fastmath={"reassoc"}, **_OPTS)
-def _total(buf: np.ndarray, n: int) -> float:
-    """The sum of buf[:n]: grid pieces, exact in any order (so reassociation is harmless)."""
-    s = 0.0
-    for i in range(n):
-        s += buf[i]
-    return s
-
-
-@njit(**_OPTS)
-def _exp_parts(row: np.ndarray, b0: int, n: int, m: float, clamp: bool, lowest: float,
-               bias: int, inv: float, c1: float, c2: float, rb: np.ndarray, pb: np.ndarray,
-               jb: np.ndarray, fb: np.ndarray) -> None:
-    """The first half of kernels._exp_into (not precise) on d = row[b0:b0 + n] - m, after
-    extended._d_block and extended._exp_block: r, P(r), the table index and the scale
-    factor per element (vectorized: the table lookups, gathers, are a loop of their own)."""
-    for i in range(n):
-        z = row[b0 + i]
-        dh = z - m
-        bb = dh - z  # TwoSum(z, -m): the exact low part
-        dl = (z - (dh - bb)) + (-m - bb)
-        dl = dl if (dl - dl) == 0.0 else 0.0  # not finite: 0
-        x = dh
-        if clamp:
-            x = dh if dh > lowest else lowest
-            dl = dl if dh >= lowest else 0.0
-        t = x * inv
-        t = t + _MAGIC
-        kf = t - _MAGIC
-        a = x - kf * c1
-        b = kf * c2
-        tb = _bits(t)
-        jb[i] = tb & (_N - 1)
-        r = a - b
-        r = r + dl
-        p = r * (1 / 24)
-        p = p + 1 / 6
-        p = p * r
-        p = p + 0.5
-        p = p * (r * r)
-        rb[i] = r
-        pb[i] = p
-        kbits = (tb >> _T) + bias
-        if clamp:
-            kbits = kbits if kbits > 0 else 0
-        fb[i] = _from_bits(kbits << 52)
-
-
-@njit(**_OPTS)
-def _lookup(jb: np.ndarray, n: int, th: np.ndarray, tl: np.ndarray, hb: np.ndarray,
-            lb: np.ndarray) -> None:
-    for i in range(n):
-        k = jb[i]
-        hb[i] = th[k]
-        lb[i] = tl[k]
+#
+# One loop per row, with no work arrays: each element's exp(d) 2**scale is computed, cut
+# into its pieces on the row's grids, and each piece counted in units of its grid (an
+# exact integer: a piece is a multiple of ulp(sigma) / 2, and its count below 2**53). The
+# counts add up in int64, exactly and so in any order (the loop vectorizes, reductions
+# included, without licence to reassociate floating point); a level's total count times
+# its unit is the exact sum NumPy's engine gets by adding the same pieces in float64.
+# Intermediate arrays (the blocks of r, P(r), table entries and pieces this loop once
+# wrote and read back) made the loop's speed hang on where the heap put them: their
+# stores and loads collided in the cache, 8 to 70 ns per element, run to run.
 
 
 @njit(inline="always", **_OPTS)
-def _exp_end(h: float, low: float, r: float, p: float, factor: float) -> tuple[float, float]:
-    """The end of kernels._exp_into (not precise): with the table entry (h, low), r and
-    P(r) of :func:`_exp_parts`, hi + lo = exp(d) 2**scale."""
+def _exp_pair(z: float, m: float, clamp: bool, lowest: float, bias: int, inv: float,
+              c1: float, c2: float) -> tuple[float, float]:
+    """hi + lo = exp(d) 2**scale, d = z - m as the exact pair of extended._d_block, with
+    the operations of kernels._exp_into (not precise) after extended._exp_block."""
+    dh = z - m
+    bb = dh - z  # TwoSum(z, -m): the exact low part
+    dl = (z - (dh - bb)) + (-m - bb)
+    dl = dl if (dl - dl) == 0.0 else 0.0  # not finite: 0
+    x = dh
+    if clamp:
+        x = dh if dh > lowest else lowest
+        dl = dl if dh >= lowest else 0.0
+    t = x * inv
+    t = t + _MAGIC
+    kf = t - _MAGIC
+    a = x - kf * c1
+    b = kf * c2
+    tb = _bits(t)
+    jj = tb & (_N - 1)
+    r = a - b
+    r = r + dl
+    p = r * (1 / 24)
+    p = p + 1 / 6
+    p = p * r
+    p = p + 0.5
+    p = p * (r * r)
+    kbits = (tb >> _T) + bias
+    if clamp:
+        kbits = kbits if kbits > 0 else 0
+    factor = _from_bits(kbits << 52)
+    h = _TH[jj]
+    low = _TL[jj]
     r = r * h
     p = p * h
     p = p + low
@@ -115,145 +102,187 @@ def _exp_end(h: float, low: float, r: float, p: float, factor: float) -> tuple[f
     return s * factor, e * factor
 
 
+@njit(inline="always", **_OPTS)
+def _piece(x: float, sigma: float) -> float:
+    """The part of x on the grid of ulp(sigma) / 2 (Rump's extraction: exact)."""
+    return (x + sigma) - sigma
+
+
+@njit(inline="always", **_OPTS)
+def _count(v: float, a1: float, a2: float) -> int:
+    """A grid piece in units of its grid (1 / (a1 a2)): two exact scalings, then exact."""
+    return np.int64((v * a1) * a2)
+
+
 @njit(**_OPTS)
-def _grid_pieces(n: int, skip: int, rb: np.ndarray, pb: np.ndarray, fb: np.ndarray,
-                 hb: np.ndarray, lb: np.ndarray, sig: np.ndarray, q: np.ndarray,
-                 keep: bool, kh: np.ndarray, kl: np.ndarray) -> None:
-    """The second half of the exp kernel (hi + lo = exp(d) 2**scale), hi zeroed at index
-    ``skip`` (the argmax), then doubledouble._grid_add's pieces: q[0] level 1 (hi),
-    q[2l - 1] and q[2l] level l + 1 (hi's rest, lo's rest). With ``keep``, hi and lo
-    are also written to kh and kl."""
-    levels = sig.shape[0]
-    s1 = sig[0]
-    s2 = sig[1]
-    s3 = sig[2]
-    s4 = sig[3] if levels > 3 else 0.0
-    for i in range(n):
-        hi, lo = _exp_end(hb[i], lb[i], rb[i], pb[i], fb[i])
+def _scalers(sigmas: np.ndarray, r: int, a1: np.ndarray, a2: np.ndarray,
+             unit: np.ndarray) -> None:
+    """Per level of row r, sigma = 2**k: a1 a2 = 2**(53 - k) (split so that neither
+    overflows) and unit = 2**(k - 53), the grid's unit (subnormal at the deepest grids)."""
+    for level in range(sigmas.shape[0]):
+        sigma = sigmas[level, r]
+        k = math.frexp(sigma)[1] - 1
+        n = 53 - k
+        a1[level] = math.ldexp(1.0, n // 2)
+        a2[level] = math.ldexp(1.0, n - n // 2)
+        unit[level] = math.ldexp(1.0, k - 53)
+
+
+@njit(inline="always", **_OPTS)
+def _pair_counts(hi: float, lo: float, g: Any, four: bool) -> tuple[int, int, int, int]:
+    """The counts of hi + lo's pieces per level (doubledouble._grid_add: Fast2Sum, level 1
+    takes hi, level l + 1 what is left of hi and of lo); g = (sigma_1..4, a1_1..4,
+    a2_1..4) of :func:`_scalers`."""
+    t = hi + lo  # Fast2Sum
+    lo = lo - (t - hi)
+    hi = t
+    w = _piece(hi, g[0])
+    c1 = _count(w, g[4], g[8])
+    hi = hi - w
+    w = _piece(hi, g[1])
+    c2 = _count(w, g[5], g[9])
+    hi = hi - w
+    u = _piece(lo, g[1])
+    c2 += _count(u, g[5], g[9])
+    lo = lo - u
+    w = _piece(hi, g[2])
+    c3 = _count(w, g[6], g[10])
+    u = _piece(lo, g[2])
+    c3 += _count(u, g[6], g[10])
+    c4 = np.int64(0)
+    if four:
+        hi = hi - w
+        lo = lo - u
+        c4 = _count(_piece(hi, g[3]), g[7], g[11]) + _count(_piece(lo, g[3]), g[7], g[11])
+    return c1, c2, c3, c4
+
+
+@njit(inline="always", **_OPTS)
+def _value_counts(v: float, g: Any, four: bool) -> tuple[int, int, int, int]:
+    """The counts of a float64 value's pieces per level (no low part)."""
+    w = _piece(v, g[0])
+    c1 = _count(w, g[4], g[8])
+    v = v - w
+    w = _piece(v, g[1])
+    c2 = _count(w, g[5], g[9])
+    v = v - w
+    w = _piece(v, g[2])
+    c3 = _count(w, g[6], g[10])
+    c4 = np.int64(0)
+    if four:
+        v = v - w
+        c4 = _count(_piece(v, g[3]), g[7], g[11])
+    return c1, c2, c3, c4
+
+
+# The four loops over a row (pairs or values, terms kept or not) are written out: a loop
+# that may store is vectorized only where LLVM can check its stores against its loads,
+# so the one that keeps nothing must not contain the stores at all.
+
+
+@njit(**_OPTS)
+def _pairs(row: np.ndarray, m: float, skip: int, clamp: bool, lowest: float, bias: int,
+           inv: float, c1: float, c2: float, g: Any, four: bool) -> Any:
+    q = (np.int64(0), np.int64(0), np.int64(0), np.int64(0))
+    for i in range(row.size):
+        hi, lo = _exp_pair(row[i], m, clamp, lowest, bias, inv, c1, c2)
+        c = _pair_counts(0.0 if i == skip else hi, lo, g, four)
+        q = (q[0] + c[0], q[1] + c[1], q[2] + c[2], q[3] + c[3])
+    return q
+
+
+@njit(**_OPTS)
+def _pairs_kept(row: np.ndarray, m: float, skip: int, clamp: bool, lowest: float,
+                bias: int, inv: float, c1: float, c2: float, g: Any, four: bool,
+                kh: np.ndarray, kl: np.ndarray) -> Any:
+    q = (np.int64(0), np.int64(0), np.int64(0), np.int64(0))
+    for i in range(row.size):
+        hi, lo = _exp_pair(row[i], m, clamp, lowest, bias, inv, c1, c2)
         hi = 0.0 if i == skip else hi
-        if keep:
-            kh[i] = hi
-            kl[i] = lo
-        t = hi + lo  # Fast2Sum
-        lo = lo - (t - hi)
-        hi = t
-        v = (hi + s1) - s1
-        q[0, i] = v
-        hi = hi - v
-        v = (hi + s2) - s2
-        q[1, i] = v
-        hi = hi - v
-        v = (lo + s2) - s2
-        q[2, i] = v
-        lo = lo - v
-        q[3, i] = (hi + s3) - s3
-        q[4, i] = (lo + s3) - s3
-        if levels > 3:
-            v = q[3, i]
-            hi = hi - v
-            v = q[4, i]
-            lo = lo - v
-            q[5, i] = (hi + s4) - s4
-            q[6, i] = (lo + s4) - s4
+        kh[i] = hi
+        kl[i] = lo
+        c = _pair_counts(hi, lo, g, four)
+        q = (q[0] + c[0], q[1] + c[1], q[2] + c[2], q[3] + c[3])
+    return q
+
+
+@njit(**_OPTS)
+def _values(row: np.ndarray, m: float, skip: int, lowest: float, bias: int, inv: float,
+            c1: float, c2: float, scale: float, g: Any, four: bool) -> Any:
+    q = (np.int64(0), np.int64(0), np.int64(0), np.int64(0))
+    for i in range(row.size):
+        hi, lo = _exp_pair(row[i], m, True, lowest, bias, inv, c1, c2)
+        v = (hi + lo) * scale
+        c = _value_counts(0.0 if i == skip else v, g, four)
+        q = (q[0] + c[0], q[1] + c[1], q[2] + c[2], q[3] + c[3])
+    return q
+
+
+@njit(**_OPTS)
+def _values_kept(row: np.ndarray, m: float, skip: int, lowest: float, bias: int,
+                 inv: float, c1: float, c2: float, scale: float, g: Any, four: bool,
+                 ke: np.ndarray) -> Any:
+    q = (np.int64(0), np.int64(0), np.int64(0), np.int64(0))
+    for i in range(row.size):
+        hi, lo = _exp_pair(row[i], m, True, lowest, bias, inv, c1, c2)
+        v = (hi + lo) * scale
+        ke[i] = 1.0 if i == skip else v
+        c = _value_counts(0.0 if i == skip else v, g, four)
+        q = (q[0] + c[0], q[1] + c[1], q[2] + c[2], q[3] + c[3])
+    return q
 
 
 @njit(**_OPTS)
 def _sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray, clamp: bool,
-          lowest: float, shift: int, inv: float, c1: float, c2: float, th: np.ndarray,
-          tl: np.ndarray, block: int, acc: np.ndarray, plain: bool, keep: bool,
-          k1: np.ndarray, k2: np.ndarray) -> None:
-    """acc[l, r] += the level-l grid pieces of exp(z[r] - m[r]) 2**shift off the argmax
-    j[r]: the longdouble work's pairs (_grid_pieces, terms kept into k1, k2) or, with
-    ``plain``, the float64 work's values scaled back (_plain_pieces, kept into k1)."""
-    rows, k = z.shape
+          lowest: float, shift: int, inv: float, c1: float, c2: float, acc: np.ndarray,
+          plain: bool, keep: bool, k1: np.ndarray, k2: np.ndarray) -> None:
+    """acc[l, r] += the sum of the level-l grid pieces of exp(z[r] - m[r]) 2**shift off
+    the argmax j[r]: of the longdouble work's pairs (the terms, hi zeroed at the argmax,
+    kept into k1, k2) or, with ``plain``, of the float64 work's values scaled back
+    (plain._plain_exp_into's e = (hi + lo) 2**-shift, kept into k1 with 1 at the argmax)."""
     levels = sigmas.shape[0]
+    four = levels > 3
     bias = 1023 + shift - (_MAGIC_BITS >> _T)
     scale = 2.0 ** -shift
-    rb = np.empty(block)
-    pb = np.empty(block)
-    fb = np.empty(block)
-    hb = np.empty(block)
-    lb = np.empty(block)
-    jb = np.empty(block, np.int64)
-    pieces = levels if plain else 2 * levels - 1
-    q = np.empty((pieces, block))
-    level_of = np.empty(pieces, np.int64)  # the grid of each row of q
-    for i in range(pieces):
-        level_of[i] = i if plain else (i + 1) // 2
-    sig = np.empty(levels)
-    for r in range(rows):
-        row = z[r]
-        for level in range(levels):
-            sig[level] = sigmas[level, r]
-        for b0 in range(0, k, block):
-            n = min(block, k - b0)
-            _exp_parts(row, b0, n, m[r], clamp, lowest, bias, inv, c1, c2, rb, pb, jb, fb)
-            _lookup(jb, n, th, tl, hb, lb)
-            skip = j[r] - b0
-            if plain:
-                _plain_pieces(n, skip, scale, rb, pb, fb, hb, lb, sig, q, keep,
-                              k1[r, b0:b0 + n] if keep else hb)
-            else:
-                _grid_pieces(n, skip, rb, pb, fb, hb, lb, sig, q, keep,
-                             k1[r, b0:b0 + n] if keep else hb,
-                             k2[r, b0:b0 + n] if keep else lb)
-            for i in range(pieces):
-                acc[level_of[i], r] += _total(q[i], n)
+    a1 = np.ones(4)
+    a2 = np.ones(4)
+    unit = np.zeros(4)
+    for r in range(z.shape[0]):
+        _scalers(sigmas, r, a1, a2, unit)
+        g = (sigmas[0, r], sigmas[1, r], sigmas[2, r], sigmas[3, r] if four else 1.0,
+             a1[0], a1[1], a1[2], a1[3], a2[0], a2[1], a2[2], a2[3])
+        if plain and keep:
+            q = _values_kept(z[r], m[r], j[r], lowest, bias, inv, c1, c2, scale, g, four,
+                             k1[r])
+        elif plain:
+            q = _values(z[r], m[r], j[r], lowest, bias, inv, c1, c2, scale, g, four)
+        elif keep:
+            q = _pairs_kept(z[r], m[r], j[r], clamp, lowest, bias, inv, c1, c2, g, four,
+                            k1[r], k2[r])
+        else:
+            q = _pairs(z[r], m[r], j[r], clamp, lowest, bias, inv, c1, c2, g, four)
+        for level in range(levels):  # below 2**53 units: exact
+            acc[level, r] += np.float64(q[level]) * unit[level]
 
 
 @njit(**_OPTS)
 def row_sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray, clamp: bool,
-             lowest: float, scale: int, inv: float, c1: float, c2: float, th: np.ndarray,
-             tl: np.ndarray, block: int, acc: np.ndarray, keep: bool, eh: np.ndarray,
-             el: np.ndarray) -> None:
+             lowest: float, scale: int, inv: float, c1: float, c2: float, acc: np.ndarray,
+             keep: bool, eh: np.ndarray, el: np.ndarray) -> None:
     """acc[l, r] += the level-l grid pieces of exp(z[r] - m[r]) 2**scale, the argmax j[r]
     left out (extended._Extended.sums with doubledouble._grid_add); with ``keep``, the
     terms (hi zeroed at the argmax) into eh and el."""
-    _sums(z, m, j, sigmas, clamp, lowest, scale, inv, c1, c2, th, tl, block, acc, False,
-          keep, eh, el)
-
-
-@njit(**_OPTS)
-def _plain_pieces(n: int, skip: int, scale: float, rb: np.ndarray, pb: np.ndarray,
-                  fb: np.ndarray, hb: np.ndarray, lb: np.ndarray, sig: np.ndarray,
-                  q: np.ndarray, keep: bool, ke: np.ndarray) -> None:
-    """plain._plain_exp_into's end (e = (hi + lo) 2**-_PLAIN_S), e zeroed at ``skip``, and
-    its pieces on the grids (q[l], level l + 1; no low parts). With ``keep``, e is also
-    written to ke (1 at ``skip``, as plain._Plain.sums keeps it)."""
-    levels = sig.shape[0]
-    s1 = sig[0]
-    s2 = sig[1]
-    s3 = sig[2]
-    s4 = sig[3] if levels > 3 else 0.0
-    for i in range(n):
-        hi, lo = _exp_end(hb[i], lb[i], rb[i], pb[i], fb[i])
-        v = (hi + lo) * scale
-        if keep:
-            ke[i] = 1.0 if i == skip else v
-        v = 0.0 if i == skip else v
-        w = (v + s1) - s1
-        q[0, i] = w
-        v = v - w
-        w = (v + s2) - s2
-        q[1, i] = w
-        v = v - w
-        w = (v + s3) - s3
-        q[2, i] = w
-        if levels > 3:
-            v = v - w
-            q[3, i] = (v + s4) - s4
+    _sums(z, m, j, sigmas, clamp, lowest, scale, inv, c1, c2, acc, False, keep, eh, el)
 
 
 @njit(**_OPTS)
 def plain_row_sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray,
                    lowest: float, shift: int, inv: float, c1: float, c2: float,
-                   th: np.ndarray, tl: np.ndarray, block: int, acc: np.ndarray, keep: bool,
-                   e: np.ndarray) -> None:
+                   acc: np.ndarray, keep: bool, e: np.ndarray) -> None:
     """acc[l, r] += the level-l grid pieces of exp(z[r] - m[r]), the argmax j[r] left out
     (plain._Plain.sums: the exp kernel clamped, scaled by 2**shift and back); with
     ``keep``, the terms (1 at the argmax) into e."""
-    _sums(z, m, j, sigmas, True, lowest, shift, inv, c1, c2, th, tl, block, acc, True, keep,
-          e, e)
+    _sums(z, m, j, sigmas, True, lowest, shift, inv, c1, c2, acc, True, keep, e, e)
 
 
 # ------------------------------------------------------------------ longdouble words

@@ -160,11 +160,24 @@ def _difference_low(z: np.ndarray, m: np.ndarray, dh: np.ndarray, mode: np.ndarr
         np.subtract(dl, tmp, out=dl)
 
 
+#: Rows at least this long have their second largest entry found row by row, in place
+#: (a Python step per row is nothing next to a row's pass); shorter ones block by block.
+_WIDE = 4096
+
+
 def _second_max(z: np.ndarray, j: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Per row of z (N, K): the largest z - m off column j (float64, -inf where there is
     none), block by block; bounds the row sums' terms (doubledouble._grid_bound)."""
     n, k = z.shape
     z2 = np.full(n, -np.inf)
+    if k >= _WIDE and n:  # long rows: the two sides of column j, read in place
+        for r, c in enumerate(j.tolist()):
+            if c > 0:
+                z2[r] = z[r, :c].max()
+            if c < k - 1:
+                z2[r] = max(z2[r], z[r, c + 1:].max())
+        with np.errstate(all="ignore"):
+            return z2 - m
     for rs, cs in _blocks(n, k):
         block = _scratch((rs.stop - rs.start, cs.stop - cs.start)).f[0]
         block[...] = z[rs, cs]

@@ -13,7 +13,8 @@ without numba (``tests/references/test_fast_jit.py`` checks it on every regime):
   order, none fused: numba does not contract a product and a sum into an FMA unless told
   to), then the pieces on the row grids of
   :func:`~xentcheck.references.fast.doubledouble._grid_sigmas`, whose sums are exact in
-  any order (so a vectorized sum, reassociated, gives the bits NumPy's gives);
+  any order (the compiled loop counts each piece in units of its grid, an exact int64,
+  and adds the counts: the sum NumPy's float64 additions of the same pieces give);
 * log_softmax off the argmax: the double-double (z - M) or (d - L) of
   :meth:`_Extended.log_softmax <xentcheck.references.fast.extended._Extended.log_softmax>`
   with the same operations, rounded once to longdouble; both engines round correctly, so
@@ -49,8 +50,6 @@ if _CHOICE not in ("auto", "numba", "numpy"):
 #: back on a million logits (an LLM batch's block, the benchmark's (8, 131072)); smaller
 #: inputs stay with NumPy. The choice changes no output bit, only the time.
 MIN_ELEMENTS = 1 << 20
-#: Elements per pass of the compiled loops (their work arrays stay in the L1/L2 cache).
-_BLOCK = 2048
 #: Stands for an array a kernel does not write (the terms, where they are not kept).
 _NONE = np.empty((1, 1))
 
@@ -127,7 +126,7 @@ def row_sums(ext: Any, sigmas: np.ndarray) -> np.ndarray:
     acc = np.zeros(sigmas.shape)
     k.row_sums(z, np.ascontiguousarray(ext.mh, dtype=np.float64), ext.j.astype(np.int64),
                np.ascontiguousarray(sigmas), bool(ext.clamp), _CLAMP, _S, tab.inv, tab.c1,
-               tab.c2, tab.th, tab.tl, _BLOCK, acc, ext.eh is not None,
+               tab.c2, acc, ext.eh is not None,
                *((ext.eh, ext.el) if ext.eh is not None else (_NONE, _NONE)))
     return acc
 
@@ -142,7 +141,7 @@ def plain_row_sums(ext: Any, sigmas: np.ndarray, shift: int) -> np.ndarray:
     acc = np.zeros(sigmas.shape)
     k.plain_row_sums(z, np.ascontiguousarray(ext.m, dtype=np.float64), ext.j.astype(np.int64),
                      np.ascontiguousarray(sigmas), _CLAMP, shift, tab.inv, tab.c1, tab.c2,
-                     tab.th, tab.tl, _BLOCK, acc, ext.e is not None,
+                     acc, ext.e is not None,
                      ext.e if ext.e is not None else _NONE)
     return acc
 

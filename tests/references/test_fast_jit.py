@@ -110,6 +110,29 @@ def test_multi_row_blocks_with_mixed_rows() -> None:
     assert_engines_agree(z, rng.integers(0, 9, 5000))
 
 
+def test_rows_of_four_grids_same_bits() -> None:
+    """Rows of 2**18 classes and more are summed on four grids; a row whose terms are all
+    near exp(-800) has grids so deep that their unit is subnormal (its count is scaled
+    in two steps): both against NumPy's engine."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((2, 1 << 18)) * 4
+    z[1] = -800.0 + rng.uniform(-5.0, 5.0, 1 << 18)
+    z[1, 7] = 0.0
+    assert sigmas_of(z).shape[0] == 4 and sigmas_of(z).min() < 2.0**-970
+    assert_engines_agree(z, np.array([3, 7]))
+
+
+def sigmas_of(z: np.ndarray) -> np.ndarray:
+    """The row grids the longdouble work sums exp(d) on (as extended._Extended.sums)."""
+    from xentcheck.references.fast.inputs import _second_max
+    from xentcheck.references.fast.kernels import _S
+
+    j = np.argmax(z, axis=1)
+    m = z[np.arange(z.shape[0]), j]
+    d2 = _second_max(z, j, m)
+    return doubledouble._grid_sigmas(doubledouble._grid_bound(d2, _S), z.shape[1])
+
+
 @st.composite
 def rows(draw: st.DrawFn) -> np.ndarray:
     n = draw(st.integers(1, 3))
