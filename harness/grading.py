@@ -781,8 +781,59 @@ class ResultGrade:
         }
 
 
-def _maximum(values: np.ndarray, mask: np.ndarray) -> float | None:
-    return float(np.max(values[mask])) if mask.any() else None
+def masked_max(values: np.ndarray, mask: np.ndarray, *, skip_nan: bool = False
+               ) -> float | None:
+    """``max(values[mask])`` (NaN if one of them is, unless ``skip_nan``: then NaN are left
+    out), None when nothing is left; a chunk at a time, so that nothing of the output's
+    size is copied.
+
+    >>> masked_max(np.array([1.0, np.nan, 3.0]), np.array([True, True, False]))
+    nan
+    >>> masked_max(np.array([1.0, np.nan, 3.0]), np.array([True, True, False]), skip_nan=True)
+    1.0
+    """
+    flat, keep = np.ravel(values), np.ravel(mask)
+    found = []
+    for part in chunks(flat.size):
+        picked = flat[part][keep[part]]
+        if skip_nan:
+            picked = picked[~np.isnan(picked)]
+        if picked.size:
+            found.append(picked.max())
+    return float(np.max(found)) if found else None
+
+
+def first_largest(key: np.ndarray, mask: np.ndarray, *, nan: float | None = None) -> int:
+    """``int(np.argmax(np.where(mask, key, -np.inf)))`` over the flattened arrays (the
+    first of equals; the first NaN if there is one), with NaN in ``key`` read as ``nan``
+    when given (as ``np.nan_to_num(key, nan=nan, posinf=np.inf)``); a chunk at a time.
+
+    >>> first_largest(np.array([5.0, 2.0, 7.0, 7.0]), np.array([True, True, False, True]))
+    3
+    """
+    flat, keep = np.ravel(key), np.ravel(mask)
+    best, where = -np.inf, 0
+    for part in chunks(flat.size):
+        piece = flat[part]
+        if nan is not None:
+            piece = np.nan_to_num(piece, nan=nan, posinf=np.inf)
+        piece = np.where(keep[part], piece, -np.inf)
+        i = int(np.argmax(piece))
+        if np.isnan(piece[i]):
+            return part.start + i
+        if piece[i] > best:
+            best, where = piece[i], part.start + i
+    return where
+
+
+def codes_under(grades: ElementGrades, ulp_budget: float, ratio_limit: float = 1.0
+                ) -> np.ndarray:
+    """The grade codes of ``grades`` under ``ulp_budget`` and ``ratio_limit``: the ones it
+    was graded with when those are its thresholds, else :func:`classify`'s anew."""
+    if ulp_budget == grades.ulp_budget and ratio_limit == 1.0:
+        return grades.codes
+    return classify(grades.ulp, grades.ratio, grades.broken, grades.graded,
+                    ulp_budget=ulp_budget, ratio_limit=ratio_limit)
 
 
 def summarize(grades: ElementGrades, rows_axis: int = 0, *, ulp_budget: float | None = None,
@@ -793,10 +844,7 @@ def summarize(grades: ElementGrades, rows_axis: int = 0, *, ulp_budget: float | 
     ``ulp_budget``/``ratio_limit`` regrade with other thresholds (default: as graded).
     """
     budget = grades.ulp_budget if ulp_budget is None else float(ulp_budget)
-    codes = grades.codes
-    if budget != grades.ulp_budget or ratio_limit != 1.0:
-        codes = classify(grades.ulp, grades.ratio, grades.broken, grades.graded,
-                         ulp_budget=budget, ratio_limit=ratio_limit)
+    codes = codes_under(grades, budget, ratio_limit)
     by_row = codes.reshape(1, -1) if codes.ndim == 0 else np.moveaxis(codes, rows_axis, 0)
     by_row = by_row.reshape(by_row.shape[0], int(np.prod(by_row.shape[1:])))
     row_codes = by_row.max(axis=1, initial=_UNGRADED)
@@ -812,7 +860,7 @@ def summarize(grades: ElementGrades, rows_axis: int = 0, *, ulp_budget: float | 
         if worst == _BROKEN:
             flat = int(np.argmax(candidates.ravel()))
         else:
-            flat = int(np.argmax(np.where(candidates, key, -np.inf).ravel()))
+            flat = first_largest(key, candidates)
         worst_index = tuple(int(i) for i in np.unravel_index(flat, codes.shape))
         worst_ulp = float(grades.ulp.ravel()[flat])
         worst_ratio = float(grades.ratio.ravel()[flat])
@@ -822,8 +870,8 @@ def summarize(grades: ElementGrades, rows_axis: int = 0, *, ulp_budget: float | 
         grades=counts,
         rows=graded_rows,
         ungraded=int(row_codes.shape[0]) - graded_rows,
-        max_ulp=_maximum(grades.ulp, accurate),
-        max_ratio=_maximum(grades.ratio, accurate),
+        max_ulp=masked_max(grades.ulp, accurate),
+        max_ratio=masked_max(grades.ratio, accurate),
         worst_index=worst_index,
         worst_ulp=worst_ulp,
         worst_ratio=worst_ratio,

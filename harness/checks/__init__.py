@@ -252,14 +252,11 @@ def worst_element(element: grading.ElementGrades, ulp_budget: float,
     :func:`xentcheck.harness.findings.worst_key` across cases, so that a result's
     ``max_ulp`` is its worst case's whenever the largest error lies in the worst grade.
     None when nothing was graded."""
-    codes = grading.classify(element.ulp, element.ratio, element.broken, element.graded,
-                             ulp_budget=ulp_budget, ratio_limit=ratio_limit)
+    codes = grading.codes_under(element, ulp_budget, ratio_limit)
     worst = int(codes.max(initial=-1))
     if worst < 0:
         return None
-    key = np.where(codes == worst, np.nan_to_num(element.ulp, nan=-1.0, posinf=np.inf),
-                   -np.inf)
-    flat = int(np.argmax(np.ravel(key)))
+    flat = grading.first_largest(element.ulp, codes == worst, nan=-1.0)
     return tuple(int(i) for i in np.unravel_index(flat, np.shape(codes)))
 
 
@@ -268,12 +265,8 @@ def largest_errors(element: grading.ElementGrades) -> tuple[float | None, float 
     element, broken ones included (their error is infinite: a summary that left them out
     would read "0 ulp" above a worst case of NaN). None when nothing was graded."""
     graded = np.asarray(element.graded, dtype=bool)
-    if not graded.any():
-        return None, None
-    ulp, ratio = np.asarray(element.ulp)[graded], np.asarray(element.ratio)[graded]
-    ulp, ratio = ulp[~np.isnan(ulp)], ratio[~np.isnan(ratio)]
-    return (float(ulp.max()) if ulp.size else None,
-            float(ratio.max()) if ratio.size else None)
+    return (grading.masked_max(element.ulp, graded, skip_nan=True),
+            grading.masked_max(element.ratio, graded, skip_nan=True))
 
 
 def boolean_finding(ctx: Context, check: str, function: str, violated: np.ndarray,

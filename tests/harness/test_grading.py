@@ -47,6 +47,7 @@ from xentcheck.harness.grading import (
     summarize,
 )
 from xentcheck.references.gold import UNDEFINED
+from xentcheck.references.rounding import CHUNK_ELEMENTS
 
 DTYPES: dict[str, np.dtype] = {name: case_dtype(name) for name in contract.DTYPES}
 HALF = ("float16", "bfloat16")
@@ -930,3 +931,48 @@ def test_outputs_graded_with_one_memo_share_the_rows_and_targets() -> None:
                                   equal_nan=field != "codes"), field
     assert sorted(str(key[0]) for key in memo) == ["rows", "softmax error", "softmax lambda",
                                                    "targets", "targets"]
+
+
+# ----------------------------------------------------------------- chunked roll-ups
+
+
+def _whole_max(values: np.ndarray, mask: np.ndarray, skip_nan: bool) -> float | None:
+    picked = values[mask]
+    if skip_nan:
+        picked = picked[~np.isnan(picked)]
+    return float(picked.max()) if picked.size else None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunked_roll_ups_are_the_whole_array_formulas(seed: int) -> None:
+    """``masked_max`` and ``first_largest`` go a chunk at a time; their answers are the
+    one-pass formulas' on arrays of several chunks with NaN, inf, ties across chunks and
+    masks that leave chunks empty."""
+    rng = np.random.default_rng(seed)
+    size = 3 * CHUNK_ELEMENTS + 17
+    values = rng.integers(0, 50, size).astype(np.float64)  # many ties
+    special = rng.integers(0, size, 40)
+    values[special[:10]] = np.nan if seed % 2 else np.inf
+    values[special[10:20]] = np.inf
+    mask = rng.random(size) < (0.5 if seed < 3 else 1e-5)
+    mask[: CHUNK_ELEMENTS] = seed == 5 or mask[: CHUNK_ELEMENTS]
+    for skip_nan in (False, True):
+        got, want = (grading.masked_max(values, mask, skip_nan=skip_nan),
+                     _whole_max(values, mask, skip_nan))
+        assert (got is None and want is None) or np.array_equal(got, want, equal_nan=True)
+    assert grading.first_largest(values, mask) == int(np.argmax(
+        np.where(mask, values, -np.inf)))
+    assert grading.first_largest(values, mask, nan=-1.0) == int(np.argmax(
+        np.where(mask, np.nan_to_num(values, nan=-1.0, posinf=np.inf), -np.inf)))
+    assert grading.first_largest(values, np.zeros(size, bool)) == 0
+
+
+def test_summaries_reuse_the_codes_only_under_their_own_thresholds() -> None:
+    element = grading.grade_elements("softmax", np.array([[0.25, 0.75]]) * (1 + 2e-15),
+                                     np.array([[0.25, 0.75]]), inputs=np.array(
+                                         [[0.0, np.log(3.0)]]))
+    assert grading.codes_under(element, element.ulp_budget) is element.codes
+    other = grading.codes_under(element, 64.0)
+    assert other is not element.codes
+    assert np.array_equal(other, grading.classify(element.ulp, element.ratio, element.broken,
+                                                  element.graded, ulp_budget=64.0))
