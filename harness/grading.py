@@ -127,6 +127,7 @@ say why; :func:`judge` reports when one was needed.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -659,7 +660,9 @@ def grade_elements(
         raise ValueError(f"{function}: candidate has shape {cand.shape}, exact {decoded.shape}")
 
     check_ulp_budget(ulp_budget)
-    ulp = ulp_error(cand, decoded).ravel()
+    loops = _loops(decoded)
+    # With the compiled loop, the ulp errors are computed last (most of them by it).
+    ulp = np.empty(cand.size) if loops else ulp_error(cand, decoded).ravel()
     defined, finite, negative = (a.ravel() for a in (decoded.defined, decoded.finite,
                                                      decoded.negative))
     expo, mant = decoded.expo.ravel(), decoded.mant.ravel()
@@ -688,7 +691,23 @@ def grade_elements(
     c64 = cand.astype(np.float64).ravel()
     allowed, ratio, graded_ulp = (np.empty(ulp.size) for _ in range(3))
     broken, codes = np.empty(ulp.size, bool), np.empty(ulp.size, np.int8)
-    for part in chunks(ulp.size):
+    if loops:
+        rest = np.empty(ulp.size, bool)
+        left = loops.grade_into(
+            c64, decoded.source.ravel(), expo, mant, bound, lam, graded, defined, finite,
+            out.emin, out.emax, out.precision, work.emin - work.precision + 1,
+            out.emin - out.precision + 1, work.dtype != out.dtype, float(ulp_budget),
+            allowed, ratio, graded_ulp, broken, codes, rest)
+        if left:  # what the loop leaves: the whole NumPy path, on those elements
+            at = np.flatnonzero(rest)
+            errors = ulp_error(cand.ravel()[at], decoded[np.unravel_index(at, cand.shape)])
+            allowed[at], ratio[at], graded_ulp[at], broken[at], codes[at] = _ratios(
+                errors, bound[at], lam[at], mant[at], expo[at], k[at], c64[at], finite[at],
+                defined[at], negative[at], graded[at], work, out, ulp_budget)
+        parts = []
+    else:
+        parts = chunks(ulp.size)
+    for part in parts:
         allowed[part], ratio[part], graded_ulp[part], broken[part], codes[part] = _ratios(
             ulp[part], bound[part], lam[part], mant[part], expo[part], k[part], c64[part],
             finite[part], defined[part], negative[part], graded[part], work, out, ulp_budget)
@@ -696,6 +715,28 @@ def grade_elements(
     return ElementGrades(function, name, graded_ulp.reshape(shape), ratio.reshape(shape),
                          allowed.reshape(shape), broken.reshape(shape), graded.reshape(shape),
                          codes.reshape(shape), float(ulp_budget))
+
+
+def _loops(decoded: ExactValues) -> Any:
+    """The compiled last step of :func:`grade_elements` (:mod:`xentcheck.harness._grading_jit`)
+    for exact values decoded from float64 under the fast tier's engine choice (numba
+    there, and an output this large), else None: NumPy's bits either way."""
+    if decoded.source.dtype != np.float64:
+        return None
+    from xentcheck.references.fast import jit
+
+    if jit.elementwise(decoded.size) is None:
+        return None
+    return _grading_kernels()
+
+
+@functools.cache
+def _grading_kernels() -> Any:
+    try:
+        from xentcheck.harness import _grading_jit
+    except ImportError:
+        return None
+    return _grading_jit
 
 
 def _ratios(ulp: np.ndarray, bound: np.ndarray, lam: np.ndarray, mant: np.ndarray,

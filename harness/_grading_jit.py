@@ -1,0 +1,95 @@
+"""A numba loop of the last step of :func:`xentcheck.harness.grading.grade_elements` (imported
+only where numba is, for outputs of ``jit.MIN_ELEMENTS`` elements and more).
+
+For every element: the allowed error in ulps, and, for a graded element whose candidate
+and exact value are finite and within a factor of two with one sign (or both zeros), its
+ulp error (Sterbenz's exact difference, as ``rounding._sterbenz_errors``), stability ratio
+and grade code (as ``grading._ratios`` and ``grading.classify``). The same float64
+operations in the same order, none fused into an FMA, and ldexp exact either way: NumPy's
+bits (``tests/harness/test_grading_jit.py``), in one pass instead of some forty over
+the output. Every other graded element (a non-finite value, a sign error, an error of
+more than the value itself) is left to the NumPy path, which the loop marks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from xentcheck.references.fast._numba_options import NJIT_OPTIONS as _OPTS
+
+#: Grade codes (indices into ``grading.GRADES``; -1 = not graded).
+_UNGRADED, _EXACT, _FAITHFUL, _ULP_N, _STABLE, _UNSTABLE = -1, 0, 1, 2, 3, 4
+
+
+@njit(inline="always", **_OPTS)
+def _ldexp(x: float, e: int) -> float:
+    """x * 2**e correctly rounded (``np.ldexp``): one multiplication by a power of two
+    where that is a normal float64, else ``math.ldexp``."""
+    if -1022 <= e <= 1023:
+        return x * np.int64((e + 1023) << 52).view(np.float64)
+    return math.ldexp(x, e)
+
+
+@njit(inline="always", **_OPTS)
+def _clip(e: int) -> int:
+    return max(-2000, min(2000, e))
+
+
+@njit(**_OPTS)
+def grade_into(c: np.ndarray, x: np.ndarray, expo: np.ndarray, mant: np.ndarray,
+               bound: np.ndarray, lam: np.ndarray, graded: np.ndarray, defined: np.ndarray,
+               finite: np.ndarray, emin: int, emax: int, precision: int, tiny_w: int,
+               tiny_o: int, mixed: bool, ulp_budget: float, allowed: np.ndarray,
+               ratio: np.ndarray, ulp: np.ndarray, broken: np.ndarray, codes: np.ndarray,
+               rest: np.ndarray) -> int:
+    """Fill the flat outputs ``allowed`` (every element), ``ratio``, ``ulp``, ``broken``
+    and ``codes`` (every element but those of ``rest``, which the loop sets True and
+    counts: graded elements it leaves to the NumPy path). ``c``: the candidate as float64;
+    ``x``: the exact values as float64; the output format's ``emin``, ``emax`` and
+    ``precision``; ``tiny_w``/``tiny_o``: log2 of the working and output formats'
+    smallest subnormals; ``mixed``: they differ (the last rounding's terms are added)."""
+    left = 0
+    for i in range(c.size):
+        k = min(max(expo[i], emin), emax) - (precision - 1)
+        a = _ldexp(bound[i], _clip(-k)) + _ldexp(lam[i], tiny_w - k)
+        if mixed:
+            a += _ldexp(mant[i], _clip(expo[i] - precision - k))
+            a += _ldexp(0.5, tiny_o - k)
+        allowed[i] = a
+        broken[i] = False
+        rest[i] = False
+        if not graded[i]:
+            ulp[i] = np.nan
+            ratio[i] = np.nan
+            codes[i] = _UNGRADED
+            continue
+        ci = c[i]
+        xi = x[i]
+        ax = abs(xi)
+        ac = abs(ci)
+        same = (math.copysign(1.0, xi) < 0.0) == (math.copysign(1.0, ci) < 0.0)
+        near = (same and ax != 0.0 and ac <= 2 * ax and ax <= 2 * ac) or (
+            ax == 0.0 and ac == 0.0)
+        if not (defined[i] and finite[i] and (ci - ci) == 0.0 and near):
+            rest[i] = True
+            left += 1
+            continue
+        u = _ldexp(abs(ci - xi), -k)
+        r = 0.0 if u == 0.0 else u / a
+        if u <= 0.5:
+            code = _EXACT
+        elif u <= 1.0:
+            code = _FAITHFUL
+        elif u <= ulp_budget:
+            code = _ULP_N
+        elif r <= 1.0:
+            code = _STABLE
+        else:
+            code = _UNSTABLE
+        ulp[i] = u
+        ratio[i] = r
+        codes[i] = code
+    return left

@@ -1,0 +1,150 @@
+"""The compiled last step of grading (``xentcheck.harness._grading_jit``) gives NumPy's bits.
+
+An LLM batch's outputs (16 rows of 131072 classes a block) are graded by one compiled
+loop where numba is installed; a verdict must not depend on that. These tests grade the
+same candidates with both engines, element by element and field by field (ulp errors,
+ratios, allowed errors, broken, grade codes), over every dtype and a spread of candidates
+the loop takes and leaves to NumPy (non-finite values, sign errors, errors beyond the
+value, zeros, subnormals, ungraded rows), check that the compiled code holds no fused
+multiply-add, and that the comparison catches a loop that grades one step off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from conftest import fused_multiply_adds
+from xentcheck.harness import grading
+from xentcheck.references import fast
+from xentcheck.references.fast import jit
+
+pytest.importorskip("numba")
+
+DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16,
+          "bfloat16": ml_dtypes.bfloat16}
+FIELDS = ("ulp", "ratio", "allowed", "broken", "graded", "codes")
+
+
+def _spoilt(exact: np.ndarray, dtype: Any, rng: np.random.Generator) -> np.ndarray:
+    """The exact values rounded to ``dtype``, then a spread of errors: a few ulps, whole
+    factors, sign flips, zeros, non-finite values, subnormals."""
+    c = exact.astype(dtype).astype(np.float64)
+    pick = rng.random(c.shape)
+    steps = rng.integers(-6, 7, c.shape)
+    c = np.where(pick < 0.5, c, c * (1 + steps * float(np.finfo(dtype).eps)))
+    c = np.where((pick > 0.80) & (pick < 0.83), c * rng.uniform(-3, 3, c.shape), c)
+    c = np.where((pick > 0.83) & (pick < 0.85), -c, c)
+    c = np.where((pick > 0.85) & (pick < 0.86), 0.0, c)
+    c = np.where((pick > 0.86) & (pick < 0.865), -0.0, c)
+    c = np.where((pick > 0.865) & (pick < 0.87), np.nan, c)
+    c = np.where((pick > 0.87) & (pick < 0.875), np.inf, c)
+    c = np.where((pick > 0.875) & (pick < 0.88), -np.inf, c)
+    c = np.where((pick > 0.88) & (pick < 0.885), float(np.finfo(dtype).smallest_subnormal), c)
+    return c.astype(dtype)
+
+
+def _logits(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    z = rng.standard_normal((n, k)) * rng.choice([0.1, 3.0, 40.0, 800.0], (n, 1))
+    z[0, : k // 2] = -np.inf  # masked entries: zeros in the softmax
+    z[1, 3] = np.inf  # a row not graded
+    z[2] = -np.inf  # nothing finite: not graded
+    z[3, 0] = 1e4  # one entry dominates: underflowing probabilities
+    return z
+
+
+def _cases() -> Iterator[tuple[str, str, np.ndarray, Any, np.ndarray, np.ndarray, float]]:
+    rng = np.random.default_rng(11)
+    for name, dtype in DTYPES.items():
+        z = _logits(rng, 12, 300)
+        ref = fast.Reference(z, work="float64")
+        labels = rng.integers(0, 300, 12)
+        outputs = {"softmax": ref.softmax(), "log_softmax": ref.log_softmax(),
+                   "logsumexp": ref.logsumexp(),
+                   "cross_entropy_grad": ref.cross_entropy_grad(labels)}
+        for function, exact in outputs.items():
+            exact = np.asarray(exact, np.float64)
+            for budget in (4.0, 1.0, 1e6):
+                target = labels if function == "cross_entropy_grad" else None
+                yield (function, name, z.astype(dtype), target, exact,
+                       _spoilt(exact, dtype, rng), budget)
+
+
+def _grade(engine: str, function: str, z: np.ndarray, target: Any, exact: np.ndarray,
+           candidate: np.ndarray, budget: float) -> grading.ElementGrades:
+    with jit.engine(engine):
+        return grading.grade_elements(function, candidate, grading.decode(exact), inputs=z,
+                                      target=target, ulp_budget=budget)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind != "f":
+        return np.array_equal(a, b)
+    return bool(np.array_equal(np.isnan(a), np.isnan(b)) and np.array_equal(
+        np.where(np.isnan(a), 0.0, a).view(np.int64), np.where(np.isnan(b), 0.0, b).view(
+            np.int64)))
+
+
+def test_both_engines_grade_every_element_alike() -> None:
+    left = taken = 0
+    for function, dtype, z, target, exact, candidate, budget in _cases():
+        numpy_grades = _grade("numpy", function, z, target, exact, candidate, budget)
+        compiled = _grade("numba", function, z, target, exact, candidate, budget)
+        for field in FIELDS:
+            assert _same(getattr(numpy_grades, field), getattr(compiled, field)), (
+                function, dtype, budget, field)
+        codes = numpy_grades.codes
+        taken += int(np.isin(codes, (0, 1, 2, 3, 4)).sum())
+        left += int((codes == 5).sum())
+    # both kinds of element were there: graded by the loop, and left to NumPy (broken)
+    assert taken > 10_000 and left > 100
+    with jit.engine("numba"):  # and the loop did run
+        assert grading._loops(grading.decode(np.zeros(3))) is not None
+
+
+def test_the_loop_is_used_only_for_float64_sources_and_large_outputs() -> None:
+    small, large = np.zeros(8), np.zeros(jit.MIN_ELEMENTS)
+    with jit.engine("auto"):
+        assert grading._loops(grading.decode(small)) is None
+        assert grading._loops(grading.decode(large)) is not None
+        assert grading._loops(grading.decode(large.astype(np.longdouble))) is None
+    with jit.engine("numpy"):
+        assert grading._loops(grading.decode(large)) is None
+
+
+def test_a_loop_one_step_off_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison above fails for a loop that grades with the wrong budget."""
+    loops = grading._grading_kernels()
+    original = loops.grade_into
+
+    def off(*args: Any) -> int:
+        args = list(args)
+        args[15] = args[15] * 2  # the ulp budget doubled
+        return original(*args)
+
+    monkeypatch.setattr(loops, "grade_into", off)
+    caught = False
+    for function, _, z, target, exact, candidate, budget in _cases():
+        if budget != 4.0:
+            continue
+        a = _grade("numpy", function, z, target, exact, candidate, budget)
+        b = _grade("numba", function, z, target, exact, candidate, budget)
+        caught |= not _same(a.codes, b.codes)
+    assert caught
+
+
+def test_the_compiled_loop_has_no_fused_multiply_add() -> None:
+    script = (
+        "import numpy as np\n"
+        "from xentcheck.harness import grading\n"
+        "exact = np.linspace(0.1, 3.0, 11)\n"
+        "grading.grade_elements('log_softmax', exact, exact, inputs=np.zeros(11))\n"
+        "g = grading._grading_kernels().grade_into\n"
+        "assert g.signatures\n"
+        "print(''.join(g.inspect_asm().values()))\n")
+    assert fused_multiply_adds(script) == 0
