@@ -717,26 +717,31 @@ def grade_elements(
                          codes.reshape(shape), float(ulp_budget))
 
 
-def _loops(decoded: ExactValues) -> Any:
-    """The compiled last step of :func:`grade_elements` (:mod:`xentcheck.harness._grading_jit`)
-    for exact values decoded from float64 under the fast tier's engine choice (numba
-    there, and an output this large), else None: NumPy's bits either way."""
-    if decoded.source.dtype != np.float64:
-        return None
+def compiled_loops(size: int) -> Any:
+    """The harness's compiled loops (:mod:`xentcheck.harness._compiled`) for arrays of
+    ``size`` elements under the fast tier's engine choice (numba there, and arrays this
+    large), else None: NumPy's results either way."""
     from xentcheck.references.fast import jit
 
-    if jit.elementwise(decoded.size) is None:
+    if jit.elementwise(size) is None:
         return None
-    return _grading_kernels()
+    return _compiled_loops()
+
+
+def _loops(decoded: ExactValues) -> Any:
+    """:func:`compiled_loops` for grading against exact values decoded from float64."""
+    if decoded.source.dtype != np.float64:
+        return None
+    return compiled_loops(decoded.size)
 
 
 @functools.cache
-def _grading_kernels() -> Any:
+def _compiled_loops() -> Any:
     try:
-        from xentcheck.harness import _grading_jit
+        from xentcheck.harness import _compiled
     except ImportError:
         return None
-    return _grading_jit
+    return _compiled
 
 
 def _ratios(ulp: np.ndarray, bound: np.ndarray, lam: np.ndarray, mant: np.ndarray,

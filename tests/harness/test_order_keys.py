@@ -1,4 +1,5 @@
-"""The order check's sort: distinct integer keys give stable argsort's permutation."""
+"""The order check's sort: distinct integer keys give stable argsort's permutation, and
+so does the compiled radix sort of the same keys (large batches, where numba is)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xentcheck.harness.checks.invariants import stable_order
+from xentcheck.harness.grading import _compiled_loops
+from xentcheck.references.fast import jit
 
 DTYPES = (np.float32, np.float16, ml_dtypes.bfloat16, np.float64)
+#: The engines to try: the compiled radix sort only where numba is.
+ENGINES = ("numpy", "numba") if _compiled_loops() is not None else ("numpy",)
 
 #: Few distinct values (ties in plenty), both zeros, infinities, subnormals of float32.
 VALUES = st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 1e-40, -1e-40, 3e38, -3e38,
@@ -25,10 +30,35 @@ def test_stable_order_is_stable_argsort(dtype: type, rows: list[list[float]]) ->
     with np.errstate(over="ignore", under="ignore"):
         z = np.array(rows, np.float64).astype(dtype)
     expected = np.argsort(z.astype(np.float64), axis=1, kind="stable")
-    np.testing.assert_array_equal(stable_order(z), expected)
+    for engine in ENGINES:
+        with jit.engine(engine):
+            np.testing.assert_array_equal(stable_order(z), expected)
 
 
-def test_stable_order_on_a_long_row_with_ties() -> None:
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+def test_stable_order_on_a_long_row_with_ties(engine: str) -> None:
     # K = 2**17 needs 17 index bits below the value's 32
+    if engine not in ENGINES:
+        pytest.skip("numba is not installed")
     z = np.random.default_rng(5).integers(-50, 50, (3, 2**17)).astype(np.float32) / 4
-    np.testing.assert_array_equal(stable_order(z), np.argsort(z, axis=1, kind="stable"))
+    with jit.engine(engine):
+        np.testing.assert_array_equal(stable_order(z), np.argsort(z, axis=1, kind="stable"))
+
+
+@pytest.mark.skipif("numba" not in ENGINES, reason="numba is not installed")
+@pytest.mark.parametrize("dtype", DTYPES[:3], ids=lambda d: np.dtype(d).name)
+def test_the_radix_sort_is_stable_argsort_on_every_bit_pattern(dtype: type) -> None:
+    """Every float32 bit pattern class but NaN (both zeros, subnormals, infinities, every
+    exponent, both signs) and many ties, through each of the radix sort's three digits."""
+    rng = np.random.default_rng(9)
+    bits = rng.integers(0, 2**32, (6, 5000), dtype=np.uint64).astype(np.uint32)
+    z = bits.view(np.float32).copy()
+    z[np.isnan(z)] = -0.0
+    z[:, 2500:] = z[:, :2500]  # every value twice: ties
+    z[1, :50] = [0.0, -0.0] * 25
+    z[2, :4] = [np.inf, -np.inf, np.inf, -np.inf]
+    with np.errstate(over="ignore", under="ignore"):
+        z = z.astype(dtype)
+    expected = np.argsort(z.astype(np.float64), axis=1, kind="stable")
+    with jit.engine("numba"):
+        np.testing.assert_array_equal(stable_order(z), expected)

@@ -1,4 +1,5 @@
-"""The compiled last step of grading (``xentcheck.harness._grading_jit``) gives NumPy's bits.
+"""The compiled last step of grading (``xentcheck.harness._compiled``) gives NumPy's bits
+(its other loop, the order check's radix sort, is tested in test_order_keys.py).
 
 An LLM batch's outputs (16 rows of 131072 classes a block) are graded by one compiled
 loop where numba is installed; a verdict must not depend on that. These tests grade the
@@ -119,7 +120,7 @@ def test_the_loop_is_used_only_for_float64_sources_and_large_outputs() -> None:
 
 def test_a_loop_one_step_off_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison above fails for a loop that grades with the wrong budget."""
-    loops = grading._grading_kernels()
+    loops = grading._compiled_loops()
     original = loops.grade_into
 
     def off(*args: Any) -> int:
@@ -144,7 +145,7 @@ def test_the_compiled_loop_has_no_fused_multiply_add() -> None:
         "from xentcheck.harness import grading\n"
         "exact = np.linspace(0.1, 3.0, 11)\n"
         "grading.grade_elements('log_softmax', exact, exact, inputs=np.zeros(11))\n"
-        "g = grading._grading_kernels().grade_into\n"
+        "g = grading._compiled_loops().grade_into\n"
         "assert g.signatures\n"
         "print(''.join(g.inspect_asm().values()))\n")
     assert fused_multiply_adds(script) == 0
