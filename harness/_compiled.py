@@ -145,3 +145,22 @@ def stable_order_into(bits: np.ndarray, order: np.ndarray) -> None:
             src_k, src_i, dst_k, dst_i = dst_k, dst_i, src_k, src_i
         for j in range(k):
             order[r, j] = src_i[j]
+
+
+@njit(**_OPTS)
+def order_broken_into(z: np.ndarray, order: np.ndarray, v: np.ndarray,
+                      out: np.ndarray) -> None:
+    """``out[r]``: some neighbours of row r's ``order`` have strictly increasing logits
+    ``z`` and decreasing values ``v`` (as ``np.diff`` of both, gathered, would say: a
+    difference is negative or positive exactly when the comparison is, infinities and
+    NaN included)."""
+    n, k = z.shape
+    for r in range(n):
+        broken = False
+        for j in range(k - 1):
+            a = order[r, j]
+            b = order[r, j + 1]
+            if z[r, a] < z[r, b] and v[r, b] < v[r, a]:
+                broken = True
+                break
+        out[r] = broken

@@ -20,7 +20,7 @@ import pytest
 
 from xentcheck.harness import grading
 from xentcheck.harness.cases import Case
-from xentcheck.harness.checks import Context, edges, graded_finding, worst_element
+from xentcheck.harness.checks import Context, allowed_abs, edges, graded_finding, worst_element
 from xentcheck.harness.findings import GRADES, Result, call_inputs
 from xentcheck.harness.report import html as html_report
 from xentcheck.harness.report import json_report
@@ -384,3 +384,20 @@ def test_committed_report_shows_every_failing_adapter(tmp_path: Path) -> None:
             shown = [line for line in section.splitlines() if line.startswith("- **")]
             assert len(shown) == min(failing, md.FAILURES_PER_ADAPTER), a["name"]
     assert json.dumps(data)  # untouched by rendering
+
+
+def test_allowed_errors_are_kept_per_output_and_read_only() -> None:
+    """Two checks that bound the same output share one computation of its allowed
+    errors; another candidate gets its own (the kept one is never handed out for it)."""
+    case = Case(np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]), np.array([0, 1]), "indices",
+                {}, "float64", "moderate", "mixed")
+    ctx = _context(case)
+    exact = ctx.truth.exact("softmax")
+    candidate = np.array([[float(v) for v in row] for row in exact])
+    first = allowed_abs(ctx, "softmax", candidate)
+    assert allowed_abs(ctx, "softmax", candidate) is first
+    assert not first.flags.writeable
+    fresh = _context(case)
+    np.testing.assert_array_equal(first, allowed_abs(fresh, "softmax", candidate))
+    other = candidate * (1 + 2**-40)
+    assert allowed_abs(ctx, "softmax", other) is not first
