@@ -164,3 +164,47 @@ def order_broken_into(z: np.ndarray, order: np.ndarray, v: np.ndarray,
                 broken = True
                 break
         out[r] = broken
+
+
+@njit(**_OPTS)
+def masked_max(values: np.ndarray, mask: np.ndarray, skip_nan: bool) -> tuple[bool, float]:
+    """(found, max of ``values[mask]``) over flat arrays, as ``grading.masked_max``: NaN
+    if one of them is (unless ``skip_nan``: then they are left out)."""
+    found = False
+    best = -np.inf
+    for i in range(values.size):
+        if not mask[i]:
+            continue
+        v = values[i]
+        if v != v:  # NaN
+            if skip_nan:
+                continue
+            return True, v
+        if not found or v > best:
+            best = v
+        found = True
+    return found, best
+
+
+@njit(**_OPTS)
+def first_largest(key: np.ndarray, mask: np.ndarray, nan: float, nan_given: bool) -> int:
+    """``grading.first_largest`` over flat arrays: the first index of the largest ``key``
+    where ``mask`` (elsewhere -inf), the first NaN if there is one, NaN read as ``nan``
+    when ``nan_given`` (and -inf as float64's lowest, as ``np.nan_to_num`` does)."""
+    best = -np.inf
+    where = 0
+    for i in range(key.size):
+        if not mask[i]:
+            continue
+        v = key[i]
+        if nan_given:
+            if v != v:
+                v = nan
+            elif v == -np.inf:
+                v = -1.7976931348623157e308
+        elif v != v:
+            return i
+        if v > best:
+            best = v
+            where = i
+    return where

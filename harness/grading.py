@@ -839,6 +839,10 @@ def masked_max(values: np.ndarray, mask: np.ndarray, *, skip_nan: bool = False
     1.0
     """
     flat, keep = np.ravel(values), np.ravel(mask)
+    loops = compiled_loops(flat.size) if flat.dtype == np.float64 else None
+    if loops is not None:
+        some, largest = loops.masked_max(flat, keep, skip_nan)
+        return float(largest) if some else None
     found = []
     for part in chunks(flat.size):
         picked = flat[part][keep[part]]
@@ -858,6 +862,10 @@ def first_largest(key: np.ndarray, mask: np.ndarray, *, nan: float | None = None
     3
     """
     flat, keep = np.ravel(key), np.ravel(mask)
+    loops = compiled_loops(flat.size) if flat.dtype == np.float64 else None
+    if loops is not None:
+        return int(loops.first_largest(flat, keep, 0.0 if nan is None else nan,
+                                       nan is not None))
     best, where = -np.inf, 0
     for part in chunks(flat.size):
         piece = flat[part]

@@ -46,6 +46,7 @@ from xentcheck.harness.grading import (
     profile,
     summarize,
 )
+from xentcheck.references.fast import jit
 from xentcheck.references.gold import UNDEFINED
 from xentcheck.references.rounding import CHUNK_ELEMENTS
 
@@ -943,17 +944,26 @@ def _whole_max(values: np.ndarray, mask: np.ndarray, skip_nan: bool) -> float | 
     return float(picked.max()) if picked.size else None
 
 
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
 @pytest.mark.parametrize("seed", range(6))
-def test_chunked_roll_ups_are_the_whole_array_formulas(seed: int) -> None:
-    """``masked_max`` and ``first_largest`` go a chunk at a time; their answers are the
-    one-pass formulas' on arrays of several chunks with NaN, inf, ties across chunks and
-    masks that leave chunks empty."""
+def test_chunked_roll_ups_are_the_whole_array_formulas(seed: int, engine: str) -> None:
+    """``masked_max`` and ``first_largest`` go a chunk at a time (or, compiled, in one
+    loop); their answers are the one-pass formulas' on arrays of several chunks with NaN,
+    ±inf, ties across chunks and masks that leave chunks empty."""
+    if engine == "numba" and grading._compiled_loops() is None:
+        pytest.skip("numba is not installed")
+    with jit.engine(engine):
+        _roll_ups_agree(seed)
+
+
+def _roll_ups_agree(seed: int) -> None:
     rng = np.random.default_rng(seed)
     size = 3 * CHUNK_ELEMENTS + 17
     values = rng.integers(0, 50, size).astype(np.float64)  # many ties
     special = rng.integers(0, size, 40)
     values[special[:10]] = np.nan if seed % 2 else np.inf
     values[special[10:20]] = np.inf
+    values[special[20:25]] = -np.inf
     mask = rng.random(size) < (0.5 if seed < 3 else 1e-5)
     mask[: CHUNK_ELEMENTS] = seed == 5 or mask[: CHUNK_ELEMENTS]
     for skip_nan in (False, True):
@@ -965,6 +975,10 @@ def test_chunked_roll_ups_are_the_whole_array_formulas(seed: int) -> None:
     assert grading.first_largest(values, mask, nan=-1.0) == int(np.argmax(
         np.where(mask, np.nan_to_num(values, nan=-1.0, posinf=np.inf), -np.inf)))
     assert grading.first_largest(values, np.zeros(size, bool)) == 0
+    lows, only = np.full(size, -np.inf), np.zeros(size, bool)
+    lows[-1], only[size // 2] = 3.0, True  # -inf read as the lowest float64 beats none
+    assert grading.first_largest(lows, only, nan=-1.0) == size // 2
+    assert grading.first_largest(lows, only) == 0
 
 
 def test_summaries_reuse_the_codes_only_under_their_own_thresholds() -> None:
