@@ -214,7 +214,7 @@ class Truth:
         TANGENT_STEP in [-1, 1] from the case's digest (the same on every machine), 0 at
         non-finite logits, in the case dtype."""
         if "tangent" not in self._values:
-            digest = hashlib.sha256(b"tangent:" + self.case.digest().encode()).digest()
+            digest = hashlib.sha256(b"tangent:" + self._digest().encode()).digest()
             stream = np.random.PCG64(int.from_bytes(digest[:8], "little"))
             raw = stream.random_raw(self.case.logits.size).reshape(self.case.shape)
             steps = (raw % np.uint64(513)).astype(np.int64) - 256
@@ -404,10 +404,23 @@ class Truth:
                 self._certificates[function] = self._certify(function)
         return self._certificates[function]
 
+    def _digest(self) -> str:
+        """The case's digest (a hash of all its bytes), taken once."""
+        if "digest" not in self._values:
+            self._values["digest"] = self.case.digest()
+        return self._values["digest"]
+
     def _direction(self, shape: tuple[int, ...]) -> np.ndarray:
-        digest = hashlib.sha256(self.case.digest().encode()).digest()
-        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        return rng.uniform(-1.0, 1.0, size=shape)
+        """The certificates' direction: uniform in [-1, 1] from the case's digest (the same
+        on every machine), drawn once per shape (read-only: callers copy to change it)."""
+        key = f"direction:{shape}"
+        if key not in self._values:
+            digest = hashlib.sha256(self._digest().encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+            direction = rng.uniform(-1.0, 1.0, size=shape)
+            direction.flags.writeable = False
+            self._values[key] = direction
+        return self._values[key]
 
     def _certify(self, function: str) -> Certificate:
         if self.tier != "gold":
