@@ -48,6 +48,14 @@ def _clip(e: int) -> int:
 
 
 @njit(**_OPTS)
+def scaled_into(mant: np.ndarray, expo: np.ndarray, shift: int, out: np.ndarray) -> None:
+    """``out = np.ldexp(mant, np.clip(expo + shift, -2000, 2000))`` (the exact values
+    scaled by the unit roundoff, which the bounds are built from)."""
+    for i in range(mant.size):
+        out[i] = _ldexp(mant[i], _clip(expo[i] + shift))
+
+
+@njit(**_OPTS)
 def grade_into(c: np.ndarray, x: np.ndarray, expo: np.ndarray, mant: np.ndarray,
                bound: np.ndarray, lam: np.ndarray, graded: np.ndarray, defined: np.ndarray,
                finite: np.ndarray, emin: int, emax: int, precision: int, tiny_w: int,

@@ -668,9 +668,12 @@ def grade_elements(
     expo, mant = decoded.expo.ravel(), decoded.mant.ravel()
     uw = math.ldexp(1.0, -work.precision)
     xu = np.empty(ulp.size)
-    with np.errstate(over="ignore", under="ignore"):
-        for part in chunks(ulp.size):
-            xu[part] = ldexp(mant[part], np.clip(expo[part] - work.precision, -2000, 2000))
+    if loops:
+        loops.scaled_into(mant, expo, -work.precision, xu)
+    else:
+        with np.errstate(over="ignore", under="ignore"):
+            for part in chunks(ulp.size):
+                xu[part] = ldexp(mant[part], np.clip(expo[part] - work.precision, -2000, 2000))
     with np.errstate(all="ignore"):  # inf and NaN bounds belong to non-finite exact values
         bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu,
                                        tangent, memo)
@@ -687,26 +690,29 @@ def grade_elements(
 
     # The ratio in ulps of x: ulp(x) = 2**k exactly (zero: the smallest subnormal), one
     # chunk of elements at a time (their temporaries stay in cache).
-    k = decoded.ulp_exponent(out.dtype).ravel()
-    c64 = cand.astype(np.float64).ravel()
     allowed, ratio, graded_ulp = (np.empty(ulp.size) for _ in range(3))
     broken, codes = np.empty(ulp.size, bool), np.empty(ulp.size, np.int8)
+    flat = np.ascontiguousarray(cand).reshape(-1)
     if loops:
         rest = np.empty(ulp.size, bool)
         left = loops.grade_into(
-            c64, decoded.source.ravel(), expo, mant, bound, lam, graded, defined, finite,
+            flat if name in ("float32", "float64") else flat.astype(np.float64),
+            decoded.source.ravel(), expo, mant, bound, lam, graded, defined, finite,
             out.emin, out.emax, out.precision, work.emin - work.precision + 1,
             out.emin - out.precision + 1, work.dtype != out.dtype, float(ulp_budget),
             allowed, ratio, graded_ulp, broken, codes, rest)
         if left:  # what the loop leaves: the whole NumPy path, on those elements
             at = np.flatnonzero(rest)
-            errors = ulp_error(cand.ravel()[at], decoded[np.unravel_index(at, cand.shape)])
+            picked = decoded[np.unravel_index(at, cand.shape)]
             allowed[at], ratio[at], graded_ulp[at], broken[at], codes[at] = _ratios(
-                errors, bound[at], lam[at], mant[at], expo[at], k[at], c64[at], finite[at],
+                ulp_error(flat[at], picked), bound[at], lam[at], mant[at], expo[at],
+                picked.ulp_exponent(out.dtype), flat[at].astype(np.float64), finite[at],
                 defined[at], negative[at], graded[at], work, out, ulp_budget)
         parts = []
     else:
         parts = chunks(ulp.size)
+        k = decoded.ulp_exponent(out.dtype).ravel()
+        c64 = flat.astype(np.float64)
     for part in parts:
         allowed[part], ratio[part], graded_ulp[part], broken[part], codes[part] = _ratios(
             ulp[part], bound[part], lam[part], mant[part], expo[part], k[part], c64[part],
