@@ -667,7 +667,8 @@ class ExactValues:
                     f"undefined has shape {mask.shape} but the values have shape {arr.shape}"
                 )
             defined = ~mask
-        decoded = _decode_floats(np.where(defined, work, np.nan))  # UNDEFINED as NaN
+        # UNDEFINED as NaN (nothing to replace without a mask: no copy)
+        decoded = _decode_floats(work if undefined is None else np.where(defined, work, np.nan))
         return cls(defined, *decoded, work)
 
     def __getitem__(self, key: Any) -> ExactValues:
