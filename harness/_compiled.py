@@ -1,6 +1,7 @@
 """numba loops of the harness (imported only where numba is, for arrays of
-``jit.MIN_ELEMENTS`` elements and more): the last step of grading, and the stable order
-of a batch of logits.
+``jit.MIN_ELEMENTS`` elements and more): the last step of grading, the order check (a
+batch's stable order and its comparison), and a finding's roll-ups (largest error, worst
+element). Each gives the NumPy code's results, element for element.
 
 **Grading** (:func:`grade_into`, for :func:`xentcheck.harness.grading.grade_elements`).
 For every element: the allowed error in ulps, and, for a graded element whose candidate
@@ -17,7 +18,9 @@ more than the value itself) is left to the NumPy path, which the loop marks.
 kind="stable")`` of logits of 32 bits or fewer, as a least-significant-digit radix sort
 of each row's order-preserving 32-bit keys (three passes of 11, 11 and 10 bits; a radix
 sort is stable by construction), where NumPy sorts the same keys in about four times
-the time. The same order, element for element (``tests/harness/test_compiled.py``).
+the time. The same order, element for element (``tests/harness/test_order_keys.py``,
+which also compares :func:`order_broken_into` with the NumPy check; the roll-ups are
+compared in ``tests/harness/test_grading.py``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def grade_into(c: np.ndarray, x: np.ndarray, expo: np.ndarray, mant: np.ndarray,
                rest: np.ndarray) -> int:
     """Fill the flat outputs ``allowed`` (every element), ``ratio``, ``ulp``, ``broken``
     and ``codes`` (every element but those of ``rest``, which the loop sets True and
-    counts: graded elements it leaves to the NumPy path). ``c``: the candidate as float64;
+    counts: graded elements it leaves to the NumPy path). ``c``: the candidate (float32
+    or float64, read exactly);
     ``x``: the exact values as float64; the output format's ``emin``, ``emax`` and
     ``precision``; ``tiny_w``/``tiny_o``: log2 of the working and output formats'
     smallest subnormals; ``mixed``: they differ (the last rounding's terms are added)."""

@@ -661,18 +661,17 @@ def grade_elements(
 
     check_ulp_budget(ulp_budget)
     loops = _loops(decoded)
-    # With the compiled loop, the ulp errors are computed last (most of them by it).
-    ulp = np.empty(cand.size) if loops else ulp_error(cand, decoded).ravel()
+    size = cand.size
     defined, finite, negative = (a.ravel() for a in (decoded.defined, decoded.finite,
                                                      decoded.negative))
     expo, mant = decoded.expo.ravel(), decoded.mant.ravel()
     uw = math.ldexp(1.0, -work.precision)
-    xu = np.empty(ulp.size)
+    xu = np.empty(size)
     if loops:
         loops.scaled_into(mant, expo, -work.precision, xu)
     else:
         with np.errstate(over="ignore", under="ignore"):
-            for part in chunks(ulp.size):
+            for part in chunks(size):
                 xu[part] = ldexp(mant[part], np.clip(expo[part] - work.precision, -2000, 2000))
     with np.errstate(all="ignore"):  # inf and NaN bounds belong to non-finite exact values
         bound, lam, ungraded = _bounds(function, inputs, target, options or {}, uw, xu,
@@ -688,13 +687,14 @@ def grade_elements(
             graded[ungraded] = False
     graded = graded.ravel()
 
-    # The ratio in ulps of x: ulp(x) = 2**k exactly (zero: the smallest subnormal), one
-    # chunk of elements at a time (their temporaries stay in cache).
-    allowed, ratio, graded_ulp = (np.empty(ulp.size) for _ in range(3))
-    broken, codes = np.empty(ulp.size, bool), np.empty(ulp.size, np.int8)
+    # The ratio in ulps of x: ulp(x) = 2**k exactly (zero: the smallest subnormal). The
+    # compiled loop takes every element it can and leaves the rest to the NumPy path; the
+    # NumPy path goes a chunk of elements at a time (their temporaries stay in cache).
+    allowed, ratio, graded_ulp = (np.empty(size) for _ in range(3))
+    broken, codes = np.empty(size, bool), np.empty(size, np.int8)
     flat = np.ascontiguousarray(cand).reshape(-1)
     if loops:
-        rest = np.empty(ulp.size, bool)
+        rest = np.empty(size, bool)
         left = loops.grade_into(
             flat if name in ("float32", "float64") else flat.astype(np.float64),
             decoded.source.ravel(), expo, mant, bound, lam, graded, defined, finite,
@@ -708,15 +708,15 @@ def grade_elements(
                 ulp_error(flat[at], picked), bound[at], lam[at], mant[at], expo[at],
                 picked.ulp_exponent(out.dtype), flat[at].astype(np.float64), finite[at],
                 defined[at], negative[at], graded[at], work, out, ulp_budget)
-        parts = []
     else:
-        parts = chunks(ulp.size)
+        ulp = ulp_error(cand, decoded).ravel()
         k = decoded.ulp_exponent(out.dtype).ravel()
         c64 = flat.astype(np.float64)
-    for part in parts:
-        allowed[part], ratio[part], graded_ulp[part], broken[part], codes[part] = _ratios(
-            ulp[part], bound[part], lam[part], mant[part], expo[part], k[part], c64[part],
-            finite[part], defined[part], negative[part], graded[part], work, out, ulp_budget)
+        for part in chunks(size):
+            allowed[part], ratio[part], graded_ulp[part], broken[part], codes[part] = _ratios(
+                ulp[part], bound[part], lam[part], mant[part], expo[part], k[part], c64[part],
+                finite[part], defined[part], negative[part], graded[part], work, out,
+                ulp_budget)
     shape = cand.shape
     return ElementGrades(function, name, graded_ulp.reshape(shape), ratio.reshape(shape),
                          allowed.reshape(shape), broken.reshape(shape), graded.reshape(shape),

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 import xentcheck.references as ref
-from xentcheck.harness.adapters.contract import FUNCTIONS
+from xentcheck.harness.adapters.contract import DTYPES, FUNCTIONS
 from xentcheck.harness.checks import Context, allowed_abs, boolean_finding, target_mass
 from xentcheck.harness.findings import Finding
 from xentcheck.harness.grading import compiled_loops
@@ -163,15 +163,12 @@ def stable_order(z: np.ndarray) -> np.ndarray:
     return key & ((1 << width) - 1)
 
 
-_FLOATS = ("float64", "float32", "float16", "bfloat16")
-
-
 def order_broken(z: np.ndarray, order: np.ndarray, value: np.ndarray) -> np.ndarray:
     """Per row: two neighbours in ``order`` (:func:`stable_order` of ``z``) whose logits
     increase strictly and whose ``value`` entries decrease. One compiled pass where numba
     is and the batch is large (the same comparisons, without gathering the rows)."""
     loops = compiled_loops(z.size) if z.dtype.itemsize <= 4 else None
-    if loops is not None and value.shape == z.shape and value.dtype.name in _FLOATS:
+    if loops is not None and value.shape == z.shape and value.dtype.name in DTYPES:
         bad = np.empty(z.shape[0], bool)
         loops.order_broken_into(z.astype(np.float32, copy=False), order,
                                 value.astype(np.float32, copy=False)
