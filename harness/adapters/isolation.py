@@ -12,8 +12,12 @@ comes back is plain data only
 as its dtype name (from a fixed list), its shape and its raw bytes. Nothing the worker
 sends is ever unpickled in the grading process, so an adapter cannot run code there (an
 ndarray subclass or ``np.matrix`` is reported as ``wrong-type`` inside the worker). An
-array is copied once per direction. Every reply must arrive whole within the call's
-timeout: a worker that sends part of a message and stalls times out like a silent one.
+array is copied once per direction, and a large input that cannot change (read-only all
+the way down, as a case's arrays are) only once per worker: the worker keeps it, and
+later calls with the very same array name it instead of sending it again
+(:class:`KeptInputs`; a block of an LLM batch goes to some twenty calls). Every reply
+must arrive whole within the call's timeout: a worker that sends part of a message and
+stalls times out like a silent one.
 The adapter's own ``print`` output goes to stderr, never into the protocol.
 
 A call that segfaults or aborts (``crashed``), exits (``exited``) or does not answer
@@ -47,6 +51,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -123,6 +128,121 @@ def receive_message(stream: BinaryIO) -> Any:
     header = _read_exact(stream, sizes[0])
     buffers = [_read_exact(stream, size) for size in sizes[1:]]
     return pickle.loads(header, buffers=buffers)
+
+
+# --------------------------------------------------------------------------- kept inputs
+
+#: Bytes of inputs a worker keeps for later calls (the least recently used go first).
+KEEP_BYTES = 64 << 20
+#: Inputs smaller than this are sent every time (naming them would save nothing).
+KEEP_MIN_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class KeptArray:
+    """An input in a call message that the worker keeps under ``slot``: ``array`` is sent
+    with its first call, None on later ones (the worker has it)."""
+
+    slot: int
+    array: np.ndarray | None = None
+
+
+def _unchangeable(array: np.ndarray) -> bool:
+    """Nobody can write to ``array`` through NumPy: it and every array it views are
+    read-only, down to memory that is read-only itself (bytes, a read-only map) or owned
+    by a read-only array. (An owner made writable again and changed would escape this:
+    the harness never does so, its case arrays are frozen.)"""
+    base: Any = array
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    if base is None:
+        return True
+    try:
+        return memoryview(base).readonly
+    except (TypeError, ValueError):  # not a buffer, or a closed map
+        return False
+
+
+class KeptInputs:
+    """The grading process's record of what its worker keeps: slot -> a weak reference to
+    the array (an array that is gone frees its slot; an id alone could be reused).
+
+    :meth:`wrap` turns a call's input into a :class:`KeptArray` where it is large and
+    unchangeable (:func:`_unchangeable`), and :meth:`forget` lists the slots the worker
+    is to drop once it has read the call (evicted or gone). It belongs to one worker
+    process: a new worker starts with an empty one, so a worker that died takes its
+    slots with it."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = KEEP_BYTES if budget is None else budget
+        self._slots: dict[int, tuple[weakref.ref, int]] = {}  # in order of last use
+        self._by_id: dict[int, int] = {}
+        self._next = 0
+        self._forget: list[int] = []
+
+    def wrap(self, value: Any) -> Any:
+        if (type(value) is not np.ndarray or value.nbytes < KEEP_MIN_BYTES
+                or value.nbytes > self.budget or not _unchangeable(value)):
+            return value
+        slot = self._by_id.get(id(value))
+        if slot is not None:
+            ref, size = self._slots.pop(slot)
+            if ref() is value:
+                self._slots[slot] = (ref, size)  # the most recently used now
+                return KeptArray(slot)
+            self._drop(slot)
+        self._collect()
+        while self._slots and self._held() + value.nbytes > self.budget:
+            oldest = next(iter(self._slots))
+            del self._slots[oldest]
+            self._drop(oldest)
+        slot, self._next = self._next, self._next + 1
+        self._slots[slot] = (weakref.ref(value), value.nbytes)
+        self._by_id[id(value)] = slot
+        return KeptArray(slot, value)
+
+    def forget(self) -> list[int]:
+        """The slots the worker is to drop once it has read this call (each said once)."""
+        self._collect()
+        dropped, self._forget = self._forget, []
+        return dropped
+
+    def _held(self) -> int:
+        return sum(size for _, size in self._slots.values())
+
+    def _collect(self) -> None:
+        for slot, (ref, _) in list(self._slots.items()):
+            if ref() is None:
+                del self._slots[slot]
+                self._drop(slot)
+
+    def _drop(self, slot: int) -> None:
+        self._forget.append(slot)
+        for key, kept in list(self._by_id.items()):
+            if kept == slot:
+                del self._by_id[key]
+
+
+def keep_inputs(kept: dict[int, np.ndarray], values: Any) -> Any:
+    """The worker's side of :class:`KeptInputs`: store each newly sent :class:`KeptArray`
+    in ``kept`` (read-only), and return ``values`` (a list, or a dict of options) with
+    every :class:`KeptArray` replaced by its array. The slots a message says to forget
+    are dropped after this (one of them may be named in that very message). A slot the
+    worker does not hold is a broken protocol (``KeyError``)."""
+
+    def resolve(value: Any) -> Any:
+        if not isinstance(value, KeptArray):
+            return value
+        if value.array is not None:
+            value.array.flags.writeable = False
+            kept[value.slot] = value.array
+        return kept[value.slot]
+
+    if isinstance(values, dict):
+        return {k: resolve(v) for k, v in values.items()}
+    return [resolve(v) for v in values]
 
 
 # --------------------------------------------------------------------------- replies: plain data
@@ -471,6 +591,7 @@ class _Worker:
         # the pipes still open, each closed once: a number closed twice may by then be
         # another worker's pipe (workers close in the background while the next starts)
         self._open_fds = {parent_read, parent_write}
+        self.kept = KeptInputs()  # what this process keeps of the inputs sent to it
         self._finalizer = weakref.finalize(self, _kill, self.process, self._open_fds)
         try:
             self.send(dict(load_message), timeout=DEFAULT_START_TIMEOUT)
@@ -742,7 +863,10 @@ class WorkerHandle(AdapterHandle):
             start = time.perf_counter()
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
-                worker.send(("call", function, list(arrays), dict(kwargs)), timeout)
+                kept = worker.kept
+                message = ("call", function, [kept.wrap(a) for a in arrays],
+                           {k: kept.wrap(v) for k, v in kwargs.items()})
+                worker.send((*message, kept.forget()), timeout)
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                 value, faults = _reply(worker.receive(left))
             except TimeoutError:

@@ -27,6 +27,7 @@ from xentcheck.harness.adapters.isolation import (
     PLAIN_DTYPES,
     _fault_plain,
     _info_plain,
+    keep_inputs,
     receive_message,
     send_plain,
 )
@@ -75,12 +76,16 @@ def _serve(adapter: Any, hello: dict[str, Any], reader: BinaryIO, writer: Binary
     send_plain(writer, hello)
     if not hello["ok"]:
         return
+    kept: dict[int, Any] = {}  # the inputs the grading process may name again
     while True:
         try:
             message = receive_message(reader)
         except EOFError:
             return
-        _, function, arrays, kwargs = message
+        _, function, arrays, kwargs, forget = message
+        arrays, kwargs = keep_inputs(kept, arrays), keep_inputs(kept, kwargs)
+        for slot in forget:
+            kept.pop(slot, None)
         value, faults = invoke(adapter, function, arrays, kwargs)
         plain = [_fault_plain(f) for f in faults]
         if value is not None and value.dtype.name not in PLAIN_DTYPES:
