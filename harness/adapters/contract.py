@@ -261,6 +261,8 @@ def _same_bits(before: np.ndarray, after: np.ndarray) -> bool:
     if before.shape != after.shape or before.dtype != after.dtype:
         return False
     as_bytes = [np.ascontiguousarray(x).reshape(-1).view(np.uint8) for x in (before, after)]
+    if before.nbytes % 8 == 0:  # compared as words: an eighth of the comparisons
+        as_bytes = [b.view(np.uint64) for b in as_bytes]
     return bool(np.array_equal(*as_bytes))
 
 
