@@ -148,11 +148,22 @@ def _row_masses(case: Case) -> list[float]:
                              case.options.get("ignore_index"))
 
 
+_NATIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
 def overflowing_rows(case: Case) -> np.ndarray:
     """Rows whose shifted logit z_i - max z overflows the dtype where the effective
     target has mass (weights and smoothing included)."""
-    z = case.logits.astype(np.float64)
     big = ref.float_format(case.dtype).max
+    logits = case.logits
+    if logits.size and logits.dtype in _NATIVE_FLOATS and np.isfinite(logits).all():
+        # every gap is at most its row's max - min: none when even the widest row is
+        # well inside the dtype (the float64 difference is off by a rounding at most)
+        spread = (logits.max(axis=1).astype(np.float64)
+                  - logits.min(axis=1).astype(np.float64))
+        if np.all(spread <= big / 2):
+            return np.zeros(logits.shape[0], bool)
+    z = logits.astype(np.float64)
     with np.errstate(all="ignore"):
         finite = np.where(np.isfinite(z), z, np.nan)
         top = np.nanmax(np.where(np.isnan(finite), -np.inf, finite), axis=1, keepdims=True)
@@ -496,7 +507,11 @@ class Truth:
         if function == "cross_entropy_grad":
             options = {**case.options, "reduction": "none"}
             x = np.asarray(case.logits, np.float64).astype(dtype)
-            derivative = fast.Reference(x, work=work).cross_entropy_grad(target, **options)
+            # in float64 the truth's own reference has these very logits and their row
+            # sums (in longdouble it reads float64 logits by another route than x's)
+            reference = (self._fast_reference() if work == "float64"
+                         else fast.Reference(x, work=work))
+            derivative = reference.cross_entropy_grad(target, **options)
 
             def loss(z: np.ndarray) -> np.ndarray:
                 return fast.Reference(z, work=work).cross_entropy(target, **options)

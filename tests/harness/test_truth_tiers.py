@@ -145,3 +145,23 @@ def test_index_targets_from_probs_equal_the_one_hot_sum(work: str) -> None:
             assert short.dtype == general.dtype
             assert np.array_equal(short, general, equal_nan=True)
             assert np.array_equal(np.signbit(short), np.signbit(general))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_overflowing_rows_against_their_definition(dtype: str) -> None:
+    """A row overflows where a shifted logit z_i - max z is beyond the dtype's largest
+    value at a class with target mass; the quick look at each row's spread must not
+    hide one. Rows: ordinary; the widest spread that still fits; one that does not,
+    at the target; the same off the target."""
+    from xentcheck.references import float_format
+
+    big = float_format(dtype).max
+    z = np.zeros((4, 70))
+    z[1, :2] = [0.75 * big, -0.2 * big]  # a spread beyond big / 2 that still fits
+    z[2, :2], z[3, :2] = [big, -big], [big, -big]  # gap 2 big at class 1
+    c = case((4, 70), dtype, logits=z)
+    c = Case(c.logits, np.array([0, 1, 1, 0]), "indices", {}, dtype, "test", "overflow")
+    assert truth_module.overflowing_rows(c).tolist() == [False, False, True, False]
+    smoothed = Case(c.logits, c.target, "indices", {"label_smoothing": 0.1}, dtype,
+                    "test", "overflow-smoothed")  # every class has mass
+    assert truth_module.overflowing_rows(smoothed).tolist() == [False, False, True, True]
