@@ -1,6 +1,6 @@
 """numba loops of the harness (imported only where numba is, for arrays of
 ``jit.MIN_ELEMENTS`` elements and more): the last step of grading, the order check (a
-batch's stable order and its comparison), and a finding's roll-ups (largest error, worst
+batch's stable order and its comparison), and a finding's roll-ups (largest errors, worst
 element). Each gives the NumPy code's results, element for element.
 
 **Grading** (:func:`grade_into`, for :func:`xentcheck.harness.grading.grade_elements`).
@@ -196,6 +196,41 @@ def masked_max(values: np.ndarray, mask: np.ndarray, skip_nan: bool) -> tuple[bo
             best = v
         found = True
     return found, best
+
+
+@njit(**_OPTS)
+def largest(ulp: np.ndarray, ratio: np.ndarray, graded: np.ndarray, broken: np.ndarray
+            ) -> tuple[bool, float, float, bool, float, bool, float]:
+    """``ElementGrades.largest`` in one pass over flat arrays: (any graded element not
+    broken, its largest ulp error and ratio, NaN if one is), then (any non-NaN ulp error
+    of a graded element, the largest; the same for the ratio): ``masked_max``'s four
+    answers (a NaN is sticky in the first two, left out of the last two)."""
+    some = some_ulp = some_ratio = False
+    top_ulp = top_ratio = any_ulp = any_ratio = -np.inf
+    for i in range(ulp.size):
+        if not graded[i]:
+            continue
+        u = ulp[i]
+        r = ratio[i]
+        if not broken[i]:
+            some = True
+            if u != u:
+                top_ulp = u
+            elif top_ulp == top_ulp and u > top_ulp:
+                top_ulp = u
+            if r != r:
+                top_ratio = r
+            elif top_ratio == top_ratio and r > top_ratio:
+                top_ratio = r
+        if u == u:
+            if not some_ulp or u > any_ulp:
+                any_ulp = u
+            some_ulp = True
+        if r == r:
+            if not some_ratio or r > any_ratio:
+                any_ratio = r
+            some_ratio = True
+    return some, top_ulp, top_ratio, some_ulp, any_ulp, some_ratio, any_ratio
 
 
 @njit(**_OPTS)

@@ -415,8 +415,7 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
         y = _kept_targets(target, {}, n_rows, k, memo).u
         if function == "cross_entropy_grad_wrt_probs":
             return xu, np.full(xu.shape, 0.5), none
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_u = np.abs(portable.log(x.astype(np.float64))) * uw
+        log_u = _scaled_logs(x, y != 0, uw)
         r_count = (y != 0).sum(axis=1)
         return (kappa + r_count) * _mul(y, log_u).sum(axis=1), r_count / 2.0, none
 
@@ -480,6 +479,17 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
             return inner / den + (t.nu + 2) * gu, lam / den + 0.5, r.ungraded
         return inner + gu, lam, r.ungraded
     raise ValueError(f"unknown function {function!r}; expected one of {', '.join(FUNCTIONS)}")
+
+
+def _scaled_logs(x: np.ndarray, needed: np.ndarray, uw: float) -> np.ndarray:
+    """u |log x| where ``needed`` (the entries a target weighs; 0 elsewhere, where only a
+    product with a zero target reads it): a one-hot target needs one log per row."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if needed.mean() >= 0.5:
+            return np.abs(portable.log(x.astype(np.float64))) * uw
+        out = np.zeros(x.shape)
+        out[needed] = np.abs(portable.log(x[needed].astype(np.float64))) * uw
+        return out
 
 
 _TANGENT_FUNCTIONS = ("softmax_jvp", "log_softmax_jvp")
@@ -616,6 +626,26 @@ class ElementGrades:
     graded: np.ndarray
     codes: np.ndarray
     ulp_budget: float = DEFAULT_ULP_BUDGET
+
+    @functools.cached_property
+    def largest(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """The largest ulp error and ratio over graded elements that are not broken (NaN
+        if one of them is: :func:`summarize`'s), then over every graded element, NaN left
+        out (a finding's figures); None where there is none. Whatever the thresholds, so
+        taken once, in one pass (compiled where the output is large enough)."""
+        ulp, ratio = self.ulp.ravel(), self.ratio.ravel()
+        graded, broken = self.graded.ravel(), self.broken.ravel()
+        loops = (compiled_loops(ulp.size) if ulp.dtype == ratio.dtype == np.float64
+                 else None)
+        if loops is not None:
+            some, top_ulp, top_ratio, some_ulp, any_ulp, some_ratio, any_ratio = (
+                loops.largest(ulp, ratio, graded, broken))
+            return (float(top_ulp) if some else None, float(top_ratio) if some else None,
+                    float(any_ulp) if some_ulp else None,
+                    float(any_ratio) if some_ratio else None)
+        accurate = graded & ~broken
+        return (masked_max(ulp, accurate), masked_max(ratio, accurate),
+                masked_max(ulp, graded, skip_nan=True), masked_max(ratio, graded, skip_nan=True))
 
 
 def grade_elements(
@@ -911,7 +941,6 @@ def summarize(grades: ElementGrades, rows_axis: int = 0, *, ulp_budget: float | 
     counts = {g: int((row_codes == c).sum()) for c, g in enumerate(GRADES)}
     counts = {g: n for g, n in counts.items() if n}
     graded_rows = int((row_codes >= 0).sum())
-    accurate = grades.graded & ~grades.broken
     worst = int(codes.max(initial=_UNGRADED))
     worst_index = worst_ulp = worst_ratio = worst_allowed = None
     if worst >= 0:
@@ -930,8 +959,8 @@ def summarize(grades: ElementGrades, rows_axis: int = 0, *, ulp_budget: float | 
         grades=counts,
         rows=graded_rows,
         ungraded=int(row_codes.shape[0]) - graded_rows,
-        max_ulp=masked_max(grades.ulp, accurate),
-        max_ratio=masked_max(grades.ratio, accurate),
+        max_ulp=grades.largest[0],
+        max_ratio=grades.largest[1],
         worst_index=worst_index,
         worst_ulp=worst_ulp,
         worst_ratio=worst_ratio,

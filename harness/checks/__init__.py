@@ -273,9 +273,7 @@ def largest_errors(element: grading.ElementGrades) -> tuple[float | None, float 
     """The largest error in ulps and the largest stability ratio over every graded
     element, broken ones included (their error is infinite: a summary that left them out
     would read "0 ulp" above a worst case of NaN). None when nothing was graded."""
-    graded = np.asarray(element.graded, dtype=bool)
-    return (grading.masked_max(element.ulp, graded, skip_nan=True),
-            grading.masked_max(element.ratio, graded, skip_nan=True))
+    return element.largest[2], element.largest[3]
 
 
 def boolean_finding(ctx: Context, check: str, function: str, violated: np.ndarray,

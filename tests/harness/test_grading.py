@@ -46,6 +46,7 @@ from xentcheck.harness.grading import (
     profile,
     summarize,
 )
+from xentcheck.references import portable
 from xentcheck.references.fast import jit
 from xentcheck.references.gold import UNDEFINED
 from xentcheck.references.rounding import CHUNK_ELEMENTS
@@ -990,3 +991,64 @@ def test_summaries_reuse_the_codes_only_under_their_own_thresholds() -> None:
     assert other is not element.codes
     assert np.array_equal(other, grading.classify(element.ulp, element.ratio, element.broken,
                                                   element.graded, ulp_budget=64.0))
+
+
+@pytest.mark.parametrize(("shape", "share"), [((64, 300), 0.001), ((64, 300), 0.3),
+                                             ((64, 300), 0.9), ((16, 65536), 0.001)])
+def test_scaled_logs_where_a_target_weighs_are_the_full_arrays(shape, share: float) -> None:
+    """The from-probabilities bounds take u |log p| only where the target has mass (one
+    log per row for a one-hot target): those entries are the full array's, bit for bit
+    (also where the full array is large enough for the compiled log and the few entries
+    are not), and the rest are never read (products with a zero target)."""
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.0, 1.0, shape) ** 8  # tiny values, and at the start exact zeros,
+    p[:, :3] = [0.0, 1.0, 5e-324]  # ones and subnormals
+    needed = rng.uniform(size=p.shape) < share
+    needed[:, :3] = True
+    uw = 2.0**-53
+    with np.errstate(divide="ignore"):
+        full = np.abs(portable.log(p)) * uw
+    got = grading._scaled_logs(p, needed, uw)
+    assert got.shape == full.shape
+    np.testing.assert_array_equal(got[needed].view(np.int64), full[needed].view(np.int64))
+
+
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+@pytest.mark.parametrize("seed", range(10))
+def test_largest_errors_in_one_pass_are_masked_maxima(seed: int, engine: str) -> None:
+    """``ElementGrades.largest`` (one compiled pass over a large output) gives the four
+    ``masked_max`` answers it replaces: over graded elements not broken, NaN sticky;
+    over every graded one, NaN left out; None where nothing is selected. Seeds 6 to 9:
+    everything broken, nothing graded, a NaN first, every ulp error NaN."""
+    if engine == "numba" and grading._compiled_loops() is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(seed)
+    size = 3 * CHUNK_ELEMENTS + 5
+    ulp = rng.integers(0, 40, size).astype(np.float64)
+    ratio = rng.random(size) * 3
+    for values in (ulp, ratio):
+        hit = rng.integers(0, size, 30)
+        values[hit[:10]] = np.inf
+        values[hit[10:20]] = -np.inf
+        if seed % 2:
+            values[hit[20:]] = np.nan
+    graded = rng.random(size) < (0.7 if seed < 4 else 1e-4)
+    broken = rng.random(size) < 0.01
+    if seed == 6:
+        broken[:] = True
+    if seed == 7:
+        graded[:] = False
+    if seed == 8:
+        first = int(np.argmax(graded))
+        ulp[first] = ratio[first] = np.nan
+    if seed == 9:
+        ulp[:] = np.nan
+    element = grading.ElementGrades("softmax", "float64", ulp, ratio, np.ones(size), broken,
+                                    graded, np.zeros(size, np.int8))
+    accurate = graded & ~broken
+    want = (_whole_max(ulp, accurate, False), _whole_max(ratio, accurate, False),
+            _whole_max(ulp, graded, True), _whole_max(ratio, graded, True))
+    with jit.engine(engine):
+        got = element.largest
+    for g, w in zip(got, want, strict=True):
+        assert (g is None and w is None) or np.array_equal(g, w, equal_nan=True), (got, want)
