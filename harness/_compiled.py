@@ -116,6 +116,71 @@ def grade_into(c: np.ndarray, x: np.ndarray, expo: np.ndarray, mant: np.ndarray,
     return left
 
 
+@njit(**_OPTS)
+def softmax_error_into(p: np.ndarray, du: np.ndarray, shared: np.ndarray,
+                       out: np.ndarray) -> None:
+    """softmax's error bound ``_mul(p, shared[:, None] + 2 * du)`` (``grading.
+    _softmax_error``): 0 where p = 0, else p times the row's term plus twice the
+    element's."""
+    rows, k = p.shape
+    for r in range(rows):
+        s = shared[r]
+        for j in range(k):
+            pj = p[r, j]
+            t = s + 2.0 * du[r, j]
+            out[r, j] = 0.0 if pj == 0.0 else pj * t
+
+
+@njit(**_OPTS)
+def softmax_lambda_into(p: np.ndarray, n: np.ndarray, out: np.ndarray) -> None:
+    """softmax's Lambda ``1 + p * n[:, None] / 2`` (``grading._softmax_lambda``)."""
+    rows, k = p.shape
+    for r in range(rows):
+        nr = n[r]
+        for j in range(k):
+            out[r, j] = 1.0 + p[r, j] * nr / 2.0
+
+
+@njit(**_OPTS)
+def log_softmax_error_into(du: np.ndarray, shared: np.ndarray, out: np.ndarray) -> None:
+    """log_softmax's error bound ``2 * du + shared[:, None]``."""
+    rows, k = du.shape
+    for r in range(rows):
+        s = shared[r]
+        for j in range(k):
+            out[r, j] = 2.0 * du[r, j] + s
+
+
+@njit(**_OPTS)
+def gradient_bounds_into(beta: np.ndarray, p: np.ndarray, c: np.ndarray,
+                         lam_softmax: np.ndarray, gu: np.ndarray, total: np.ndarray,
+                         row_term: np.ndarray, ignored: np.ndarray, uw: float,
+                         mean: bool, den: float, gu_scale: float, bound: np.ndarray,
+                         lam: np.ndarray) -> None:
+    """The cross-entropy gradient's bound and Lambda (``grading._bounds``): inner =
+    total beta + p row_term + uw c and total Lambda_softmax + 1/2 (0 and 1/2 in an
+    ignored row), then inner + gu, or under a mean inner / den + gu_scale gu and
+    Lambda / den + 1/2."""
+    rows, k = p.shape
+    for r in range(rows):
+        tr = total[r]
+        rt = row_term[r]
+        skip = ignored[r]
+        for j in range(k):
+            if skip:
+                inner = 0.0
+                lr = 0.5
+            else:
+                inner = tr * beta[r, j] + p[r, j] * rt + uw * c[r, j]
+                lr = tr * lam_softmax[r, j] + 0.5
+            if mean:
+                bound[r, j] = inner / den + gu_scale * gu[r, j]
+                lam[r, j] = lr / den + 0.5
+            else:
+                bound[r, j] = inner + gu[r, j]
+                lam[r, j] = lr
+
+
 _DIGITS = ((0, 11), (11, 11), (22, 10))  # (shift, bits) of the three passes
 
 

@@ -378,6 +378,11 @@ def _softmax_error(r: _Rows, uw: float) -> np.ndarray:
     """
     kappa = ELEMENTARY_ERROR
     shared = uw * (r.n + 2 * kappa + (1 + kappa) * r.ell) + r.spread
+    loops = compiled_loops(r.p.size)
+    if loops is not None:  # one pass, the same bits
+        out = np.empty(r.p.shape)
+        loops.softmax_error_into(r.p, r.du, shared, out)
+        return out
     return _mul(r.p, shared[:, None] + 2 * r.du)
 
 
@@ -389,12 +394,26 @@ def _kept_softmax_error(r: _Rows, uw: float, memo: dict[Any, Any] | None) -> np.
 
 def _softmax_lambda(r: _Rows, memo: dict[Any, Any] | None) -> np.ndarray:
     """Lambda of softmax, 1 + n p_i / 2 (module docstring), kept like the error."""
-    return _kept(memo, ("softmax lambda",), (r,), lambda: 1 + r.p * r.n[:, None] / 2)
+
+    def make() -> np.ndarray:
+        loops = compiled_loops(r.p.size)
+        if loops is None:
+            return 1 + r.p * r.n[:, None] / 2
+        out = np.empty(r.p.shape)
+        loops.softmax_lambda_into(r.p, r.n, out)
+        return out
+
+    return _kept(memo, ("softmax lambda",), (r,), make)
 
 
 def _log_softmax_error(r: _Rows, uw: float) -> np.ndarray:
     kappa = ELEMENTARY_ERROR
     shared = uw * (r.n - 1 + kappa + (1 + kappa) * r.ell) + r.spread
+    loops = compiled_loops(r.du.size)
+    if loops is not None:
+        out = np.empty(r.du.shape)
+        loops.log_softmax_error_into(r.du, shared, out)
+        return out
     return 2 * r.du + shared[:, None]
 
 
@@ -468,6 +487,15 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
     if function == "cross_entropy_grad":
         total = t.u.sum(axis=1)
         beta = _kept_softmax_error(r, uw, memo)
+        loops = compiled_loops(r.p.size)
+        if loops is not None:  # the lines below in one pass, the same bits
+            mean = reduction == "mean" and t.den != 0
+            bound, lam = np.empty(r.p.shape), np.empty(r.p.shape)
+            loops.gradient_bounds_into(
+                beta, r.p, t.c, _softmax_lambda(r, memo), xu.reshape(n_rows, k), total,
+                uw * r_count * total + uw * t.c.sum(axis=1), t.ignored, uw, mean,
+                abs(t.den) if mean else 1.0, float(t.nu + 2), bound, lam)
+            return bound, lam, r.ungraded
         inner = (total[:, None] * beta
                  + r.p * (uw * r_count * total + uw * t.c.sum(axis=1))[:, None]
                  + uw * t.c)

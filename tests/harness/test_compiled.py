@@ -139,13 +139,56 @@ def test_a_loop_one_step_off_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     assert caught
 
 
-def test_the_compiled_loop_has_no_fused_multiply_add() -> None:
+def test_the_compiled_loops_have_no_fused_multiply_add() -> None:
+    """Grading's loop and the bounds' loops (whose a * b + c would be a fused
+    multiply-add's textbook case) round every product and sum on their own."""
     script = (
         "import numpy as np\n"
         "from xentcheck.harness import grading\n"
-        "exact = np.linspace(0.1, 3.0, 11)\n"
-        "grading.grade_elements('log_softmax', exact, exact, inputs=np.zeros(11))\n"
-        "g = grading._compiled_loops().grade_into\n"
-        "assert g.signatures\n"
-        "print(''.join(g.inspect_asm().values()))\n")
+        "from xentcheck.references.fast import jit\n"
+        "exact = np.linspace(0.1, 3.0, 12).reshape(2, 6)\n"
+        "with jit.engine('numba'):\n"
+        "    for f in ('log_softmax', 'softmax', 'cross_entropy_grad'):\n"
+        "        grading.grade_elements(f, exact, exact, inputs=np.zeros((2, 6)),\n"
+        "                               target=np.array([0, 1]), memo={})\n"
+        "loops = grading._compiled_loops()\n"
+        "for name in ('grade_into', 'softmax_error_into', 'softmax_lambda_into',\n"
+        "             'log_softmax_error_into', 'gradient_bounds_into'):\n"
+        "    g = getattr(loops, name)\n"
+        "    assert g.signatures, name\n"
+        "    print(''.join(g.inspect_asm().values()))\n")
     assert fused_multiply_adds(script) == 0
+
+
+_BOUND_OPTIONS = [
+    {},
+    {"reduction": "mean"},
+    {"reduction": "sum", "label_smoothing": 0.1},
+    {"reduction": "mean", "ignore_index": 2, "weight": "w"},
+    {"reduction": "none", "ignore_index": 2, "label_smoothing": 0.05, "weight": "w"},
+]
+
+
+@pytest.mark.parametrize("options", _BOUND_OPTIONS)
+@pytest.mark.parametrize("function", ["softmax", "log_softmax", "cross_entropy_grad",
+                                      "softmax_jvp", "cross_entropy_hvp"])
+def test_compiled_bounds_are_numpys_bits(function: str, options: dict) -> None:
+    """The stability bounds and Lambdas of the large outputs (softmax's, log_softmax's, the
+    gradient's in one compiled pass each; the JVPs' through softmax's) are the NumPy
+    formulas' bits, with every kind of row: masked entries, underflowing probabilities,
+    rows not graded, ignored rows, weights, smoothing, each reduction."""
+    rng = np.random.default_rng(3)
+    z = _logits(rng, 12, 300)
+    labels = rng.integers(0, 300, 12)
+    labels[[4, 7]] = 2  # the ignored class, when there is one
+    opts = {k: (rng.uniform(0.5, 2.0, 300) if v == "w" else v) for k, v in options.items()}
+    tangent = rng.standard_normal(z.shape)
+    exact = np.asarray(fast.Reference(z, work="float64").softmax(), np.float64)
+    xu = np.abs(exact).ravel() * 2.0**-53
+    out = {}
+    for engine in ("numpy", "numba"):
+        with jit.engine(engine), np.errstate(all="ignore"):
+            out[engine] = grading._bounds(function, z, labels, opts, 2.0**-53, xu,
+                                          tangent, {})
+    for a, b in zip(out["numpy"], out["numba"], strict=True):
+        assert _same(np.broadcast_to(a, np.shape(b)), b), (function, options)
