@@ -506,7 +506,7 @@ class Truth:
         target = case.target
         if function == "cross_entropy_grad":
             options = {**case.options, "reduction": "none"}
-            x = np.asarray(case.logits, np.float64).astype(dtype)
+            x = np.asarray(case.logits, np.float64).astype(dtype, copy=False)  # read only
             # in float64 the truth's own reference has these very logits and their row
             # sums (in longdouble it reads float64 logits by another route than x's)
             reference = (self._fast_reference() if work == "float64"
@@ -516,7 +516,7 @@ class Truth:
             def loss(z: np.ndarray) -> np.ndarray:
                 return fast.Reference(z, work=work).cross_entropy(target, **options)
         elif function == "cross_entropy_grad_wrt_probs":
-            x = np.asarray(self.probs, np.float64).astype(dtype)
+            x = np.asarray(self.probs, np.float64).astype(dtype, copy=False)
             derivative = _from_probs(function, x, target, work)
 
             def loss(p: np.ndarray) -> np.ndarray:
@@ -524,7 +524,10 @@ class Truth:
         else:
             raise ValueError(f"{function} is not certified in the fast tier")
         v = self._direction(case.shape).astype(dtype)
-        v[~np.isfinite(x) | ((x == 0) if function.endswith("probs") else False)] = 0
+        held = ~np.isfinite(x) | ((x == 0) if function.endswith("probs") else False)
+        if held.any():
+            v[held] = 0
+        moving = bool((v != 0).all())  # (then no np.where below: the same values)
         with np.errstate(invalid="ignore"):  # inf * 0 where a row's loss is infinite
             terms = np.asarray(derivative, dtype) * v
         analytic = np.sum(terms, axis=1)
@@ -540,7 +543,8 @@ class Truth:
         # derivative under test: a wrong one that is too large only widens the error bar,
         # and a certificate needs a narrow one to hold
         with np.errstate(invalid="ignore"):
-            sensitivity = np.sum(np.where(v != 0, np.abs(derivative * x), 0), axis=1)
+            moved = np.abs(derivative * x)
+            sensitivity = np.sum(moved if moving else np.where(v != 0, moved, 0), axis=1)
         # agreement relative to the row's scale: |dL/dt| or, where it is small, the
         # size of the gradient along |v| (what a wrong formula would be off by)
         magnitude = np.maximum(np.abs(analytic), np.sum(np.abs(terms), axis=1))

@@ -369,6 +369,10 @@ def _chunk_invariance(ctx: Context) -> Iterator[Finding]:
         tol = 2 * np.nan_to_num(allowed_abs(ctx, function, whole_outcome.value), nan=0.0)
         violated = np.zeros(rows_of(whole, case), dtype=bool)
         notes: list[str] = []
+        scalar = np.ndim(whole) == 0
+        if not scalar:  # the same limit for every split: the sums' magnitudes are |whole|
+            with np.errstate(all="ignore"):
+                limit = tol + ((case.num_rows + 2) * eps * np.abs(whole) + fmt.smallest_normal)
         for parts in CHUNKS:
             if case.num_rows < parts:
                 continue
@@ -389,7 +393,8 @@ def _chunk_invariance(ctx: Context) -> Iterator[Finding]:
                 with np.errstate(all="ignore"):
                     piece = out.value.astype(np.float64) * share
                 pieces.append(piece)
-                magnitude += float(np.sum(np.abs(piece)))
+                if scalar:
+                    magnitude += float(np.sum(np.abs(piece)))
             if failure is not None:
                 violated[:] = True
                 notes.append(f"split in {parts}: {failure}")
@@ -398,10 +403,10 @@ def _chunk_invariance(ctx: Context) -> Iterator[Finding]:
                 combined = (np.concatenate(pieces) if function == "cross_entropy_grad"
                             or reduction == "none" else np.array(math.fsum(
                                 float(p) for p in pieces)))
-                slack = (case.num_rows + 2) * eps * (
-                    magnitude if np.ndim(whole) == 0 else np.abs(whole)) + fmt.smallest_normal
+                if scalar:
+                    limit = tol + ((case.num_rows + 2) * eps * magnitude + fmt.smallest_normal)
                 off = np.abs(combined - whole)
-            out_of_bounds = graded & ~(off <= tol + slack)
+            out_of_bounds = graded & ~(off <= limit)
             bad = np.asarray(out_of_bounds.any(axis=1) if np.ndim(whole) == 2
                              else out_of_bounds).reshape(-1)
             if bad.any():
