@@ -159,8 +159,9 @@ def overflowing_rows(case: Case) -> np.ndarray:
     if logits.size and logits.dtype in _NATIVE_FLOATS and np.isfinite(logits).all():
         # every gap is at most its row's max - min: none when even the widest row is
         # well inside the dtype (the float64 difference is off by a rounding at most)
-        spread = (logits.max(axis=1).astype(np.float64)
-                  - logits.min(axis=1).astype(np.float64))
+        with np.errstate(over="ignore"):  # inf: too wide to tell here
+            spread = (logits.max(axis=1).astype(np.float64)
+                      - logits.min(axis=1).astype(np.float64))
         if np.all(spread <= big / 2):
             return np.zeros(logits.shape[0], bool)
     z = logits.astype(np.float64)

@@ -11,10 +11,12 @@ comes back is plain data only
 (:func:`send_plain`): a JSON header of strings, numbers, lists and dicts, with each array
 as its dtype name (from a fixed list), its shape and its raw bytes. Nothing the worker
 sends is ever unpickled in the grading process, so an adapter cannot run code there (an
-ndarray subclass or ``np.matrix`` is reported as ``wrong-type`` inside the worker). An
-array is copied once per direction, and a large input that cannot change (read-only all
-the way down, as a case's arrays are) only once per worker: the worker keeps it, and
-later calls with the very same array name it instead of sending it again
+ndarray subclass or ``np.matrix`` is reported as ``wrong-type`` inside the worker). A
+large array (64 KiB and more) travels through a shared memory file, one each way per
+worker, sealed against resizing (:class:`SharedRegion`, Linux; elsewhere, and for what
+does not fit, the pipes carry it): written once, copied out once. A large input that
+cannot change (read-only all the way down, as a case's arrays are) is sent only once
+per worker: the worker keeps it, and later calls with the very same array name it
 (:class:`KeptInputs`; a block of an LLM batch goes to some twenty calls). Every reply
 must arrive whole within the call's timeout: a worker that sends part of a message and
 stalls times out like a silent one.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import mmap
 import os
 import pickle
 import select
@@ -95,18 +98,11 @@ def _write_all(stream: BinaryIO, data: Any) -> None:
         view = view[written:]
 
 
-def send_message(stream: BinaryIO, obj: Any) -> None:
-    """Write ``obj`` as one message: sizes, the pickle, then each out-of-band buffer."""
-    buffers: list[pickle.PickleBuffer] = []
-    header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    parts = [memoryview(header), *(b.raw() for b in buffers)]
-    sizes = struct.pack(f"<I{len(parts)}Q", len(parts), *(p.nbytes for p in parts))
-    if sum(p.nbytes for p in parts) < _SMALL_MESSAGE:
-        _write_all(stream, b"".join([sizes, *parts]))
-    else:
-        _write_all(stream, sizes)
-        for part in parts:
-            _write_all(stream, part)
+def send_message(stream: BinaryIO, obj: Any, region: SharedRegion | None = None) -> None:
+    """Write ``obj`` as one message: sizes, the pickle, then each out-of-band buffer (in
+    ``region`` where it fits, else after the pickle)."""
+    for part in _message_parts(obj, region):
+        _write_all(stream, part)
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytearray:
@@ -121,13 +117,93 @@ def _read_exact(stream: BinaryIO, size: int) -> bytearray:
     return buffer
 
 
-def receive_message(stream: BinaryIO) -> Any:
+def receive_message(stream: BinaryIO, region: SharedRegion | None = None) -> Any:
     """Read one message written by :func:`send_message` (arrays come back writable)."""
     (count,) = struct.unpack("<I", _read_exact(stream, 4))
     sizes = struct.unpack(f"<{count}Q", _read_exact(stream, 8 * count))
+    offsets = struct.unpack(f"<{count - 1}Q", _read_exact(stream, 8 * (count - 1)))
     header = _read_exact(stream, sizes[0])
-    buffers = [_read_exact(stream, size) for size in sizes[1:]]
+    buffers = [_read_exact(stream, size) if at == IN_PIPE else _taken(region, at, size)
+               for size, at in zip(sizes[1:], offsets, strict=True)]
     return pickle.loads(header, buffers=buffers)
+
+
+def _taken(region: SharedRegion | None, offset: int, size: int) -> bytearray:
+    if region is None:
+        raise ProtocolError("a buffer in a shared region that this end does not have")
+    return region.take(offset, size)
+
+
+# --------------------------------------------------------------------------- shared regions
+
+#: Bytes of each shared region: a message's large buffers travel there when they fit.
+REGION_BYTES = 64 << 20
+#: Buffers smaller than this go through the pipe with the message.
+REGION_MIN_BYTES = 1 << 16
+#: The offset that says "in the pipe, after the header".
+IN_PIPE = (1 << 64) - 1
+
+
+class SharedRegion:
+    """A shared memory file of fixed size (Linux's ``memfd_create``) that carries the
+    large buffers of one message at a time, each written once by the sender and copied
+    once by the receiver, where a pipe copies twice through the kernel and wakes both
+    sides up every megabyte. Each worker has two, one each way, created by the grading
+    process and passed to the worker at its start; calls and replies alternate, so a
+    message always starts at offset 0 and is read before the next is written.
+
+    Its size is sealed (no shrinking, no growing, no new seals): a worker that tried to
+    truncate it, to make the grading process's reads or writes fault, gets an error. Its
+    contents are the sender's bytes, as a pipe's would be: the receiver copies them out
+    and then checks them like any reply."""
+
+    def __init__(self, fd: int) -> None:
+        self.size = os.fstat(fd).st_size
+        self.map = mmap.mmap(fd, self.size)
+
+    @classmethod
+    def create(cls) -> tuple[SharedRegion, int] | None:
+        """A new region and its file descriptor (to pass to a worker, then close); None
+        where there is no ``memfd_create`` or sealing (not Linux): pipes carry it all."""
+        make = getattr(os, "memfd_create", None)
+        add_seals = getattr(fcntl, "F_ADD_SEALS", None)
+        if make is None or add_seals is None:
+            return None
+        try:
+            fd = make("xentcheck-region", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        except OSError:
+            return None
+        try:
+            os.ftruncate(fd, REGION_BYTES)
+            fcntl.fcntl(fd, add_seals,
+                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            return cls(fd), fd
+        except OSError:
+            os.close(fd)
+            return None
+
+    def place(self, buffers: Sequence[memoryview]) -> list[int]:
+        """Write each buffer of at least :data:`REGION_MIN_BYTES` that still fits, one
+        after another from offset 0 (64-byte aligned); their offsets, :data:`IN_PIPE`
+        for the others."""
+        offsets, at = [], 0
+        for buffer in buffers:
+            size = buffer.nbytes
+            if size < REGION_MIN_BYTES or at + size > self.size:
+                offsets.append(IN_PIPE)
+                continue
+            self.map[at:at + size] = buffer.cast("B")
+            offsets.append(at)
+            at = (at + size + 63) & ~63
+        return offsets
+
+    def take(self, offset: int, size: int) -> bytearray:
+        """A copy of ``size`` bytes at ``offset``; :class:`ProtocolError` if they are not
+        all inside the region."""
+        if offset > self.size or size > self.size - offset:
+            raise ProtocolError(f"{size} bytes at offset {offset} of a {self.size}-byte region")
+        with memoryview(self.map) as view:
+            return bytearray(view[offset:offset + size])
 
 
 # --------------------------------------------------------------------------- kept inputs
@@ -293,18 +369,21 @@ def _to_plain(obj: Any, buffers: list[memoryview]) -> Any:
     raise ProtocolError(f"{type(obj).__name__} is not plain data")
 
 
-def send_plain(stream: BinaryIO, obj: Any) -> None:
+def send_plain(stream: BinaryIO, obj: Any, region: SharedRegion | None = None) -> None:
     """Write ``obj`` (None, bool, int, float, str, list, dict, plain NumPy arrays of
-    :data:`PLAIN_DTYPES`) as one message: sizes, a JSON header, each array's bytes."""
+    :data:`PLAIN_DTYPES`) as one message: sizes, offsets, a JSON header, each array's
+    bytes (in ``region`` where it fits, else after the header)."""
     buffers: list[memoryview] = []
     header = json.dumps(_to_plain(obj, buffers), separators=(",", ":")).encode("utf-8")
+    offsets = region.place(buffers) if region is not None else [IN_PIPE] * len(buffers)
+    piped = [b for b, at in zip(buffers, offsets, strict=True) if at == IN_PIPE]
     sizes = _PLAIN_PREFIX.pack(len(header), len(buffers))
-    sizes += struct.pack(f"<{len(buffers)}Q", *(b.nbytes for b in buffers))
-    if len(header) + sum(b.nbytes for b in buffers) < _SMALL_MESSAGE:
-        _write_all(stream, b"".join([sizes, header, *(b.tobytes() for b in buffers)]))
+    sizes += struct.pack(f"<{2 * len(buffers)}Q", *(b.nbytes for b in buffers), *offsets)
+    if len(header) + sum(b.nbytes for b in piped) < _SMALL_MESSAGE:
+        _write_all(stream, b"".join([sizes, header, *(b.tobytes() for b in piped)]))
     else:
         _write_all(stream, sizes + header)
-        for buffer in buffers:
+        for buffer in piped:
             _write_all(stream, buffer)
 
 
@@ -341,11 +420,13 @@ def _read_before(fd: int, size: int, deadline: float | None,
 
 
 def receive_plain(fd: int, timeout: float | None,
-                  alive: Callable[[], bool] | None = None) -> Any:
+                  alive: Callable[[], bool] | None = None,
+                  region: SharedRegion | None = None) -> Any:
     """Read one message of :func:`send_plain` from the raw descriptor ``fd``, the whole of
     it within ``timeout`` seconds (None: no limit); ``alive`` (if given) is asked now and
-    then whether the writer still runs. Arrays come back as fresh, writable NumPy arrays.
-    Raises ``TimeoutError``, ``EOFError`` or :class:`ProtocolError`."""
+    then whether the writer still runs; ``region``: where its large arrays may be. Arrays
+    come back as fresh, writable NumPy arrays. Raises ``TimeoutError``, ``EOFError`` or
+    :class:`ProtocolError`."""
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def read(size: int) -> bytearray:
@@ -355,13 +436,15 @@ def receive_plain(fd: int, timeout: float | None,
     if header_size > _MAX_HEADER or count > _MAX_BUFFERS:
         raise ProtocolError(f"a reply of {header_size} header bytes and {count} arrays")
     sizes = struct.unpack(f"<{count}Q", read(8 * count))
+    offsets = struct.unpack(f"<{count}Q", read(8 * count))
     if any(size > _MAX_BUFFER for size in sizes):
         raise ProtocolError("an array larger than any reply holds")
     try:
         header = json.loads(bytes(read(header_size)).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"the reply's header is not JSON ({exc})") from None
-    buffers = [read(size) for size in sizes]
+    buffers = [read(size) if at == IN_PIPE else _taken(region, at, size)
+               for size, at in zip(sizes, offsets, strict=True)]
     return _from_plain(header, buffers, 0)
 
 
@@ -538,7 +621,8 @@ class InProcessHandle(AdapterHandle):
         return value, faults, time.perf_counter() - start
 
 
-_WORKER_CODE = "from xentcheck.harness.adapters.worker import worker_main; worker_main({}, {})"
+_WORKER_CODE = ("from xentcheck.harness.adapters.worker import worker_main; "
+                "worker_main({}, {}, {}, {})")
 
 
 _PIPE_SIZE = 1 << 20  # fewer wake-ups per large array than the default 64 KiB
@@ -571,10 +655,17 @@ class _Worker:
         child_read, parent_write = os.pipe()
         for fd in (parent_read, parent_write):
             _widen_pipe(fd)
+        # the large buffers' way, one region each way (None: the pipes carry them)
+        calls, replies = SharedRegion.create(), SharedRegion.create()
+        self.calls = calls[0] if calls else None
+        self.replies = replies[0] if replies else None
+        region_fds = [made[1] for made in (calls, replies) if made]
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CODE.format(child_read, child_write)],
-                pass_fds=(child_read, child_write),
+                [sys.executable, "-c", _WORKER_CODE.format(
+                    child_read, child_write, calls[1] if calls else -1,
+                    replies[1] if replies else -1)],
+                pass_fds=(child_read, child_write, *region_fds),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -583,8 +674,8 @@ class _Worker:
                 os.close(fd)
             raise
         finally:
-            os.close(child_read)
-            os.close(child_write)
+            for fd in (child_read, child_write, *region_fds):
+                os.close(fd)
         self.read_fd = parent_read  # raw: replies are read against a deadline
         self.write_fd = parent_write  # non-blocking: calls are written against one too
         os.set_blocking(parent_write, False)
@@ -605,7 +696,7 @@ class _Worker:
         """Write one call, all of it within ``timeout`` (a worker that stops reading times
         out like one that stops answering): ``TimeoutError``, or ``OSError`` if it died."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for part in _message_parts(obj):
+        for part in _message_parts(obj, self.calls):
             _write_before(self.write_fd, part, deadline)
 
     def receive(self, timeout: float | None) -> Any:
@@ -613,7 +704,7 @@ class _Worker:
         (or stops halfway), ``EOFError`` if the worker died (also when a process it
         started still holds the pipe open), :class:`ProtocolError` if it is not plain
         data."""
-        return receive_plain(self.read_fd, timeout, alive=self.alive)
+        return receive_plain(self.read_fd, timeout, alive=self.alive, region=self.replies)
 
     def death(self) -> Fault:
         """Collect a dead (or dying) worker, its process group too, and say how it ended."""
@@ -644,12 +735,18 @@ class _Worker:
         self._finalizer()
 
 
-def _message_parts(obj: Any) -> list[memoryview | bytes]:
-    """:func:`send_message`'s bytes as parts: sizes, the pickle, each out-of-band buffer."""
+def _message_parts(obj: Any, region: SharedRegion | None = None
+                   ) -> list[memoryview | bytes]:
+    """:func:`send_message`'s bytes as parts: sizes, the buffers' offsets in ``region``
+    (:data:`IN_PIPE` for those not there), the pickle, each buffer not in the region."""
     buffers: list[pickle.PickleBuffer] = []
     header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    parts = [memoryview(header), *(b.raw() for b in buffers)]
-    sizes = struct.pack(f"<I{len(parts)}Q", len(parts), *(p.nbytes for p in parts))
+    raws = [b.raw() for b in buffers]
+    offsets = region.place(raws) if region is not None else [IN_PIPE] * len(raws)
+    piped = [r for r, at in zip(raws, offsets, strict=True) if at == IN_PIPE]
+    parts = [memoryview(header), *piped]
+    sizes = struct.pack(f"<I{2 * len(raws) + 1}Q", len(raws) + 1, len(header),
+                        *(r.nbytes for r in raws), *offsets)
     if sum(p.nbytes for p in parts) < _SMALL_MESSAGE:
         return [b"".join([sizes, *parts])]
     return [sizes, *parts]

@@ -25,6 +25,7 @@ from xentcheck.harness.adapters.contract import (
 )
 from xentcheck.harness.adapters.isolation import (
     PLAIN_DTYPES,
+    SharedRegion,
     _fault_plain,
     _info_plain,
     keep_inputs,
@@ -34,8 +35,11 @@ from xentcheck.harness.adapters.isolation import (
 from xentcheck.harness.allocator import keep_freed_memory
 
 
-def worker_main(read_fd: int, write_fd: int) -> None:
-    """The worker's loop: load the adapter named by the first message, then answer calls."""
+def worker_main(read_fd: int, write_fd: int, calls_fd: int = -1, replies_fd: int = -1
+                ) -> None:
+    """The worker's loop: load the adapter named by the first message, then answer calls
+    (their large buffers in the shared region ``calls_fd``, the replies' in
+    ``replies_fd``; -1: through the pipes)."""
     os.dup2(2, 1)  # the adapter's prints go to stderr; the protocol has its own pipes
     keep_freed_memory()  # as the grading process does: no result depends on it
     # Overflow and invalid-value warnings are what extreme inputs are for: the grading
@@ -43,8 +47,9 @@ def worker_main(read_fd: int, write_fd: int) -> None:
     warnings.simplefilter("ignore")
     reader = os.fdopen(read_fd, "rb")
     writer = os.fdopen(write_fd, "wb", buffering=0)
+    calls, replies = (_region(fd) for fd in (calls_fd, replies_fd))
     try:
-        load = receive_message(reader)
+        load = receive_message(reader, calls)
     except EOFError:
         return
     sys.path[:] = load["sys_path"]
@@ -67,19 +72,29 @@ def worker_main(read_fd: int, write_fd: int) -> None:
         message = one_line(f"failed to load: {type(exc).__name__}: {exc}")
         hello = {"ok": False, "kind": "unavailable", "message": message}
     try:
-        _serve(adapter, hello, reader, writer)
+        _serve(adapter, hello, reader, writer, calls, replies)
     except (BrokenPipeError, ConnectionError):
         pass  # the grading process went away: nobody is left to answer
 
 
-def _serve(adapter: Any, hello: dict[str, Any], reader: BinaryIO, writer: BinaryIO) -> None:
-    send_plain(writer, hello)
+def _region(fd: int) -> SharedRegion | None:
+    if fd < 0:
+        return None
+    try:
+        return SharedRegion(fd)
+    finally:
+        os.close(fd)  # the mapping stays
+
+
+def _serve(adapter: Any, hello: dict[str, Any], reader: BinaryIO, writer: BinaryIO,
+           calls: SharedRegion | None = None, replies: SharedRegion | None = None) -> None:
+    send_plain(writer, hello, replies)
     if not hello["ok"]:
         return
     kept: dict[int, Any] = {}  # the inputs the grading process may name again
     while True:
         try:
-            message = receive_message(reader)
+            message = receive_message(reader, calls)
         except EOFError:
             return
         _, function, arrays, kwargs, forget = message
@@ -93,4 +108,4 @@ def _serve(adapter: Any, hello: dict[str, Any], reader: BinaryIO, writer: Binary
                 plain.append(_fault_plain(Fault(
                     "wrong-dtype", f"returned dtype {value.dtype.name}, not a float dtype")))
             value = None  # not sent: only numeric arrays of known dtypes cross back
-        send_plain(writer, {"value": value, "faults": plain})
+        send_plain(writer, {"value": value, "faults": plain}, replies)

@@ -252,7 +252,8 @@ def test_plain_replies_round_trip() -> None:
 
 
 @pytest.mark.parametrize("tamper, message", [
-    (lambda b: b[:16] + b"x" + b[17:], "not JSON"),  # the header's first byte
+    (lambda b: b[:24] + b"x" + b[25:], "not JSON"),  # the header's first byte
+    (lambda b: b[:16] + b"\0" + b[17:], "shared region"),  # an offset, with no region
     (lambda b: b.replace(b'"float64"', b'"object!"'), "dtype"),
     (lambda b: b.replace(b'"shape":[2]', b'"shape":[3]'), "shape"),
     (lambda b: (2**31).to_bytes(4, "little") + b[4:], "header bytes"),

@@ -7,6 +7,7 @@ recently used order ignored, a gone array's slot never freed."""
 from __future__ import annotations
 
 import gc
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,16 @@ def _frozen(seed: int) -> np.ndarray:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Bytes of each call message the grading process writes."""
+    """Bytes each call message of the grading process carries (through the pipe or a
+    shared region: its pickle and its arrays)."""
     sizes: list[int] = []
     parts = isolation._message_parts
 
-    def counted(obj: object) -> list:
-        out = parts(obj)
-        sizes.append(sum(memoryview(p).nbytes for p in out))
-        return out
+    def counted(obj: object, region: object = None) -> list:
+        buffers: list[pickle.PickleBuffer] = []
+        header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        sizes.append(len(header) + sum(b.raw().nbytes for b in buffers))
+        return parts(obj, region)
 
     monkeypatch.setattr(isolation, "_message_parts", counted)
     return sizes
