@@ -1,7 +1,14 @@
 """numba loops of the harness (imported only where numba is, for arrays of
-``jit.MIN_ELEMENTS`` elements and more): the last step of grading, the order check (a
-batch's stable order and its comparison), and a finding's roll-ups (largest errors, worst
-element). Each gives the NumPy code's results, element for element.
+``jit.MIN_ELEMENTS`` elements and more): the stability bounds and the last step of
+grading, the order check (a batch's stable order and its comparison), and a finding's
+roll-ups (largest errors, worst element). Each gives the NumPy code's results, element
+for element.
+
+**Bounds** (:func:`softmax_error_into`, :func:`softmax_lambda_into`,
+:func:`log_softmax_error_into`, :func:`gradient_bounds_into`, for
+``grading._bounds``): each formula's elementwise part, row terms given, in one pass
+where NumPy makes five to ten; the same operations in the same order, no FMA
+(``tests/harness/test_compiled.py`` compares them over every kind of row and option).
 
 **Grading** (:func:`grade_into`, for :func:`xentcheck.harness.grading.grade_elements`).
 For every element: the allowed error in ulps, and, for a graded element whose candidate
