@@ -254,7 +254,6 @@ class KeptInputs:
     def __init__(self, budget: int | None = None) -> None:
         self.budget = KEEP_BYTES if budget is None else budget
         self._slots: dict[int, tuple[weakref.ref, int]] = {}  # in order of last use
-        self._by_id: dict[int, int] = {}
         self._next = 0
         self._forget: list[int] = []
 
@@ -262,21 +261,18 @@ class KeptInputs:
         if (type(value) is not np.ndarray or value.nbytes < KEEP_MIN_BYTES
                 or value.nbytes > self.budget or not _unchangeable(value)):
             return value
-        slot = self._by_id.get(id(value))
-        if slot is not None:
-            ref, size = self._slots.pop(slot)
+        self._collect()
+        for slot, (ref, size) in self._slots.items():
             if ref() is value:
+                del self._slots[slot]
                 self._slots[slot] = (ref, size)  # the most recently used now
                 return KeptArray(slot)
-            self._drop(slot)
-        self._collect()
         while self._slots and self._held() + value.nbytes > self.budget:
             oldest = next(iter(self._slots))
             del self._slots[oldest]
-            self._drop(oldest)
+            self._forget.append(oldest)
         slot, self._next = self._next, self._next + 1
         self._slots[slot] = (weakref.ref(value), value.nbytes)
-        self._by_id[id(value)] = slot
         return KeptArray(slot, value)
 
     def forget(self) -> list[int]:
@@ -292,13 +288,7 @@ class KeptInputs:
         for slot, (ref, _) in list(self._slots.items()):
             if ref() is None:
                 del self._slots[slot]
-                self._drop(slot)
-
-    def _drop(self, slot: int) -> None:
-        self._forget.append(slot)
-        for key, kept in list(self._by_id.items()):
-            if kept == slot:
-                del self._by_id[key]
+                self._forget.append(slot)
 
 
 def keep_inputs(kept: dict[int, np.ndarray], values: Any) -> Any:
