@@ -78,7 +78,6 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import ml_dtypes
 import mpmath
 import numpy as np
 
@@ -166,6 +165,8 @@ def _is_float_dtype(dtype: np.dtype) -> bool:
         return True
     if dtype.kind != "V":
         return False
+    import ml_dtypes  # (here: an array of its dtypes has imported it already)
+
     try:
         ml_dtypes.finfo(dtype)
     except (TypeError, ValueError):

@@ -45,7 +45,6 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import ml_dtypes
 import mpmath
 import numpy as np
 from mpmath import libmp
@@ -97,16 +96,35 @@ def _make_format(name: str, dtype: Any, precision: int, emin: int, emax: int) ->
 
 
 # (precision, emin, emax) from IEEE 754-2008 binary64/32/16 and Google's bfloat16
-# (float32's exponent with an 8-bit significand).
+# (float32's exponent with an 8-bit significand). bfloat16's entry is added by
+# _format_of on first need: importing ml_dtypes costs most of a second of CPU, paid
+# only by a process that meets bfloat16 (whose arrays already imported it).
 _FORMATS: dict[np.dtype, FloatFormat] = {
     f.dtype: f
     for f in (
         _make_format("float64", np.float64, 53, -1022, 1023),
         _make_format("float32", np.float32, 24, -126, 127),
         _make_format("float16", np.float16, 11, -14, 15),
-        _make_format("bfloat16", ml_dtypes.bfloat16, 8, -126, 127),
     )
 }
+_NAMES = ("float64", "float32", "float16", "bfloat16")
+
+
+def _bfloat16() -> np.dtype:
+    import ml_dtypes
+
+    dtype = np.dtype(ml_dtypes.bfloat16)
+    if dtype not in _FORMATS:
+        _FORMATS[dtype] = _make_format("bfloat16", dtype, 8, -126, 127)
+    return dtype
+
+
+def _format_of(dtype: np.dtype) -> FloatFormat | None:
+    """The format of a NumPy dtype, None for an unsupported one (a dtype of kind "V",
+    as ml_dtypes' are, first has bfloat16's entry made)."""
+    if dtype.kind == "V":
+        _bfloat16()
+    return _FORMATS.get(dtype)
 
 
 _FLOAT64 = _FORMATS[np.dtype(np.float64)]
@@ -124,15 +142,14 @@ def float_format(dtype: Any) -> FloatFormat:
     """
     try:
         if isinstance(dtype, str) and dtype == "bfloat16":
-            dtype = ml_dtypes.bfloat16
+            dtype = _bfloat16()
         key = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"not a floating-point dtype: {dtype!r}") from exc
-    try:
-        return _FORMATS[key]
-    except KeyError:
-        names = ", ".join(f.name for f in _FORMATS.values())
-        raise ValueError(f"unsupported dtype {key}; expected one of {names}") from None
+    found = _format_of(key)
+    if found is None:
+        raise ValueError(f"unsupported dtype {key}; expected one of {', '.join(_NAMES)}")
+    return found
 
 
 # ---------------------------------------------------------------------------------------
@@ -184,7 +201,7 @@ def _decode(v: Any, undefined: object) -> tuple[int, bool, int, int]:
         num, den = v.as_integer_ratio()
         negative = bool(np.signbit(v))
         return (_FINITE, negative, abs(int(num)), 1 - int(den).bit_length())
-    if isinstance(v, np.generic) and np.dtype(type(v)) in _FORMATS:
+    if isinstance(v, np.generic) and _format_of(np.dtype(type(v))) is not None:
         return _decode_float(float(v))  # e.g. an ml_dtypes.bfloat16 scalar: exact in float64
     raise TypeError(
         f"cannot round {type(v).__name__} exactly; expected mpmath.mpf, int, a binary float, "
@@ -651,7 +668,7 @@ class ExactValues:
         arr = np.asarray(values)
         if arr.dtype == np.longdouble:
             work = arr.copy()
-        elif arr.dtype in _FORMATS:
+        elif _format_of(arr.dtype) is not None:
             work = arr.astype(np.float64)  # exact for every supported dtype
         else:
             raise TypeError(

@@ -20,7 +20,9 @@ per worker: the worker keeps it, and later calls with the very same array name i
 (:class:`KeptInputs`; a block of an LLM batch goes to some twenty calls). Every reply
 must arrive whole within the call's timeout: a worker that sends part of a message and
 stalls times out like a silent one.
-The adapter's own ``print`` output goes to stderr, never into the protocol.
+The adapter's own ``print`` output goes to stderr, never into the protocol. A worker
+starts with the grading process's environment and ``OMP_WAIT_POLICY=PASSIVE`` unless
+that is set (:func:`worker_environment`: idle OpenMP threads sleep rather than spin).
 
 A call that segfaults or aborts (``crashed``), exits (``exited``) or does not answer
 within its timeout (``timeout``: the worker's process group is killed) is reported as such;
@@ -614,6 +616,27 @@ class InProcessHandle(AdapterHandle):
 _WORKER_CODE = ("from xentcheck.harness.adapters.worker import worker_main; "
                 "worker_main({}, {}, {}, {})")
 
+#: Set in a worker's environment where the grading process's leaves them unset.
+WORKER_DEFAULTS: dict[str, str] = {
+    # An OpenMP runtime (torch's libgomp, an OpenMP BLAS) keeps its threads spinning
+    # for a while after each parallel region by default. Between a candidate's calls
+    # the grading process has the CPU's work to do: spinning threads took it (a torch
+    # worker spent about a third of its CPU time so on an LLM batch's blocks, and
+    # `--jobs 2` runs two graders beside two workers). Passive waiting changes when an
+    # idle thread sleeps, never what a kernel computes.
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
+def worker_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a worker starts with: ``base`` (default: this process's), with
+    :data:`WORKER_DEFAULTS` added where ``base`` does not set them (a user's own choice,
+    e.g. ``OMP_WAIT_POLICY=ACTIVE``, is kept)."""
+    env = dict(os.environ if base is None else base)
+    for name, value in WORKER_DEFAULTS.items():
+        env.setdefault(name, value)
+    return env
+
 
 _PIPE_SIZE = 1 << 20  # fewer wake-ups per large array than the default 64 KiB
 
@@ -656,6 +679,7 @@ class _Worker:
                     child_read, child_write, calls[1] if calls else -1,
                     replies[1] if replies else -1)],
                 pass_fds=(child_read, child_write, *region_fds),
+                env=worker_environment(),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )

@@ -20,12 +20,17 @@ import os
 import sys
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from xentcheck.harness.adapters.contract import AdapterUnavailable
 
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+
+def _bfloat16() -> np.dtype:
+    """ml_dtypes' bfloat16, imported on first need (most of a second of CPU)."""
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
 DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 
 
@@ -58,7 +63,7 @@ class TorchAdapter:
         import torch
 
         owned = np.array(array, copy=True, order="C")
-        if owned.dtype == BFLOAT16:
+        if owned.dtype.kind == "V" and owned.dtype == _bfloat16():
             tensor = torch.from_numpy(owned.view(np.int16)).view(torch.bfloat16)
         elif owned.dtype.kind in "iu":
             tensor = torch.from_numpy(owned.astype(np.int64, copy=False))
@@ -73,7 +78,7 @@ class TorchAdapter:
 
         tensor = tensor.detach().cpu()
         if tensor.dtype == torch.bfloat16:
-            return tensor.contiguous().view(torch.int16).numpy().view(BFLOAT16)
+            return tensor.contiguous().view(torch.int16).numpy().view(_bfloat16())
         return tensor.numpy()
 
     # -- values -----------------------------------------------------------------------

@@ -260,7 +260,8 @@ def test_hunted_cases_are_pinned_and_replayed_by_every_run(
                          regimes=["overflow-edge"], max_examples=15, pin_path=path)
     assert len(runner.load_pinned(path)) == len(pinned)  # the same hunt pins nothing new
 
-    monkeypatch.setattr(runner, "load_pinned", lambda: pinned)
+    load = runner.load_pinned
+    monkeypatch.setattr(runner, "load_pinned", lambda **only: load(path, **only))
     report = runner.run([Unshifted()], dtypes=["float64"], regimes=["overflow-edge"])
     sampled = len(sample("overflow-edge", dtype="float64"))
     assert report.cases == sampled + sum(1 for p in pinned if p.dtype == "float64")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from xentcheck.harness import cli, runner, strategies
+from xentcheck.harness.cases import Case
 from xentcheck.harness.report import json_report
 from xentcheck.harness.truth import Truth
 
@@ -199,6 +200,49 @@ def test_a_regime_selects_only_its_own_pinned_cases():
     cases = runner.build_cases(dtypes=["float64", "float32"], regimes=["large"])
     assert {c.regime for c in cases} == {"large"}
     assert any(c.case_id in {p.case_id for p in runner.load_pinned()} for c in cases)
+
+
+def test_pinned_cases_of_other_dtypes_are_not_decoded(monkeypatch, tmp_path) -> None:
+    every = runner.load_pinned()
+    assert {"bfloat16", "float32"} <= {c.dtype for c in every}  # else this proves nothing
+    decoded: list[str] = []
+
+    class Counted(Case):
+        @classmethod
+        def from_dict(cls, data):
+            decoded.append(data["dtype"])
+            return Case.from_dict(data)
+
+    monkeypatch.setattr(runner, "Case", Counted)
+    for dtypes, regimes in ((["float32"], None), (None, ["large"]),
+                            (["float64", "float32"], ["large", "overflow-edge"])):
+        decoded.clear()
+        only = runner.load_pinned(dtypes=dtypes, regimes=regimes)
+        expected = [c for c in every if (dtypes is None or c.dtype in dtypes)
+                    and (regimes is None or c.regime in regimes)]
+        assert [c.case_id for c in only] == [c.case_id for c in expected]
+        assert decoded == [c.dtype for c in expected]  # nothing else was decoded
+    # a corrupted line is named whatever the filter
+    lines = runner.PINNED_CASES.read_text().splitlines()
+    broken = tmp_path / "pinned.jsonl"
+    broken.write_text("\n".join([lines[0], "<<<<<<< HEAD", *lines[1:]]) + "\n")
+    with pytest.raises(runner.PinnedCasesError, match=":2: not a pinned case"):
+        runner.load_pinned(broken, dtypes=["float16"])
+
+
+def test_a_run_without_bfloat16_does_not_import_ml_dtypes() -> None:
+    # (importing it costs most of a second of CPU in every grading process and worker)
+    code = ("import sys; from xentcheck.harness import runner, grading, truth; "
+            "from xentcheck.harness.adapters import worker, torch_nn; "
+            "from xentcheck.references import fd, rounding, fast; "
+            "runner.build_cases(dtypes=['float32', 'float16'], regimes=['large']); "
+            "rounding.float_format('float16'); "
+            "print('ml_dtypes' in sys.modules); "
+            "rounding.float_format('bfloat16'); print('ml_dtypes' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
 
 
 def _results(data: dict) -> dict[tuple, dict]:
