@@ -34,10 +34,11 @@ JSON object. What each figure is:
   backward uses a Jacobian with one entry off by 1e-3, run through xentcheck's derivative
   check and through ``gradcheck(fast_mode=True)``.
 * ``main_job_seconds`` / ``main_job_peak_mb``: the main job (``xentcheck run --jobs 2``,
-  every built-in, defaults) in a subprocess: wall time and the peak of the summed
-  proportional set size of its whole process tree (``Pss`` of /proc/PID/smaps_rollup,
-  sampled every 0.5 s: each page counted once, a page shared by several processes split
-  among them). ``main_job_peak_rss_mb``: the peak of the summed resident memory (every 0.1
+  every built-in, defaults) in a subprocess, run twice (every subprocess figure is: the
+  time from a run alone, the memory from a second run, sampled; ``_measured``): wall
+  time and the peak of the summed proportional set size of its whole process tree
+  (``Pss`` of /proc/PID/smaps_rollup, sampled every 0.5 s: each page counted once, a
+  page shared by several processes split among them). ``main_job_peak_rss_mb``: the peak of the summed resident memory (every 0.1
   s), which counts a library's pages once per process that maps it (two torch workers
   count libtorch twice); it was the ``_peak_mb`` figure before the scale round.
 * ``llm_batch_seconds`` / ``llm_batch_peak_mb``: ``xentcheck run --adapter torch
@@ -466,9 +467,26 @@ def main_job() -> dict[str, Any]:
 
 def _measured(command: list[str], cwd: Path | None = None
               ) -> tuple[float, tuple[float, float], subprocess.CompletedProcess[str]]:
-    """Run ``command``: (wall seconds, peak MB of its process tree as (summed resident,
-    summed proportional), the finished process with its stdout and stderr)."""
+    """Run ``command`` twice: (wall seconds of the first run, peak MB of the second's
+    process tree as (summed resident, summed proportional), the first run's finished
+    process with its stdout and stderr). The first run is timed alone: the sampler of
+    the second reads every process's maps (some 40 ms of CPU per reading of six
+    processes of an LLM run), and timed beside it a run took 5-15% longer here."""
     start = time.perf_counter()
+    timed = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peak, sampled = _sampled(command, cwd)
+    if sampled.returncode != timed.returncode:
+        raise SystemExit(f"{' '.join(command[2:5])}: two runs ended differently (exit "
+                         f"{timed.returncode}, then {sampled.returncode}): "
+                         f"{sampled.stderr[-500:]}")
+    return seconds, peak, timed
+
+
+def _sampled(command: list[str], cwd: Path | None
+             ) -> tuple[tuple[float, float], subprocess.CompletedProcess[str]]:
+    """Run ``command`` with its process tree's memory sampled: (peak summed resident MB,
+    every 0.1 s; peak summed proportional MB, every 0.5 s), the finished process."""
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     peak = [0.0, 0.0]
@@ -485,10 +503,8 @@ def _measured(command: list[str], cwd: Path | None = None
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     out, err = proc.communicate()
-    seconds = time.perf_counter() - start
     sampler.join()
-    return seconds, (peak[0], peak[1]), subprocess.CompletedProcess(command, proc.returncode,
-                                                                     out, err)
+    return (peak[0], peak[1]), subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def _run_tree(command: list[str]) -> tuple[float, tuple[float, float], str]:

@@ -55,6 +55,24 @@ def test_llm_batch_figures_on_a_small_batch() -> None:
     assert figures["llm_batch_verdict"] in ("conformant", "not conformant")
 
 
+def test_a_measured_time_comes_from_an_unobserved_run(tmp_path: Path) -> None:
+    """``_measured`` times one run alone and samples a second's memory: the first run's
+    output comes back, the peak is the second's; runs that end differently stop it."""
+    import sys
+
+    bench = _benchmark()
+    runs = tmp_path / "runs"
+    code = ("import sys, time; f = open(sys.argv[1], 'a'); f.write('x'); f.close(); "
+            "n = len(open(sys.argv[1]).read()); held = bytearray(80 << 20); "
+            "time.sleep(0.7 if n == 2 else 0); print(n); sys.exit(int(sys.argv[2]) * n)")
+    seconds, (rss, pss), done = bench._measured([sys.executable, "-c", code, str(runs), "0"])
+    assert runs.read_text() == "xx" and done.stdout.strip() == "1" and seconds > 0
+    assert 80 <= pss <= rss  # the sampled run held 80 MB for 0.7 s
+    runs.unlink()
+    with pytest.raises(SystemExit, match="two runs ended differently"):
+        bench._measured([sys.executable, "-c", code, str(runs), "1"])  # exits 1, then 2
+
+
 def test_the_figures_name_the_machine() -> None:
     """The ratios against NumPy depend on its SIMD code: every run records the CPU, what
     NumPy dispatches to and mpmath's backend beside the figures."""
