@@ -38,9 +38,10 @@ JSON object. What each figure is:
   time from a run alone, the memory from a second run, sampled; ``_measured``): wall
   time and the peak of the summed proportional set size of its whole process tree
   (``Pss`` of /proc/PID/smaps_rollup, sampled every 0.5 s: each page counted once, a
-  page shared by several processes split among them). ``main_job_peak_rss_mb``: the peak of the summed resident memory (every 0.1
-  s), which counts a library's pages once per process that maps it (two torch workers
-  count libtorch twice); it was the ``_peak_mb`` figure before the scale round.
+  page shared by several processes split among them). ``main_job_peak_rss_mb``: the
+  peak of the summed resident memory (every 0.1 s), which counts a library's pages once
+  per process that maps it (two torch workers count libtorch twice); it was the
+  ``_peak_mb`` figure before the scale round.
 * ``llm_batch_seconds`` / ``llm_batch_peak_mb``: ``xentcheck run --adapter torch
   --cases FILE --regime corpus --dtype float32`` over an (N, K) float32 logits file
   (default (4096, 131072), ``--llm-rows``, ``--llm-classes``; labels random), every check

@@ -10,6 +10,11 @@ for element.
 where NumPy makes five to ten; the same operations in the same order, no FMA
 (``tests/harness/test_compiled.py`` compares them over every kind of row and option).
 
+**Rows** (:func:`row_scan`, :func:`shifted_into`, :func:`softmax_spread_into`, for
+``grading._rows``): the float64 softmax and |z - m| u the bounds are built from, in three
+passes where NumPy makes some twenty; its sums stay NumPy's (pairwise), so the bits are
+the same (``tests/harness/test_compiled.py``).
+
 **Grading** (:func:`grade_into`, for :func:`xentcheck.harness.grading.grade_elements`).
 For every element: the allowed error in ulps, and, for a graded element whose candidate
 and exact value are finite and within a factor of two with one sign (or both zeros), its
@@ -121,6 +126,57 @@ def grade_into(c: np.ndarray, x: np.ndarray, expo: np.ndarray, mant: np.ndarray,
         ratio[i] = r
         codes[i] = code
     return left
+
+
+@njit(**_OPTS)
+def row_scan(z: np.ndarray, nan: np.ndarray, posinf: np.ndarray, top: np.ndarray,
+             count: np.ndarray) -> None:
+    """Per row of ``z`` (N, K): whether it holds a NaN, a +inf, its largest finite
+    entry (-inf: none) and how many entries are finite (``grading._rows``' first
+    passes; a maximum and counts, so in any order)."""
+    for r in range(z.shape[0]):
+        has_nan = False
+        has_posinf = False
+        largest = -math.inf
+        finite = 0
+        for i in range(z.shape[1]):
+            v = z[r, i]
+            if v != v:
+                has_nan = True
+            elif v == math.inf:
+                has_posinf = True
+            elif v != -math.inf:
+                finite += 1
+                if v > largest:
+                    largest = v
+        nan[r] = has_nan
+        posinf[r] = has_posinf
+        top[r] = largest
+        count[r] = finite
+
+
+@njit(**_OPTS)
+def shifted_into(z: np.ndarray, bad: np.ndarray, m: np.ndarray, mu: np.ndarray, uw: float,
+                 d: np.ndarray, du: np.ndarray) -> None:
+    """``grading._rows``' d = z - m and du = |z uw - m uw| (-inf and inf where z is not
+    finite), a row in ``bad`` read as zeros; ``mu`` = m uw."""
+    for r in range(z.shape[0]):
+        for i in range(z.shape[1]):
+            v = 0.0 if bad[r] else z[r, i]
+            finite = (v - v) == 0.0
+            d[r, i] = v - m[r] if finite else -math.inf
+            du[r, i] = abs(v * uw - mu[r]) if finite else math.inf
+
+
+@njit(**_OPTS)
+def softmax_spread_into(e: np.ndarray, s: np.ndarray, du: np.ndarray,
+                        p: np.ndarray) -> None:
+    """p = e / s per row, and e overwritten by ``grading._mul(p, du)`` (0 where p = 0)."""
+    for r in range(e.shape[0]):
+        for i in range(e.shape[1]):
+            q = e[r, i] / s[r]
+            p[r, i] = q
+            e[r, i] = 0.0 if q == 0.0 else q * du[r, i]
 
 
 @njit(**_OPTS)

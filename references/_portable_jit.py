@@ -16,13 +16,36 @@ import math
 import numpy as np
 from numba import njit
 
+from xentcheck.references import portable
 from xentcheck.references.fast._numba_options import NJIT_OPTIONS as _OPTS
+
+#: portable's table and coefficients as constants of the compiled code: loads from them
+#: cannot alias the output's stores, and the polynomial has a known length, so the loop
+#: vectorizes (passed as arguments, neither held, and it ran one element at a time).
+_TABLE = portable._constants().table
+_TAYLOR = portable._constants().taylor_array
+_TERMS = _TAYLOR.size
+
+
+@njit(inline="always", **_OPTS)
+def _power_of_two(n: int) -> float:
+    """2**n for -1022 <= n <= 1023 (a normal float64), from its bits."""
+    return np.int64((n + 1023) << 52).view(np.float64)
+
+
+@njit(inline="always", **_OPTS)
+def _scaled(value: float, n: int) -> float:
+    """``math.ldexp(value, n)`` for 1/2 <= value < 4 and |n| <= 1100, as two products
+    by powers of two of which the first is exact (or, for n > 1023, already infinite,
+    as the result is): the second rounds once, to the correctly rounded value ldexp
+    gives (a subnormal one included)."""
+    n1 = n + 600 if n < -1022 else (1023 if n > 1023 else n)
+    return (value * _power_of_two(n1)) * _power_of_two(n - n1)
 
 
 @njit(**_OPTS)
-def exp_into(x: np.ndarray, out: np.ndarray, table: np.ndarray, taylor: np.ndarray,
-             log2e: float, log2e_low: float, split: float, magic: float,
-             table_bits: int) -> None:
+def exp_into(x: np.ndarray, out: np.ndarray, log2e: float, log2e_low: float, split: float,
+             magic: float, table_bits: int) -> None:
     """out = portable.exp(x), both flat float64 arrays."""
     scale = float(1 << table_bits)
     unscale = 1.0 / scale  # a power of two: exact
@@ -30,7 +53,6 @@ def exp_into(x: np.ndarray, out: np.ndarray, table: np.ndarray, taylor: np.ndarr
     cb = log2e * split  # _two_product's split of b = log2e (the same for every element)
     b1 = cb - (cb - log2e)
     b2 = log2e - b1
-    last = taylor.size - 1
     for i in range(x.size):
         v = x[i]
         finite = math.isfinite(v)
@@ -46,19 +68,13 @@ def exp_into(x: np.ndarray, out: np.ndarray, table: np.ndarray, taylor: np.ndarr
         scaled = min(max(t, -1100.0), 1100.0) * scale
         k = (scaled + magic) - magic
         r = (scaled - k) * unscale + t_low
-        value = taylor[last]
-        for j in range(last - 1, -1, -1):
-            value = value * r + taylor[j]
+        value = _TAYLOR[_TERMS - 1]
+        for j in range(_TERMS - 2, -1, -1):
+            value = value * r + _TAYLOR[j]
         ki = np.int64(k)
-        value = value * table[ki & mask]
-        if finite:
-            out[i] = math.ldexp(value, ki >> table_bits)
-        elif v > 0:
-            out[i] = math.inf
-        elif v < 0:
-            out[i] = 0.0
-        else:
-            out[i] = v
+        value = _scaled(value * _TABLE[ki & mask], ki >> table_bits)
+        special = math.inf if v > 0 else (0.0 if v < 0 else v)
+        out[i] = value if finite else special
 
 
 @njit(**_OPTS)

@@ -159,8 +159,7 @@ def exp(x: np.ndarray) -> np.ndarray:
     """``e**x`` elementwise (float64): a few ulps, the same bits on every machine."""
     x = np.asarray(x, dtype=np.float64)
     c = _constants()
-    out = _compiled("exp_into", x, c.table, c.taylor_array, c.log2e, c.log2e_low, _SPLIT,
-                    _MAGIC, _TABLE_BITS)
+    out = _compiled("exp_into", x, c.log2e, c.log2e_low, _SPLIT, _MAGIC, _TABLE_BITS)
     if out is not None:
         return out
     with np.errstate(all="ignore"):

@@ -153,11 +153,34 @@ def test_the_compiled_loops_have_no_fused_multiply_add() -> None:
         "                               target=np.array([0, 1]), memo={})\n"
         "loops = grading._compiled_loops()\n"
         "for name in ('grade_into', 'softmax_error_into', 'softmax_lambda_into',\n"
-        "             'log_softmax_error_into', 'gradient_bounds_into'):\n"
+        "             'log_softmax_error_into', 'gradient_bounds_into', 'shifted_into',\n"
+        "             'softmax_spread_into'):\n"
         "    g = getattr(loops, name)\n"
         "    assert g.signatures, name\n"
         "    print(''.join(g.inspect_asm().values()))\n")
     assert fused_multiply_adds(script) == 0
+
+
+@pytest.mark.parametrize("k", [1, 2, 300])
+def test_compiled_rows_are_numpys_bits(k: int) -> None:
+    """``grading._rows`` (the float64 softmax, |z - m| u, the row sums the bounds are
+    built from) compiled is the NumPy passes' bits, field for field, with NaN rows, +inf
+    rows, rows of -inf only, masked entries, zeros of either sign and huge logits."""
+    rng = np.random.default_rng(4)
+    z = _logits(rng, 12, 300)[:, :k] if k > 2 else rng.standard_normal((12, k)) * 50
+    z[5, 0] = np.nan
+    z[6] = -0.0
+    z[7, : (k + 1) // 2] = 0.0
+    z[8] = 1e308 if k > 1 else -1e308
+    z[9, -1] = -np.inf
+    z[10] = np.inf
+    rows = {}
+    for engine in ("numpy", "numba"):
+        with jit.engine(engine):
+            rows[engine] = grading._rows(z, 2.0**-53)
+    for name in ("p", "du", "n", "ell", "spread", "lse", "ungraded"):
+        assert _same(getattr(rows["numpy"], name), getattr(rows["numba"], name)), (name, k)
+    assert rows["numba"].ungraded[10] and not rows["numba"].ungraded[5]
 
 
 _BOUND_OPTIONS = [
