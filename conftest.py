@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     # Python's own multiprocessing resource tracker (started once by the spawn context of
     # `--jobs`) lives as long as the interpreter that started it, by design: not a leak
-    left = [(pid, cmd) for pid, cmd in living_children()
-            if "multiprocessing.resource_tracker" not in cmd]
+    def still_here() -> list[tuple[int, str]]:
+        return [(pid, cmd) for pid, cmd in living_children()
+                if "multiprocessing.resource_tracker" not in cmd]
+
+    # a process killed by a test's clean-up (a worker's group, killed at once) may still
+    # be exiting when the session ends (its command line already empty): a few seconds
+    # for those to go, while a process really left behind stays
+    left, deadline = still_here(), time.monotonic() + 5.0
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = still_here()
     if not left:
         return
     for pid, cmdline in left:
