@@ -15,6 +15,9 @@ where NumPy makes five to ten; the same operations in the same order, no FMA
 passes where NumPy makes some twenty; its sums stay NumPy's (pairwise), so the bits are
 the same (``tests/harness/test_compiled.py``).
 
+**Allowed errors** (:func:`allowed_abs_into`, for ``checks.allowed_abs``): the allowed
+ulps times the output format's ulp of each exact value, one pass for some ten.
+
 **Grading** (:func:`grade_into`, for :func:`xentcheck.harness.grading.grade_elements`).
 For every element: the allowed error in ulps, and, for a graded element whose candidate
 and exact value are finite and within a factor of two with one sign (or both zeros), its
@@ -177,6 +180,26 @@ def softmax_spread_into(e: np.ndarray, s: np.ndarray, du: np.ndarray,
             q = e[r, i] / s[r]
             p[r, i] = q
             e[r, i] = 0.0 if q == 0.0 else q * du[r, i]
+
+
+@njit(**_OPTS)
+def allowed_abs_into(allowed: np.ndarray, floor: float, expo: np.ndarray,
+                     finite: np.ndarray, emin: int, emax: int, shift: int,
+                     out: np.ndarray) -> None:
+    """``checks.allowed_abs``: ``np.maximum(np.nan_to_num(allowed, nan=0.0), floor)``
+    times the output format's ulp of the exact value (2**(clip(expo, emin, emax) +
+    shift), NaN where it is not finite), all flat."""
+    for i in range(allowed.size):
+        a = allowed[i]
+        if a != a:
+            a = 0.0
+        elif a == math.inf:
+            a = 1.7976931348623157e308
+        elif a == -math.inf:
+            a = -1.7976931348623157e308
+        a = a if a >= floor else floor
+        out[i] = a * _ldexp(1.0, min(max(expo[i], emin), emax) + shift) if finite[i] \
+            else math.nan
 
 
 @njit(**_OPTS)

@@ -32,6 +32,7 @@ from xentcheck.harness.findings import (
     severity,
 )
 from xentcheck.harness.truth import Truth
+from xentcheck.references.rounding import float_format
 
 #: Longest case JSON a reproducer embeds; longer cases are named by their origin.
 REPRODUCER_CHARS = 6000
@@ -135,8 +136,19 @@ def allowed_abs(ctx: Context, function: str, candidate: np.ndarray) -> np.ndarra
     if kept is not None and kept[0] is candidate:
         return kept[1]
     graded = ctx.element_grades(function, candidate)
-    allowed = np.maximum(np.nan_to_num(graded.allowed, nan=0.0), ctx.profile.ulp_budget)
-    allowed = allowed * ctx.truth.decoded(function).ulp(ctx.case.dtype)
+    decoded = ctx.truth.decoded(function)
+    loops = grading.compiled_loops(graded.allowed.size)
+    if loops is not None and graded.allowed.ndim:  # one pass instead of some ten
+        fmt = float_format(ctx.case.dtype)
+        allowed = np.empty(graded.allowed.shape)
+        loops.allowed_abs_into(
+            np.ascontiguousarray(graded.allowed, np.float64).reshape(-1),
+            float(ctx.profile.ulp_budget), np.ascontiguousarray(decoded.expo).reshape(-1),
+            np.ascontiguousarray(decoded.finite).reshape(-1), fmt.emin, fmt.emax,
+            1 - fmt.precision, allowed.reshape(-1))
+    else:
+        allowed = np.maximum(np.nan_to_num(graded.allowed, nan=0.0), ctx.profile.ulp_budget)
+        allowed = allowed * decoded.ulp(ctx.case.dtype)
     if isinstance(allowed, np.ndarray):  # a reduced output's is a scalar
         allowed.flags.writeable = False
     ctx._allowed[function] = (candidate, allowed)

@@ -152,9 +152,11 @@ def test_the_compiled_loops_have_no_fused_multiply_add() -> None:
         "        grading.grade_elements(f, exact, exact, inputs=np.zeros((2, 6)),\n"
         "                               target=np.array([0, 1]), memo={})\n"
         "loops = grading._compiled_loops()\n"
+        "loops.allowed_abs_into(exact.ravel(), 1.0, np.zeros(12, np.int64),\n"
+        "                       np.ones(12, bool), -126, 127, -23, np.empty(12))\n"
         "for name in ('grade_into', 'softmax_error_into', 'softmax_lambda_into',\n"
         "             'log_softmax_error_into', 'gradient_bounds_into', 'shifted_into',\n"
-        "             'softmax_spread_into'):\n"
+        "             'softmax_spread_into', 'allowed_abs_into'):\n"
         "    g = getattr(loops, name)\n"
         "    assert g.signatures, name\n"
         "    print(''.join(g.inspect_asm().values()))\n")
@@ -181,6 +183,32 @@ def test_compiled_rows_are_numpys_bits(k: int) -> None:
     for name in ("p", "du", "n", "ell", "spread", "lse", "ungraded"):
         assert _same(getattr(rows["numpy"], name), getattr(rows["numba"], name)), (name, k)
     assert rows["numba"].ungraded[10] and not rows["numba"].ungraded[5]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_compiled_allowed_errors_are_numpys_bits(dtype: str) -> None:
+    """``checks.allowed_abs``' arithmetic compiled (``_compiled.allowed_abs_into``) is the
+    NumPy formula's bits: NaN, +-inf and values either side of the floor among the
+    allowed ulps, exact values from subnormal to huge, zeros, infinities and NaN."""
+    from xentcheck.harness import _compiled
+    from xentcheck.references.rounding import ExactValues, float_format
+
+    rng = np.random.default_rng(8)
+    n = 20_000
+    exact = np.ldexp(rng.uniform(-2, 2, n), rng.integers(-1074, 1024, n))
+    exact[:8] = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, 1.7976931348623157e308, 1.0]
+    decoded = ExactValues.from_floats(exact)
+    allowed = np.abs(rng.standard_normal(n)) * rng.choice([1e-3, 1.0, 1e3, 1e300], n)
+    allowed[:6] = [np.nan, np.inf, -np.inf, 0.5, 4.0, 3.999]
+    allowed[rng.integers(0, n, 500)] = np.nan
+    floor = 4.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = np.maximum(np.nan_to_num(allowed, nan=0.0), floor) * decoded.ulp(dtype)
+    fmt = float_format(dtype)
+    got = np.empty(n)
+    _compiled.allowed_abs_into(allowed, floor, decoded.expo, decoded.finite, fmt.emin,
+                               fmt.emax, 1 - fmt.precision, got)
+    assert _same(expected, got) and np.isnan(got[2:5]).all()
 
 
 _BOUND_OPTIONS = [
