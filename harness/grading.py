@@ -495,11 +495,18 @@ def _bounds(function: str, inputs: np.ndarray, target: Any, options: Mapping[str
         return _ce_directional_bounds(function, r, t, r_count, uw, xu, tangent, n_rows, k,
                                       reduction)
     if function == "cross_entropy":
-        log_u = r.du + uw * r.ell[:, None]  # u |log p_k|
-        magnitude = _mul(t.u, log_u).sum(axis=1)  # u |L_n|
-        row = (_mul(t.u, 2 * r.du).sum(axis=1)
+        loops = compiled_loops(r.p.size)
+        if loops is not None:  # the products below in one pass, NumPy's sums: the same bits
+            mass, spread, costs = (np.empty(r.p.shape) for _ in range(3))
+            loops.loss_bound_terms_into(r.du, uw * r.ell, np.ascontiguousarray(t.u),
+                                        np.ascontiguousarray(t.c), mass, spread, costs)
+        else:
+            log_u = r.du + uw * r.ell[:, None]  # u |log p_k|
+            mass, spread, costs = _mul(t.u, log_u), _mul(t.u, 2 * r.du), _mul(t.c, log_u)
+        magnitude = mass.sum(axis=1)  # u |L_n|
+        row = (spread.sum(axis=1)
                + t.u.sum(axis=1) * (uw * (r.n - 1 + kappa + (1 + kappa) * r.ell) + r.spread)
-               + r_count * magnitude + _mul(t.c, log_u).sum(axis=1))
+               + r_count * magnitude + costs.sum(axis=1))
         lam = r_count / 2.0
         row[t.ignored], magnitude[t.ignored], lam[t.ignored] = 0.0, 0.0, 0.0
         if reduction == "none":

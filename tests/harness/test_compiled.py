@@ -148,15 +148,16 @@ def test_the_compiled_loops_have_no_fused_multiply_add() -> None:
         "from xentcheck.references.fast import jit\n"
         "exact = np.linspace(0.1, 3.0, 12).reshape(2, 6)\n"
         "with jit.engine('numba'):\n"
-        "    for f in ('log_softmax', 'softmax', 'cross_entropy_grad'):\n"
-        "        grading.grade_elements(f, exact, exact, inputs=np.zeros((2, 6)),\n"
+        "    for f in ('log_softmax', 'softmax', 'cross_entropy_grad', 'cross_entropy'):\n"
+        "        out = exact[:, 0].copy() if f == 'cross_entropy' else exact\n"
+        "        grading.grade_elements(f, out, out, inputs=np.zeros((2, 6)),\n"
         "                               target=np.array([0, 1]), memo={})\n"
         "loops = grading._compiled_loops()\n"
         "loops.allowed_abs_into(exact.ravel(), 1.0, np.zeros(12, np.int64),\n"
         "                       np.ones(12, bool), -126, 127, -23, np.empty(12))\n"
         "for name in ('grade_into', 'softmax_error_into', 'softmax_lambda_into',\n"
         "             'log_softmax_error_into', 'gradient_bounds_into', 'shifted_into',\n"
-        "             'softmax_spread_into', 'allowed_abs_into'):\n"
+        "             'softmax_spread_into', 'allowed_abs_into', 'loss_bound_terms_into'):\n"
         "    g = getattr(loops, name)\n"
         "    assert g.signatures, name\n"
         "    print(''.join(g.inspect_asm().values()))\n")
@@ -221,8 +222,9 @@ _BOUND_OPTIONS = [
 
 
 @pytest.mark.parametrize("options", _BOUND_OPTIONS)
-@pytest.mark.parametrize("function", ["softmax", "log_softmax", "cross_entropy_grad",
-                                      "softmax_jvp", "cross_entropy_hvp"])
+@pytest.mark.parametrize("function", ["softmax", "log_softmax", "cross_entropy",
+                                      "cross_entropy_grad", "softmax_jvp",
+                                      "cross_entropy_hvp"])
 def test_compiled_bounds_are_numpys_bits(function: str, options: dict) -> None:
     """The stability bounds and Lambdas of the large outputs (softmax's, log_softmax's, the
     gradient's in one compiled pass each; the JVPs' through softmax's) are the NumPy
