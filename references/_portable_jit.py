@@ -4,17 +4,21 @@ for arrays of ``jit.MIN_ELEMENTS`` values and more).
 
 Each loop transcribes its NumPy function operation for operation: the same float64
 operations in the same order, none fused into an FMA or reordered (no ``fastmath``), the
-same table and coefficients, and ``math.ldexp``/``math.frexp``, which are exact. So the
-outputs are bitwise NumPy's (``tests/references/test_portable_jit.py``), in one pass over
-the array instead of some twenty.
+same table and coefficients, and exact stand-ins for ``ldexp``/``frexp`` (products by
+powers of two, bit fields) where a call per element would keep the loop from
+vectorizing. So the outputs are bitwise NumPy's (``tests/references/test_portable_jit.py``),
+in one pass over the array instead of some twenty.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from xentcheck.references import portable
 from xentcheck.references.fast._numba_options import NJIT_OPTIONS as _OPTS
@@ -105,33 +109,40 @@ def log_into(x: np.ndarray, out: np.ndarray, atanh: np.ndarray, sqrt_half: float
         out[i] = ef * ln2_high + (ef * ln2_low + s * series)
 
 
+@intrinsic
+def _bits_of(typingctx: Any, x: Any) -> Any:
+    """The bits of a float64 as an int64."""
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
 @njit(**_OPTS)
 def decode_float64_into(x: np.ndarray, bits: np.ndarray, finite: np.ndarray,
                         infinite: np.ndarray, negative: np.ndarray, expo: np.ndarray,
-                        mant: np.ndarray, mant_bits: np.ndarray, clamp: int) -> None:
+                        mant_bits: np.ndarray, clamp: int) -> None:
     """The float64 case of ``rounding._decode_floats`` on the flat array ``x`` (``bits``:
     the same memory as int64): finite, infinite, the sign bit (False for NaN),
     floor(log2 |x|) (``-clamp`` for zeros and non-finite values) and the significand in
-    [1, 2) (0 there), written to ``mant`` (``mant_bits``: its memory as int64). A normal
-    number's exponent and significand are its bit fields (what frexp computes, without a
-    call per element); a subnormal one goes through ``math.frexp``."""
+    [1, 2) (0 there), written as its bits to ``mant_bits``. A number's exponent and
+    significand are its bit fields (what frexp computes), a subnormal one's read after
+    an exact scaling by 2**64; no branch, so the loop vectorizes."""
     fraction = (1 << 52) - 1
     magnitude = (1 << 63) - 1  # every bit but the sign
     one = 1023 << 52  # the bits of 1.0: a significand's exponent field
     for i in range(x.size):
-        v = x[i]
         b = bits[i]
         field = (b >> 52) & 0x7FF
-        finite[i] = field != 0x7FF
-        infinite[i] = field == 0x7FF and (b & fraction) == 0
-        negative[i] = b < 0 and not (field == 0x7FF and (b & fraction) != 0)
-        if field == 0x7FF or (b & magnitude) == 0:  # inf, NaN, +-0
-            expo[i] = -clamp
-            mant[i] = 0.0
-        elif field != 0:
-            expo[i] = field - 1023
-            mant_bits[i] = (b & fraction) | one
-        else:
-            m, e = math.frexp(abs(v))  # m in [1/2, 1)
-            expo[i] = e - 1
-            mant[i] = m * 2
+        special = field == 0x7FF  # inf or NaN
+        finite[i] = not special
+        infinite[i] = special and (b & fraction) == 0
+        negative[i] = b < 0 and not (special and (b & fraction) != 0)
+        subnormal = field == 0
+        scaled = _bits_of(abs(x[i]) * (18446744073709551616.0 if subnormal else 1.0))
+        none = special or (b & magnitude) == 0  # inf, NaN, +-0
+        e = ((scaled >> 52) & 0x7FF) - 1023 - (64 if subnormal else 0)
+        expo[i] = -clamp if none else e
+        mant_bits[i] = 0 if none else (scaled & fraction) | one
+
+

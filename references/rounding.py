@@ -478,9 +478,7 @@ def _decode_floats(work: np.ndarray) -> tuple[np.ndarray, ...]:
     expo = np.where(significand != 0, exponent.astype(np.int64) - 1, -EXPONENT_CLAMP)
     rest = significand * 2  # M in [1, 2), exact
     if rest.dtype == np.float64:  # M is its own first piece: nothing is left
-        zero = np.zeros_like(rest)
-        return (finite, np.isinf(work), negative, expo, rest, zero, zero.copy(),
-                np.zeros(rest.shape, bool))
+        return (finite, np.isinf(work), negative, expo, rest, *_nothing_left(rest.shape))
     pieces = []
     for _ in range(3):
         # The float64 just below or at rest (truncation), then what is left: exact, since
@@ -505,10 +503,16 @@ def _decoded_float64(work: np.ndarray) -> tuple[np.ndarray, ...] | None:
     expo, mant = np.empty(work.shape, np.int64), np.empty(work.shape)
     flat = np.ascontiguousarray(work).reshape(-1)
     loops.decode_float64_into(flat, flat.view(np.int64), *(a.reshape(-1) for a in flags),
-                              expo.reshape(-1), mant.reshape(-1),
-                              mant.reshape(-1).view(np.int64), EXPONENT_CLAMP)
-    zero = np.zeros_like(mant)
-    return (*flags, expo, mant, zero, zero.copy(), np.zeros(work.shape, bool))
+                              expo.reshape(-1), mant.reshape(-1).view(np.int64),
+                              EXPONENT_CLAMP)
+    return (*flags, expo, mant, *_nothing_left(work.shape))
+
+
+def _nothing_left(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A float64 value's second and third pieces and inexact flag: zeros and False, as
+    read-only views of one scalar each (an LLM block's were 34 MB of zeros to write)."""
+    zero = np.broadcast_to(np.float64(0.0), shape)
+    return zero, zero, np.broadcast_to(np.False_, shape)
 
 
 @dataclass(frozen=True, eq=False)
