@@ -19,6 +19,9 @@ the same (``tests/harness/test_compiled.py``).
 **Allowed errors** (:func:`allowed_abs_into`, for ``checks.allowed_abs``): the allowed
 ulps times the output format's ulp of each exact value, one pass for some ten.
 
+**Chunk invariance** (:func:`rows_off_limit_into`): which rows of a gradient put back
+together from pieces of the batch stray beyond their limit, one pass for some six.
+
 **Grading** (:func:`grade_into`, for :func:`xentcheck.harness.grading.grade_elements`).
 For every element: the allowed error in ulps, and, for a graded element whose candidate
 and exact value are finite and within a factor of two with one sign (or both zeros), its
@@ -201,6 +204,23 @@ def allowed_abs_into(allowed: np.ndarray, floor: float, expo: np.ndarray,
         a = a if a >= floor else floor
         out[i] = a * _ldexp(1.0, min(max(expo[i], emin), emax) + shift) if finite[i] \
             else math.nan
+
+
+@njit(**_OPTS)
+def rows_off_limit_into(combined: np.ndarray, whole: np.ndarray, limit: np.ndarray,
+                        graded: np.ndarray, bad: np.ndarray) -> bool:
+    """The chunk-invariance comparison (``checks.consistency``) of (N, K) arrays:
+    ``bad[r]`` = some graded entry of row r has ``not |combined - whole| <= limit`` (NaN
+    included); returns whether any row is bad."""
+    rows, k = combined.shape
+    found = False
+    for r in range(rows):
+        out = False
+        for j in range(k):
+            out |= graded[r, j] and not (abs(combined[r, j] - whole[r, j]) <= limit[r, j])
+        bad[r] = out
+        found |= out
+    return found
 
 
 @njit(**_OPTS)

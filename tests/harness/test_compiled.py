@@ -212,6 +212,34 @@ def test_compiled_allowed_errors_are_numpys_bits(dtype: str) -> None:
     assert _same(expected, got) and np.isnan(got[2:5]).all()
 
 
+def test_compiled_chunk_comparison_finds_numpys_rows() -> None:
+    """The chunk-invariance comparison compiled (``_compiled.rows_off_limit_into``) marks
+    the rows the NumPy formula marks: entries just inside and just outside their limit,
+    NaN and infinite values, entries not graded, rows with nothing off."""
+    from xentcheck.harness import _compiled
+
+    rng = np.random.default_rng(12)
+    whole = rng.standard_normal((40, 500))
+    limit = np.abs(rng.standard_normal(whole.shape)) * 1e-6
+    combined = whole + rng.choice([0.0, 1.0, -1.0], whole.shape, p=[0.998, 0.001, 0.001]
+                                  ) * rng.choice([0.5, 1.0, 2.0], whole.shape) * limit
+    combined[3, 7], combined[4, 9], whole[5, 2] = np.nan, np.inf, np.inf
+    combined[6, :] = whole[6, :] + 2 * limit[6, :]  # every entry off
+    graded = rng.random(whole.shape) > 0.01
+    graded[6, :] = False  # but none graded
+    with np.errstate(invalid="ignore"):
+        expected = (graded & ~(np.abs(combined - whole) <= limit)).any(axis=1)
+    bad = np.empty(len(whole), bool)
+    found = _compiled.rows_off_limit_into(combined, whole, limit, graded, bad)
+    assert 0 < expected.sum() < len(whole) and not expected[6]  # else this proves little
+    np.testing.assert_array_equal(bad, expected)
+    assert found == bool(expected.any())
+    bad[:] = True
+    finite = np.where(np.isfinite(whole), whole, 0.0)  # (inf - inf is NaN: off)
+    assert not _compiled.rows_off_limit_into(finite, finite, limit, graded, bad)
+    assert not bad.any()
+
+
 _BOUND_OPTIONS = [
     {},
     {"reduction": "mean"},

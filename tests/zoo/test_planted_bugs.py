@@ -332,3 +332,21 @@ def test_invariant_plants_pass_the_value_and_gradient_checks(plant: Plant, zoo_r
     graded = [r for r in adapter["results"] if r["check"] in ("value", "gradient")
               and r["function"] in ("cross_entropy", "cross_entropy_grad")]
     assert graded and not seen, _describe(adapter)
+
+
+def test_both_engines_judge_a_chunk_plant_alike() -> None:
+    """The chunk-invariance comparison and the bounds run compiled under numba's engine
+    (an LLM block's size picks it) and as NumPy passes otherwise: on the planted
+    chunk-dependent mean, every result of the run is the same either way."""
+    from xentcheck.references.fast import jit
+
+    pytest.importorskip("numba")
+    reports = []
+    for engine in ("numpy", "numba"):
+        with jit.engine(engine):
+            report = runner.run([planted.MeanDivisorOfFirstBatch()], dtypes=["float64"],
+                                regimes=["moderate"]).to_dict()
+        reports.append(report["adapters"][0]["results"])
+    assert reports[0] == reports[1]
+    chunked = [r for r in reports[1] if r["check"] == "chunk-invariance"]
+    assert chunked and all(not r["passed"] for r in chunked)
