@@ -70,11 +70,15 @@ def _clip(e: int) -> int:
 
 
 @njit(**_OPTS)
-def scaled_into(mant: np.ndarray, expo: np.ndarray, shift: int, out: np.ndarray) -> None:
-    """``out = np.ldexp(mant, np.clip(expo + shift, -2000, 2000))`` (the exact values
-    scaled by the unit roundoff, which the bounds are built from)."""
-    for i in range(mant.size):
-        out[i] = _ldexp(mant[i], _clip(expo[i] + shift))
+def scaled_into(x: np.ndarray, shift: int, out: np.ndarray) -> None:
+    """``out = np.ldexp(mant, np.clip(expo + shift, -2000, 2000))`` for the exact values
+    decoded from the float64 array ``x`` (scaled by the unit roundoff, which the bounds
+    are built from): |x| 2**shift where x is finite, one correctly rounded product as
+    2**shift (-53 or -24) is a normal float64; 0 elsewhere, where the significand is."""
+    scale = _ldexp(1.0, shift)
+    for i in range(x.size):
+        v = x[i]
+        out[i] = abs(v) * scale if (v - v) == 0.0 else 0.0
 
 
 @njit(**_OPTS)

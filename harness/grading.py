@@ -761,7 +761,7 @@ def grade_elements(
     uw = math.ldexp(1.0, -work.precision)
     xu = np.empty(size)
     if loops:
-        loops.scaled_into(mant, expo, -work.precision, xu)
+        loops.scaled_into(decoded.source.ravel(), -work.precision, xu)
     else:
         with np.errstate(over="ignore", under="ignore"):
             for part in chunks(size):
