@@ -364,12 +364,16 @@ def order_broken_into(z: np.ndarray, order: np.ndarray, v: np.ndarray,
     n, k = z.shape
     for r in range(n):
         broken = False
-        for j in range(k - 1):
-            a = order[r, j]
-            b = order[r, j + 1]
-            if z[r, a] < z[r, b] and v[r, b] < v[r, a]:
-                broken = True
-                break
+        if k:
+            a = order[r, 0]
+            za, va = z[r, a], v[r, a]
+            for j in range(1, k):  # each entry gathered once, kept for the next pair
+                b = order[r, j]
+                zb, vb = z[r, b], v[r, b]
+                if za < zb and vb < va:
+                    broken = True
+                    break
+                za, va = zb, vb
         out[r] = broken
 
 
