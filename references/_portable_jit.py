@@ -13,12 +13,9 @@ in one pass over the array instead of some twenty.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from xentcheck.references import portable
 from xentcheck.references.fast._numba_options import NJIT_OPTIONS as _OPTS
@@ -109,15 +106,6 @@ def log_into(x: np.ndarray, out: np.ndarray, atanh: np.ndarray, sqrt_half: float
         out[i] = ef * ln2_high + (ef * ln2_low + s * series)
 
 
-@intrinsic
-def _bits_of(typingctx: Any, x: Any) -> Any:
-    """The bits of a float64 as an int64."""
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
-
-
 @njit(**_OPTS)
 def decode_float64_into(x: np.ndarray, bits: np.ndarray, finite: np.ndarray,
                         infinite: np.ndarray, negative: np.ndarray, expo: np.ndarray,
@@ -139,7 +127,8 @@ def decode_float64_into(x: np.ndarray, bits: np.ndarray, finite: np.ndarray,
         infinite[i] = special and (b & fraction) == 0
         negative[i] = b < 0 and not (special and (b & fraction) != 0)
         subnormal = field == 0
-        scaled = _bits_of(abs(x[i]) * (18446744073709551616.0 if subnormal else 1.0))
+        scaled = np.float64(abs(x[i]) * (18446744073709551616.0 if subnormal else 1.0)
+                            ).view(np.int64)
         none = special or (b & magnitude) == 0  # inf, NaN, +-0
         e = ((scaled >> 52) & 0x7FF) - 1023 - (64 if subnormal else 0)
         expo[i] = -clamp if none else e

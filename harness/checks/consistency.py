@@ -370,6 +370,7 @@ def _chunk_invariance(ctx: Context) -> Iterator[Finding]:
         violated = np.zeros(rows_of(whole, case), dtype=bool)
         notes: list[str] = []
         scalar = np.ndim(whole) == 0
+        loops = grading.compiled_loops(np.size(whole)) if np.ndim(whole) == 2 else None
         if not scalar:  # the same limit for every split: the sums' magnitudes are |whole|
             with np.errstate(all="ignore"):
                 limit = tol + ((case.num_rows + 2) * eps * np.abs(whole) + fmt.smallest_normal)
@@ -405,7 +406,6 @@ def _chunk_invariance(ctx: Context) -> Iterator[Finding]:
                                 float(p) for p in pieces)))
                 if scalar:
                     limit = tol + ((case.num_rows + 2) * eps * magnitude + fmt.smallest_normal)
-            loops = grading.compiled_loops(np.size(whole)) if np.ndim(whole) == 2 else None
             if loops is not None:  # the comparison below in one pass: the same rows
                 bad = np.empty(len(whole), bool)
                 if not loops.rows_off_limit_into(combined, whole, limit, graded, bad):
