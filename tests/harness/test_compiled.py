@@ -273,3 +273,48 @@ def test_compiled_bounds_are_numpys_bits(function: str, options: dict) -> None:
                                           tangent, {})
     for a, b in zip(out["numpy"], out["numba"], strict=True):
         assert _same(np.broadcast_to(a, np.shape(b)), b), (function, options)
+
+
+def test_the_branch_free_ldexp_is_numpys_over_its_whole_range() -> None:
+    """``_compiled._ldexp`` (three exact products and one rounding, no branch) is
+    ``np.ldexp``'s bits for every exponent of its range, -2045 ... 2046, and for values
+    whose scaled result rounds into the subnormals (where a product in the wrong order
+    rounds twice), overflows, or is zero, NaN or infinite."""
+    from numba import njit
+
+    from xentcheck.harness import _compiled
+
+    one = _compiled._ldexp
+
+    @njit
+    def scaled(x: np.ndarray, e: np.ndarray) -> np.ndarray:
+        out = np.empty(x.size)
+        for i in range(x.size):
+            out[i] = one(x[i], e[i])
+        return out
+
+    rng = np.random.default_rng(11)
+    tiny = float(np.finfo(np.float64).smallest_subnormal)
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, tiny, -tiny, 1.0, -1.5,
+                        np.finfo(np.float64).max, 2.0 ** -1022, 2.0 ** -1022 * (1 - 2 ** -52)])
+    exponents = np.arange(-2045, 2047)
+    for _ in range(4):  # random significands over the whole exponent range
+        x = np.ldexp(rng.uniform(1, 2, exponents.size) * rng.choice([-1, 1], exponents.size),
+                     rng.integers(-1074, 1024, exponents.size))
+        x = np.concatenate([x, np.resize(special, exponents.size)])
+        e = np.concatenate([exponents, rng.permutation(exponents)])
+        with np.errstate(all="ignore"):
+            want = np.ldexp(x, e)
+        got = scaled(x, e)
+        same = (got.view(np.int64) == want.view(np.int64)) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), (x[~same][:3], e[~same][:3])
+    # results that round into the subnormals: M 2**t, M < 2**53, t from -1130 to -1075,
+    # ties (an odd number of half-steps, M = 2j + 1 at t = -1075) included
+    m = rng.integers(0, 2 ** 53, 4096).astype(np.float64)
+    t = rng.integers(-1130, -1074, m.size)
+    m[:512] = 2 * rng.integers(0, 2 ** 40, 512) + 1
+    t[:512] = -1075
+    for shift in (-1023, -1086, -1500, -2000, -2045):
+        x = np.ldexp(m, t - shift)
+        e = np.full(x.size, shift)
+        assert np.array_equal(scaled(x, e).view(np.int64), np.ldexp(x, e).view(np.int64))
