@@ -131,8 +131,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(err)) from None
     try:
         grading.load_budgets(args.budgets)
-        runner.load_pinned()
-        defects.cases()
+        # every line parsed; only what the run asks for decoded (a run without bfloat16
+        # does not import ml_dtypes, most of a second of CPU)
+        runner.load_pinned(dtypes=dtypes, regimes=regimes)
+        if defects.REGIME in regimes:
+            defects.cases()
     except ValueError as err:  # BudgetError, PinnedCasesError, DefectCorpusError
         raise UsageError(str(err)) from None
     out = _writable_out(args.out, "--out")

@@ -130,6 +130,36 @@ def test_a_corrupted_pinned_corpus_names_its_line(tmp_path: Path, monkeypatch, c
     _one_line(capsys.readouterr().err, f"{pinned}:2: not a pinned case")
 
 
+def test_a_corrupted_defect_corpus_is_named_where_the_run_reads_it(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """The known-defects corpus is checked before a run that asks for its regime (exit 2,
+    one line naming the file); a run of other regimes does not read it."""
+    from xentcheck.harness import defects
+
+    broken = tmp_path / "known_defects.json"
+    broken.write_text('{"format": "not-this"}')
+    monkeypatch.setattr(defects, "KNOWN_DEFECTS", broken)
+    monkeypatch.setattr(defects.cases, "__defaults__", (None, broken))
+    assert _run(tmp_path / "asked", "--regime", "known-defects") == cli.EXIT_USAGE
+    _one_line(capsys.readouterr().err, f"{broken}: not a known-defects file")
+    assert not (tmp_path / "asked").exists()
+    assert _run(tmp_path / "other") == cli.EXIT_OK
+
+
+def test_a_run_without_bfloat16_does_not_import_ml_dtypes_before_it_starts(
+        tmp_path: Path) -> None:
+    """Checking the pinned cases and the defect corpus up front decodes only what the run
+    asks for: a float32 run's own process never imports ml_dtypes (most of a second of
+    CPU; its workers and parts are tested in test_runner_cli.py)."""
+    code = ("import sys; from xentcheck.harness.cli import main; "
+            "rc = main(['run', '--adapter', 'numpy', '--regime', 'moderate', '--dtype', "
+            "'float32', '--out', sys.argv[1], "
+            "'--jobs', '1']); print(rc, 'ml_dtypes' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.split()[-2:] == [str(cli.EXIT_OK), "False"], done.stderr
+
+
 @pytest.mark.parametrize("content, message", [
     ('{"schema": "xentcheck-conformance/2", "x": NaN}', "NaN is not JSON"),
     ('{"schema": "xentcheck-conformance/2", "x": Infinity}', "Infinity is not JSON"),
