@@ -378,24 +378,42 @@ def order_broken_into(z: np.ndarray, order: np.ndarray, v: np.ndarray,
         out[r] = broken
 
 
+_LOWEST_KEY = np.int64(-(1 << 63))  # below every float's key: "none yet"
+
+
+@njit(inline="always", **_OPTS)
+def _key(v: float) -> np.int64:
+    """An integer whose order is the float's (-0 just below +0; NaN not to be given):
+    maxima of keys vectorize where float maxima, with their NaN rules, do not."""
+    b = np.float64(v).view(np.int64)
+    return b ^ ((b >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
+
+
+@njit(inline="always", **_OPTS)
+def _unkey(k: np.int64) -> float:
+    """The float of a key (the same map: it is its own inverse); -inf for none."""
+    if k == _LOWEST_KEY:
+        return -math.inf
+    return np.int64(k ^ ((k >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))).view(np.float64)
+
+
 @njit(**_OPTS)
 def masked_max(values: np.ndarray, mask: np.ndarray, skip_nan: bool) -> tuple[bool, float]:
     """(found, max of ``values[mask]``) over flat arrays, as ``grading.masked_max``: NaN
-    if one of them is (unless ``skip_nan``: then they are left out)."""
-    found = False
-    best = -np.inf
+    if one of them is (unless ``skip_nan``: then they are left out). Branch-free, on the
+    values' integer keys (a zero maximum of both signs is +0; NumPy's leaves that open)."""
+    found = seen_nan = False
+    top = _LOWEST_KEY
     for i in range(values.size):
-        if not mask[i]:
-            continue
         v = values[i]
-        if v != v:  # NaN
-            if skip_nan:
-                continue
-            return True, v
-        if not found or v > best:
-            best = v
-        found = True
-    return found, best
+        m = mask[i]
+        nan = v != v
+        found |= m & (not (nan & skip_nan))
+        seen_nan |= m & nan
+        top = max(top, _key(v) if m & (not nan) else _LOWEST_KEY)
+    if seen_nan and not skip_nan:
+        return True, math.nan
+    return found, _unkey(top)
 
 
 @njit(**_OPTS)
@@ -404,54 +422,71 @@ def largest(ulp: np.ndarray, ratio: np.ndarray, graded: np.ndarray, broken: np.n
     """``ElementGrades.largest`` in one pass over flat arrays: (any graded element not
     broken, its largest ulp error and ratio, NaN if one is), then (any non-NaN ulp error
     of a graded element, the largest; the same for the ratio): ``masked_max``'s four
-    answers (a NaN is sticky in the first two, left out of the last two)."""
-    some = some_ulp = some_ratio = False
-    top_ulp = top_ratio = any_ulp = any_ratio = -np.inf
+    answers (a NaN is sticky in the first two, left out of the last two). Branch-free,
+    as ``masked_max``."""
+    some = some_ulp = some_ratio = nan_ulp = nan_ratio = False
+    top_ulp = top_ratio = any_ulp = any_ratio = _LOWEST_KEY
     for i in range(ulp.size):
-        if not graded[i]:
-            continue
+        g = graded[i]
+        ok = g & (not broken[i])
         u = ulp[i]
         r = ratio[i]
-        if not broken[i]:
-            some = True
-            if u != u:
-                top_ulp = u
-            elif top_ulp == top_ulp and u > top_ulp:
-                top_ulp = u
-            if r != r:
-                top_ratio = r
-            elif top_ratio == top_ratio and r > top_ratio:
-                top_ratio = r
-        if u == u:
-            if not some_ulp or u > any_ulp:
-                any_ulp = u
-            some_ulp = True
-        if r == r:
-            if not some_ratio or r > any_ratio:
-                any_ratio = r
-            some_ratio = True
-    return some, top_ulp, top_ratio, some_ulp, any_ulp, some_ratio, any_ratio
+        u_nan = u != u
+        r_nan = r != r
+        ku = _key(u)
+        kr = _key(r)
+        some |= ok
+        nan_ulp |= ok & u_nan
+        nan_ratio |= ok & r_nan
+        top_ulp = max(top_ulp, ku if ok & (not u_nan) else _LOWEST_KEY)
+        top_ratio = max(top_ratio, kr if ok & (not r_nan) else _LOWEST_KEY)
+        some_ulp |= g & (not u_nan)
+        some_ratio |= g & (not r_nan)
+        any_ulp = max(any_ulp, ku if g & (not u_nan) else _LOWEST_KEY)
+        any_ratio = max(any_ratio, kr if g & (not r_nan) else _LOWEST_KEY)
+    return (some, math.nan if nan_ulp else _unkey(top_ulp),
+            math.nan if nan_ratio else _unkey(top_ratio), some_ulp, _unkey(any_ulp),
+            some_ratio, _unkey(any_ratio))
+
+
+@njit(inline="always", **_OPTS)
+def _read(v: float, nan: float, nan_given: bool) -> float:
+    """A key as ``first_largest`` reads it: with ``nan_given``, NaN as ``nan`` and -inf as
+    float64's lowest (without, no NaN is left to read, and -inf is not a maximum)."""
+    if nan_given:
+        return nan if v != v else (-1.7976931348623157e308 if v == -math.inf else v)
+    return v
 
 
 @njit(**_OPTS)
 def first_largest(key: np.ndarray, mask: np.ndarray, nan: float, nan_given: bool) -> int:
     """``grading.first_largest`` over flat arrays: the first index of the largest ``key``
     where ``mask`` (elsewhere -inf), the first NaN if there is one, NaN read as ``nan``
-    when ``nan_given`` (and -inf as float64's lowest, as ``np.nan_to_num`` does)."""
-    best = -np.inf
-    where = 0
-    for i in range(key.size):
-        if not mask[i]:
-            continue
+    when ``nan_given`` (and -inf as float64's lowest, as ``np.nan_to_num`` does). Two
+    passes: the maximum and the first NaN without a branch (integer keys and indices),
+    then the first entry equal to that maximum (as floats: -0 equals +0)."""
+    size = key.size
+    top = _LOWEST_KEY
+    first_nan = size
+    for i in range(size):
         v = key[i]
-        if nan_given:
-            if v != v:
-                v = nan
-            elif v == -np.inf:
-                v = -1.7976931348623157e308
-        elif v != v:
-            return i
-        if v > best:
-            best = v
-            where = i
-    return where
+        m = mask[i]
+        is_nan = v != v
+        first_nan = min(first_nan, i if m & is_nan & (not nan_given) else size)
+        v = _read(v, nan, nan_given)
+        top = max(top, _key(v) if m & (v == v) else _LOWEST_KEY)
+    if first_nan < size:
+        return first_nan
+    best = _unkey(top)
+    if not best > -math.inf:  # nothing above -inf: the first index, as argmax of -inf
+        return 0
+    for start in range(0, size, 1024):  # a block without a branch, then its first hit
+        end = min(start + 1024, size)
+        hit = False
+        for i in range(start, end):
+            hit |= mask[i] & (_read(key[i], nan, nan_given) == best)
+        if hit:
+            for i in range(start, end):
+                if mask[i] and _read(key[i], nan, nan_given) == best:
+                    return i
+    return 0
