@@ -326,28 +326,37 @@ class Case:
             origin=None if self.origin is None else f"{self.origin}.select_rows([{label}])",
         )
 
-    def _content(self) -> tuple[Any, ...]:
+    def _content(self, views: bool = False) -> tuple[Any, ...]:
+        """What makes the case: its arrays' bytes as copies, or with ``views`` as
+        read-only views of the same bytes (for a hash: no copy of an LLM batch)."""
         opts = tuple(
             (key, value.tobytes() if isinstance(value, np.ndarray) else repr(value))
             for key, value in self.options.items()
         )
+        arrays = (self.logits, self.target)
         return (
             self.dtype,
             self.shape,
             self.target_kind,
-            self.logits.tobytes(),
-            self.target.tobytes(),
+            *(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).toreadonly()
+              if views else a.tobytes() for a in arrays),
             opts,
         )
 
     def fingerprint(self) -> str:
         """The SHA-256 of the contents (dtype, shape, target kind, the bits of every array,
-        options), ids and provenance left out: equal fingerprints, equal inputs."""
+        options), ids and provenance left out: equal fingerprints, equal inputs. Taken
+        once per case (its arrays are read-only): the report's inputs and the
+        certificates' directions both read it."""
+        known = self.__dict__.get("_fingerprint")
+        if known is not None:
+            return known
         h = hashlib.sha256()
-        for part in self._content():
-            h.update(repr(part).encode() if not isinstance(part, bytes) else part)
+        for part in self._content(views=True):
+            h.update(part if isinstance(part, (bytes, memoryview)) else repr(part).encode())
             h.update(b"\x00")
-        return h.hexdigest()
+        self.__dict__["_fingerprint"] = known = h.hexdigest()
+        return known
 
     def digest(self) -> str:
         """A short hash of the contents: the first 16 digits of :meth:`fingerprint`."""

@@ -62,6 +62,26 @@ def test_the_fingerprints_cover_every_regime_and_dtype() -> None:
             assert f"{regime}/{dtype}" in committed
 
 
+def test_a_case_hashes_its_contents_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case's fingerprint is taken once (an LLM block's is read by the report and by
+    the certificates): the second call hashes nothing, a pickled case (a part's) carries
+    it, and a case with other logits gets its own."""
+    import dataclasses
+    import hashlib
+    import pickle
+
+    from xentcheck.harness import cases as cases_module
+
+    case = strategies.sample("moderate", dtype="float32", seed=0)[0]
+    first = case.fingerprint()
+    real, calls = hashlib.sha256, []
+    monkeypatch.setattr(cases_module.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    assert case.fingerprint() == first and calls == []
+    assert pickle.loads(pickle.dumps(case)).fingerprint() == first and calls == []
+    other = dataclasses.replace(case, logits=np.nextafter(case.logits, np.inf))
+    assert other.fingerprint() != first and calls == [1]
+
+
 @pytest.mark.parametrize("level", range(2), ids=["baseline-only", "top-target-off"])
 def test_samples_are_the_same_without_simd_dispatch(level: int) -> None:
     levels = _dispatch_levels()
