@@ -505,8 +505,9 @@ def directional_derivative_rows(
     h0 = np.ldexp(1.0, round((math.frexp(u)[1] - 1) / 5) + (np.frexp(rows)[1] - 1))[:, None]
     moving = v != 0
     every = bool(moving.all())  # (then no np.where: the same values, passes saved)
-    xs = x if every else np.where(moving, x, 0)
-    x_size = np.sum(np.abs(xs), axis=1).astype(np.float64)
+    if sensitivity is None:  # (else |x|_1 is not needed: two passes saved)
+        xs = x if every else np.where(moving, x, 0)
+        x_size = np.sum(np.abs(xs), axis=1).astype(np.float64)
     v_size = np.sum(np.abs(v), axis=1).astype(np.float64)
     with np.errstate(all="ignore"):
         table: list[np.ndarray] = []
