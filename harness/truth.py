@@ -586,19 +586,21 @@ def _from_probs(function: str, probs: np.ndarray, target: np.ndarray, work: str)
     """The from-probabilities functions in the fast tier's working precision: -sum y log p
     per row (0 log 0 = 0) and its gradient -y / p (0 where y = 0)."""
     dtype = np.longdouble if work == "longdouble" else np.float64
-    p = np.asarray(probs, np.float64).astype(dtype)
+    probs = np.asarray(probs)
     if np.asarray(target).dtype.kind in "iu":
         # one-hot: only the target's entry enters, -log p_t and -1/p_t (the same values
-        # as the general sum below, at O(N) logs instead of O(N K))
-        rows = np.arange(p.shape[0])
-        picked = p[rows, target]
+        # as the general sum below, at O(N) logs instead of O(N K)); only those entries
+        # are converted
+        rows = np.arange(probs.shape[0])
+        picked = np.asarray(probs[rows, target], np.float64).astype(dtype, copy=False)
         with np.errstate(divide="ignore", invalid="ignore"):
             if function == "cross_entropy_grad_wrt_probs":
-                out = np.zeros(p.shape, dtype)
+                out = np.zeros(probs.shape, dtype)
                 out[rows, target] = -1 / picked
                 return out
             return -_log(picked)
-    y = np.asarray(target, np.float64).astype(dtype)
+    p = np.asarray(probs, np.float64).astype(dtype, copy=False)
+    y = np.asarray(target, np.float64).astype(dtype, copy=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         if function == "cross_entropy_grad_wrt_probs":
             return np.where(y == 0, dtype(0), -y / p)
