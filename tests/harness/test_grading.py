@@ -982,6 +982,34 @@ def _roll_ups_agree(seed: int) -> None:
     assert grading.first_largest(lows, only) == 0
 
 
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+def test_first_largest_across_blocks_and_in_the_tail(engine: str) -> None:
+    """The compiled ``first_largest`` goes in blocks of 1024 and a tail: a NaN only in
+    the tail is still the answer; a -0 maximum in an early block is found before a +0
+    in a later one (equal floats: the first); a maximum in the tail is found."""
+    if engine == "numba" and grading._compiled_loops() is None:
+        pytest.skip("numba is not installed")
+    size = 3 * CHUNK_ELEMENTS + 17  # not a multiple of the blocks
+    every = np.ones(size, bool)
+
+    def argmax(values: np.ndarray, nan: float | None = None) -> int:
+        if nan is not None:
+            values = np.nan_to_num(values, nan=nan, posinf=np.inf)
+        return int(np.argmax(values))
+
+    with jit.engine(engine):
+        values = -np.arange(size, dtype=np.float64) - 1.0
+        values[size - 3] = np.nan  # the only NaN, in the tail
+        assert grading.first_largest(values, every) == size - 3 == argmax(values)
+        assert grading.first_largest(values, every, nan=5.0) == size - 3
+        values = np.full(size, -1.0)
+        values[5], values[1500], values[size - 2] = -0.0, 0.0, 0.0  # -0 first
+        assert grading.first_largest(values, every) == 5 == argmax(values)
+        values[size - 1] = 2.0  # the largest in the tail
+        assert grading.first_largest(values, every) == size - 1 == argmax(values)
+        assert grading.first_largest(values, every, nan=-1.0) == size - 1
+
+
 def test_summaries_reuse_the_codes_only_under_their_own_thresholds() -> None:
     element = grading.grade_elements("softmax", np.array([[0.25, 0.75]]) * (1 + 2e-15),
                                      np.array([[0.25, 0.75]]), inputs=np.array(
