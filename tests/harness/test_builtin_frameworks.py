@@ -285,6 +285,29 @@ def test_adapters_pickle(builtins: dict[str, Any], name: str) -> None:
     np.testing.assert_array_equal(copy.softmax(x), adapter.softmax(x))
 
 
+def test_torch_shares_its_given_copy_and_a_write_to_it_is_caught() -> None:
+    """The torch adapter hands the framework the array it was given (no second copy of an
+    LLM batch); the harness gives it a private copy and checks it afterwards, so a
+    framework op that wrote to its input is reported as ``mutated-input`` and the
+    caller's array is untouched."""
+    pytest.importorskip("torch")
+    z = np.random.default_rng(0).standard_normal((4, 8))
+    assert np.shares_memory(torch_nn.TorchAdapter()._tensor(z).numpy(), z)
+    frozen = z.copy()
+    frozen.flags.writeable = False  # (torch refuses to share a read-only array: a copy)
+    assert not np.shares_memory(torch_nn.TorchAdapter()._tensor(frozen).numpy(), frozen)
+
+    class WritesItsInput(torch_nn.TorchAdapter):
+        def softmax(self, logits: np.ndarray) -> np.ndarray:
+            self._tensor(logits).mul_(2.0)
+            return super().softmax(logits)
+
+    before = z.copy()
+    value, faults = contract.invoke(WritesItsInput(), "softmax", [z], {})
+    assert [f.kind for f in faults] == ["mutated-input"] and value is not None
+    assert np.array_equal(z, before)
+
+
 def test_torch_cuda_is_unavailable_without_cuda() -> None:
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
