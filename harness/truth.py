@@ -264,6 +264,19 @@ class Truth:
         return {"inputs": inputs, "target": target, "tangent": tangent, "options": options,
                 "memo": self._grading_memo}
 
+    def finite_rows(self) -> np.ndarray:
+        """The rows whose logits hold no NaN and no +inf and some finite entry (the rows
+        the invariant checks judge): taken once per case, read-only."""
+        if "finite_rows" not in self._values:
+            z = self.case.logits
+            if z.dtype not in (np.float32, np.float64):  # (the same answers, exactly)
+                z = z.astype(np.float64)
+            rows = ~np.any(np.isnan(z) | (z == np.inf), axis=1) & np.any(np.isfinite(z),
+                                                                        axis=1)
+            rows.flags.writeable = False
+            self._values["finite_rows"] = rows
+        return self._values["finite_rows"]
+
     def applicable(self, function: str) -> bool:
         """Whether ``function`` is checked on this case at all (not outside the dialect's
         contract either)."""

@@ -40,13 +40,16 @@ def run(ctx: Context) -> Iterator[Finding]:
 
 
 def _value(ctx: Context, function: str) -> np.ndarray | None:
+    """The adapter's output to compare: float32 and float64 as they are (comparisons and
+    signs of differences are the same in float64), the narrower formats in float64."""
     value = ctx.value(function)
-    return None if value is None else value.astype(np.float64)
+    if value is None or value.dtype in (np.float32, np.float64):
+        return value
+    return value.astype(np.float64)
 
 
 def _finite_rows(ctx: Context) -> np.ndarray:
-    z = ctx.case.logits.astype(np.float64)
-    return ~np.any(np.isnan(z) | (z == np.inf), axis=1) & np.any(np.isfinite(z), axis=1)
+    return ctx.truth.finite_rows()
 
 
 def _contract(ctx: Context) -> Iterator[Finding]:

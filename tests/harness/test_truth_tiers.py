@@ -165,3 +165,23 @@ def test_overflowing_rows_against_their_definition(dtype: str) -> None:
     smoothed = Case(c.logits, c.target, "indices", {"label_smoothing": 0.1}, dtype,
                     "test", "overflow-smoothed")  # every class has mass
     assert truth_module.overflowing_rows(smoothed).tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_finite_rows_are_the_float64_formula_taken_once(dtype: str) -> None:
+    """``Truth.finite_rows`` (the rows the invariant checks judge: no NaN, no +inf, some
+    finite entry) reads float32 and float64 logits as they are, and gives the float64
+    formula's rows in every dtype; it is taken once and read-only."""
+    z = np.random.default_rng(3).standard_normal((6, 5))
+    z[1, 2] = np.nan
+    z[2, 0] = np.inf
+    z[3] = -np.inf
+    z[4, :4] = -np.inf
+    z[5, 1] = -np.inf
+    truth = Truth(case(z.shape, dtype, logits=z))
+    wide = truth.case.logits.astype(np.float64)
+    want = ~np.any(np.isnan(wide) | (wide == np.inf), axis=1) & np.any(np.isfinite(wide),
+                                                                       axis=1)
+    rows = truth.finite_rows()
+    assert rows.tolist() == want.tolist() == [True, False, False, False, True, True]
+    assert truth.finite_rows() is rows and not rows.flags.writeable
