@@ -257,7 +257,9 @@ def exception_fault(exc: BaseException) -> Fault:
     return Fault("raised", one_line(f"{type(exc).__name__}: {exc}"), detail)
 
 
-def _same_bits(before: np.ndarray, after: np.ndarray) -> bool:
+def same_bits(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether two arrays have one shape, one dtype and the same bits (compared in place,
+    as 64-bit words where the size allows; no copy of either)."""
     if before.shape != after.shape or before.dtype != after.dtype:
         return False
     as_bytes = [np.ascontiguousarray(x).reshape(-1).view(np.uint8) for x in (before, after)]
@@ -308,7 +310,7 @@ def check_result(
             value = None  # object, integer or structured arrays are not values to grade
     if after_call is not None:
         pairs = enumerate(zip(inputs, after_call, strict=True))
-        changed = [i for i, (before, after) in pairs if not _same_bits(before, after)]
+        changed = [i for i, (before, after) in pairs if not same_bits(before, after)]
         if changed:
             names = ", ".join(_input_name(function, i, len(inputs)) for i in changed)
             faults.append(Fault("mutated-input", f"modified its input in place: {names}"))

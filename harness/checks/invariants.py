@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 import xentcheck.references as ref
-from xentcheck.harness.adapters.contract import DTYPES, FUNCTIONS
+from xentcheck.harness.adapters.contract import DTYPES, FUNCTIONS, same_bits
 from xentcheck.harness.checks import Context, allowed_abs, boolean_finding, target_mass
 from xentcheck.harness.findings import Finding
 from xentcheck.harness.grading import compiled_loops
@@ -206,6 +206,6 @@ def _determinism(ctx: Context) -> Iterator[Finding]:
             continue
         args, options = ctx.truth.arguments(function)
         second = ctx.call(function, *args, **options)
-        same = second.ok and first.value.tobytes() == second.value.tobytes()
+        same = second.ok and same_bits(first.value, second.value)
         yield boolean_finding(ctx, "determinism", function, np.array([not same]),
                               "the same input gave different bits on a second call")
