@@ -49,7 +49,12 @@ JSON object. What each figure is:
   main job's, both measures), and ``llm_batch_verdict`` (its exit code read).
   ``llm_batch_ratio_vs_candidate``: that time ÷ the time torch itself takes for the same
   cross-entropy forward and backward on the same input (``F.cross_entropy`` with
-  reduction ``sum``, one call, in this process, best of R).
+  reduction ``sum``, one call, in this process, best of R). Torch's own time varies
+  between processes by more than that goal's margin (2.1-2.8 s on one machine in one
+  hour), so it is also taken in ``TORCH_PROCESSES`` fresh processes after the run
+  (``llm_batch_torch_seconds_apart``, best of R each), and ``llm_batch_ratio_range``
+  divides the run's time by the slowest and the fastest of all of them (not a goal: what
+  the ratio would have been).
   The run has ``--jobs 2`` as the main job does (``--llm-jobs``). ``--llm-growth`` also
   runs N = 64, 256, 1024 below the batch's N (K fixed) and K = 16384 ... 262144 (N = 64)
   and reports seconds, peak and microseconds per logit for each, so that linear growth
@@ -590,6 +595,28 @@ def _peer(name: str, path: Path) -> dict[str, Any]:
             "said": said.splitlines()[-1] if said else f"exit {done.returncode}"}
 
 
+#: Fresh processes that time torch's own forward and backward again after the run.
+TORCH_PROCESSES = 3
+
+#: Torch's forward and backward on a batch file (argv: the .npz, the repeats), timed in a
+#: process of its own by :func:`_torch_seconds`.
+_TORCH_APART = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[3])
+import run
+data = np.load(sys.argv[1])
+print(run._torch_seconds(data["logits"], data["labels"], int(sys.argv[2])))
+"""
+
+
+def _torch_seconds_apart(path: Path, repeats: int) -> float:
+    """:func:`_torch_seconds` on the batch file, in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", _TORCH_APART, str(path), str(repeats),
+                           str(ROOT / "benchmarks")], capture_output=True, text=True,
+                          check=True)
+    return float(done.stdout.split()[-1])
+
+
 #: Rows the peers are run on at most: at 1024 x 131072, gradcheck(fast_mode=True) peaks
 #: at 9.5 GB (its float64 copy and probes) and check_grads at 4.5 GB; four times that
 #: (4096 rows) is more than this 24 GB machine has.
@@ -606,6 +633,11 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
         out["llm_batch_torch_seconds"] = round(_torch_seconds(z, labels, repeats), 3)
         del z, labels  # the run below is measured without this process's copy
         seconds, (rss, pss), verdict = _run_llm(path, str(Path(folder) / "out"), jobs)
+        apart = [round(_torch_seconds_apart(path, repeats), 3) for _ in range(TORCH_PROCESSES)]
+        out["llm_batch_torch_seconds_apart"] = apart
+        torch_times = [out["llm_batch_torch_seconds"], *apart]
+        out["llm_batch_ratio_range"] = [round(seconds / max(torch_times), 1),
+                                        round(seconds / min(torch_times), 1)]
         if peers:
             if rows > PEER_ROWS:  # the batch's first rows, in a file of their own
                 path.unlink()

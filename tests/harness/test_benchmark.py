@@ -50,6 +50,11 @@ def test_llm_batch_figures_on_a_small_batch() -> None:
     assert figures["llm_batch_seconds"] > 0 and figures["llm_batch_peak_mb"] > 0
     assert figures["llm_batch_torch_seconds"] > 0
     assert figures["llm_batch_ratio_vs_candidate"] > 0
+    # torch timed again in fresh processes, and the ratio's range over every timing
+    apart = figures["llm_batch_torch_seconds_apart"]
+    assert len(apart) == bench.TORCH_PROCESSES and all(t > 0 for t in apart)
+    low, high = figures["llm_batch_ratio_range"]
+    assert 0 < low <= figures["llm_batch_ratio_vs_candidate"] <= high
     # the proportional size counts shared pages once: never above the summed resident size
     assert 0 < figures["llm_batch_peak_mb"] <= figures["llm_batch_peak_rss_mb"]
     assert figures["llm_batch_verdict"] in ("conformant", "not conformant")
