@@ -52,16 +52,11 @@ import math
 import numpy as np
 from numba import njit
 
+from xentcheck.references._portable_jit import _power_of_two
 from xentcheck.references.fast._numba_options import NJIT_OPTIONS as _OPTS
 
 #: Grade codes (indices into ``grading.GRADES``; -1 = not graded).
 _UNGRADED, _EXACT, _FAITHFUL, _ULP_N, _STABLE, _UNSTABLE = -1, 0, 1, 2, 3, 4
-
-
-@njit(inline="always", **_OPTS)
-def _power_of_two(e: int) -> float:
-    """2**e for -1022 <= e <= 1023 (a normal float64), from its bits."""
-    return np.int64((e + 1023) << 52).view(np.float64)
 
 
 @njit(inline="always", **_OPTS)

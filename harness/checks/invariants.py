@@ -48,10 +48,6 @@ def _value(ctx: Context, function: str) -> np.ndarray | None:
     return value.astype(np.float64)
 
 
-def _finite_rows(ctx: Context) -> np.ndarray:
-    return ctx.truth.finite_rows()
-
-
 def _contract(ctx: Context) -> Iterator[Finding]:
     for function in FUNCTIONS:
         if function not in ctx._memo:
@@ -62,7 +58,7 @@ def _contract(ctx: Context) -> Iterator[Finding]:
 
 
 def _ranges(ctx: Context) -> Iterator[Finding]:
-    rows = _finite_rows(ctx)
+    rows = ctx.truth.finite_rows()
     p = _value(ctx, "softmax")
     if p is not None:
         bad = np.any((p < 0) | (p > 1) | np.isnan(p), axis=1) & rows
@@ -81,7 +77,7 @@ def _ranges(ctx: Context) -> Iterator[Finding]:
 
 def _normalization(ctx: Context) -> Iterator[Finding]:
     case = ctx.case
-    rows = _finite_rows(ctx)
+    rows = ctx.truth.finite_rows()
     if ctx.provides("softmax") and ctx.truth.applicable("softmax"):
         outcome = ctx.outcome("softmax")
         if outcome.ok:
@@ -185,7 +181,7 @@ def order_broken(z: np.ndarray, order: np.ndarray, value: np.ndarray) -> np.ndar
 
 
 def _order(ctx: Context) -> Iterator[Finding]:
-    rows = _finite_rows(ctx)
+    rows = ctx.truth.finite_rows()
     z = ctx.case.logits
     order = stable_order(z)
     for function in ("softmax", "log_softmax"):
