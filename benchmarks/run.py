@@ -630,12 +630,14 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
     out: dict[str, Any] = {"llm_batch_shape": [rows, classes], "llm_batch_jobs": jobs}
     with tempfile.TemporaryDirectory() as folder:
         path, z, labels = _llm_file(folder, rows, classes)
-        out["llm_batch_torch_seconds"] = round(_torch_seconds(z, labels, repeats), 3)
+        torch_seconds = _torch_seconds(z, labels, repeats)
+        out["llm_batch_torch_seconds"] = float(f"{torch_seconds:.4g}")
         del z, labels  # the run below is measured without this process's copy
         seconds, (rss, pss), verdict = _run_llm(path, str(Path(folder) / "out"), jobs)
-        apart = [round(_torch_seconds_apart(path, repeats), 3) for _ in range(TORCH_PROCESSES)]
-        out["llm_batch_torch_seconds_apart"] = apart
-        torch_times = [out["llm_batch_torch_seconds"], *apart]
+        apart = [_torch_seconds_apart(path, repeats) for _ in range(TORCH_PROCESSES)]
+        # (rounded to significant digits: a small batch's sub-millisecond times stay > 0)
+        out["llm_batch_torch_seconds_apart"] = [float(f"{t:.4g}") for t in apart]
+        torch_times = [torch_seconds, *apart]
         out["llm_batch_ratio_range"] = [round(seconds / max(torch_times), 1),
                                         round(seconds / min(torch_times), 1)]
         if peers:
@@ -649,7 +651,7 @@ def llm_batch(rows: int, classes: int, repeats: int, growth: bool,
     out["llm_batch_peak_mb"] = round(pss)
     out["llm_batch_peak_rss_mb"] = round(rss)
     out["llm_batch_verdict"] = verdict
-    out["llm_batch_ratio_vs_candidate"] = round(seconds / out["llm_batch_torch_seconds"], 1)
+    out["llm_batch_ratio_vs_candidate"] = round(seconds / torch_seconds, 1)
     if growth:
         rows_of = {n: (n, classes) for n in (64, 256, 1024) if n < rows}
         classes_of = {k: (64, k) for k in (16384, 32768, 65536, 131072, 262144)}
