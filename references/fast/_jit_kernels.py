@@ -50,11 +50,15 @@ def _from_bits(typingctx: Any, n: Any) -> Any:
 # ------------------------------------------------------------------ row sums
 #
 # One loop per row, with no work arrays: each element's exp(d) 2**scale is computed, cut
-# into its pieces on the row's grids, and each piece counted in units of its grid (an
-# exact integer: a piece is a multiple of ulp(sigma) / 2, and its count below 2**53). The
-# counts add up in int64, exactly and so in any order (the loop vectorizes, reductions
-# included, without licence to reassociate floating point); a level's total count times
-# its unit is the exact sum NumPy's engine gets by adding the same pieces in float64.
+# into its pieces on the row's grids, and each piece counted in units of its grid. The
+# grid of a level is ulp(sigma) for sigma = 1.5 2**k, and every x cut there has |x| <=
+# 2**(k-1), so x + sigma stays in sigma's binade (or is its top, 2**(k+1)), where the bit
+# patterns of float64 are consecutive integers: bits(x + sigma) - bits(sigma) is the
+# piece's count, exactly. The loop adds the bits of x + sigma in int64, wrapping (exact
+# modulo 2**64, so in any order: the loop vectorizes, reductions included, without
+# licence to reassociate floating point), and takes the parts' bits(sigma) off once per
+# row; the row's count is below 2**52, and times its unit it is the exact sum NumPy's
+# engine gets by adding the same pieces in float64.
 # Intermediate arrays (the blocks of r, P(r), table entries and pieces this loop once
 # wrote and read back) made the loop's speed hang on where the heap put them: their
 # stores and loads collided in the cache, 8 to 70 ns per element, run to run.
@@ -103,75 +107,53 @@ def _exp_pair(z: float, m: float, clamp: bool, lowest: float, bias: int, inv: fl
 
 
 @njit(inline="always", **_OPTS)
-def _piece(x: float, sigma: float) -> float:
-    """The part of x on the grid of ulp(sigma) / 2 (Rump's extraction: exact)."""
-    return (x + sigma) - sigma
-
-
-@njit(inline="always", **_OPTS)
-def _count(v: float, a1: float, a2: float) -> int:
-    """A grid piece in units of its grid (1 / (a1 a2)): two exact scalings, then exact."""
-    return np.int64((v * a1) * a2)
+def _take(x: float, sigma: float) -> tuple[int, float]:
+    """The piece of x on sigma's grid (Rump's extraction), as the bits of x + sigma (its
+    count plus bits(sigma)), and what is left of x (exact)."""
+    t = x + sigma
+    return _bits(t), x - (t - sigma)
 
 
 @njit(**_OPTS)
-def _scalers(sigmas: np.ndarray, r: int, a1: np.ndarray, a2: np.ndarray,
-             unit: np.ndarray) -> None:
-    """Per level of row r, sigma = 2**k: a1 a2 = 2**(53 - k) (split so that neither
-    overflows) and unit = 2**(k - 53), the grid's unit (subnormal at the deepest grids)."""
+def _scalers(sigmas: np.ndarray, r: int, unit: np.ndarray, base: np.ndarray) -> None:
+    """Per level of row r, sigma = 1.5 2**k: unit = 2**(k - 52), the grid's unit (subnormal
+    at the deepest grids), and base = bits(sigma), a piece's count being bits(x + sigma)
+    - base."""
     for level in range(sigmas.shape[0]):
         sigma = sigmas[level, r]
         k = math.frexp(sigma)[1] - 1
-        n = 53 - k
-        a1[level] = math.ldexp(1.0, n // 2)
-        a2[level] = math.ldexp(1.0, n - n // 2)
-        unit[level] = math.ldexp(1.0, k - 53)
+        unit[level] = math.ldexp(1.0, k - 52)
+        base[level] = _bits(sigma)
 
 
 @njit(inline="always", **_OPTS)
 def _pair_counts(hi: float, lo: float, g: Any, four: bool) -> tuple[int, int, int, int]:
-    """The counts of hi + lo's pieces per level (doubledouble._grid_add: Fast2Sum, level 1
-    takes hi, level l + 1 what is left of hi and of lo); g = (sigma_1..4, a1_1..4,
-    a2_1..4) of :func:`_scalers`."""
+    """The bits of hi + lo's pieces per level, added (doubledouble._grid_add: Fast2Sum,
+    level 1 takes hi, level l + 1 what is left of hi and of lo); g = sigma_1..4."""
     t = hi + lo  # Fast2Sum
     lo = lo - (t - hi)
-    hi = t
-    w = _piece(hi, g[0])
-    c1 = _count(w, g[4], g[8])
-    hi = hi - w
-    w = _piece(hi, g[1])
-    c2 = _count(w, g[5], g[9])
-    hi = hi - w
-    u = _piece(lo, g[1])
-    c2 += _count(u, g[5], g[9])
-    lo = lo - u
-    w = _piece(hi, g[2])
-    c3 = _count(w, g[6], g[10])
-    u = _piece(lo, g[2])
-    c3 += _count(u, g[6], g[10])
+    c1, hi = _take(t, g[0])
+    c2, hi = _take(hi, g[1])
+    b, lo = _take(lo, g[1])
+    c2 += b
+    c3, hi = _take(hi, g[2])
+    b, lo = _take(lo, g[2])
+    c3 += b
     c4 = np.int64(0)
     if four:
-        hi = hi - w
-        lo = lo - u
-        c4 = _count(_piece(hi, g[3]), g[7], g[11]) + _count(_piece(lo, g[3]), g[7], g[11])
+        c4 = _take(hi, g[3])[0] + _take(lo, g[3])[0]
     return c1, c2, c3, c4
 
 
 @njit(inline="always", **_OPTS)
 def _value_counts(v: float, g: Any, four: bool) -> tuple[int, int, int, int]:
-    """The counts of a float64 value's pieces per level (no low part)."""
-    w = _piece(v, g[0])
-    c1 = _count(w, g[4], g[8])
-    v = v - w
-    w = _piece(v, g[1])
-    c2 = _count(w, g[5], g[9])
-    v = v - w
-    w = _piece(v, g[2])
-    c3 = _count(w, g[6], g[10])
+    """The bits of a float64 value's pieces per level (no low part)."""
+    c1, v = _take(v, g[0])
+    c2, v = _take(v, g[1])
+    c3, v = _take(v, g[2])
     c4 = np.int64(0)
     if four:
-        v = v - w
-        c4 = _count(_piece(v, g[3]), g[7], g[11])
+        c4 = _take(v, g[3])[0]
     return c1, c2, c3, c4
 
 
@@ -244,13 +226,12 @@ def _sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray, clamp
     four = levels > 3
     bias = 1023 + shift - (_MAGIC_BITS >> _T)
     scale = 2.0 ** -shift
-    a1 = np.ones(4)
-    a2 = np.ones(4)
     unit = np.zeros(4)
+    base = np.zeros(4, np.int64)
+    k = z.shape[1]
     for r in range(z.shape[0]):
-        _scalers(sigmas, r, a1, a2, unit)
-        g = (sigmas[0, r], sigmas[1, r], sigmas[2, r], sigmas[3, r] if four else 1.0,
-             a1[0], a1[1], a1[2], a1[3], a2[0], a2[1], a2[2], a2[3])
+        _scalers(sigmas, r, unit, base)
+        g = (sigmas[0, r], sigmas[1, r], sigmas[2, r], sigmas[3, r] if four else 1.5)
         if plain and keep:
             q = _values_kept(z[r], m[r], j[r], lowest, bias, inv, c1, c2, scale, g, four,
                              k1[r])
@@ -261,8 +242,10 @@ def _sums(z: np.ndarray, m: np.ndarray, j: np.ndarray, sigmas: np.ndarray, clamp
                             k1[r], k2[r])
         else:
             q = _pairs(z[r], m[r], j[r], clamp, lowest, bias, inv, c1, c2, g, four)
-        for level in range(levels):  # below 2**53 units: exact
-            acc[level, r] += np.float64(q[level]) * unit[level]
+        for level in range(levels):  # one piece per value, two per pair below level 1
+            parts = k if plain or level == 0 else 2 * k
+            count = q[level] - parts * base[level]  # modulo 2**64; below 2**52: exact
+            acc[level, r] += np.float64(count) * unit[level]
 
 
 @njit(**_OPTS)

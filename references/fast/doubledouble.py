@@ -149,14 +149,17 @@ def _grid_sigmas(e_max: np.ndarray, width: int) -> np.ndarray:
     below 2**e_max in magnitude (e_max an integer per row, >= -900).
 
     Level 1 takes the leading part of hi (|hi| <= 2**E) on the grid of ulp(sigma_1),
-    sigma_1 = 2**(E + c); what is left of hi and all of lo (a normalized pair) are below
-    2**(E + c - 53) =: 2**E_2, the next level's bound, and so on. Below the last grid at
+    sigma_1 = 1.5 2**(E + c) (the 1.5 keeps hi + sigma_1 in sigma_1's binade whatever
+    the sign, so that every piece of a level is on one grid, and the compiled engine can
+    count it from the bits of hi + sigma_1); what is left of hi and all of lo (a
+    normalized pair) are below 2**(E + c - 53) =: 2**E_2, the next level's bound, and so
+    on. Below the last grid at
     most 2**(E_L + c - 53) per piece is left out: 2 width 2**(E + L c - 53 L) in all, i.e.
     2**-84 2**E for 3 levels at width 131072 (c = 19)."""
     c, levels = _grid_levels(width)
     e = np.asarray(e_max, np.int64)
     exps = np.stack([e + c + (c - 53) * i for i in range(levels)])
-    return np.ldexp(1.0, exps)
+    return np.ldexp(1.5, exps)
 
 
 def _grid_bound(d2: np.ndarray, scale: int) -> np.ndarray:

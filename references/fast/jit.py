@@ -13,8 +13,9 @@ without numba (``tests/references/test_fast_jit.py`` checks it on every regime):
   order, none fused: numba does not contract a product and a sum into an FMA unless told
   to), then the pieces on the row grids of
   :func:`~xentcheck.references.fast.doubledouble._grid_sigmas`, whose sums are exact in
-  any order (the compiled loop counts each piece in units of its grid, an exact int64,
-  and adds the counts: the sum NumPy's float64 additions of the same pieces give);
+  any order (the compiled loop counts each piece in units of its grid, an exact int64
+  read off the bits of the piece plus its grid's constant, and adds the counts: the sum
+  NumPy's float64 additions of the same pieces give);
 * log_softmax off the argmax: the double-double (z - M) or (d - L) of
   :meth:`_Extended.log_softmax <xentcheck.references.fast.extended._Extended.log_softmax>`
   with the same operations, rounded once to longdouble; both engines round correctly, so
