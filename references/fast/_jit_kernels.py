@@ -47,6 +47,80 @@ def _from_bits(typingctx: Any, n: Any) -> Any:
     return types.float64(types.int64), codegen
 
 
+# ------------------------------------------------------------------ row extremes
+#
+# The row maxima, minima and argmax of finite logits in one pass, on integer keys of the
+# values (the bits of x >= 0 as they are, -(bits of |x|) below: the order of the values,
+# with -0 and +0 one key), so that the maxima and minima are integer reductions, which
+# vectorize. Each block of _B logits keeps its largest key; the argmax is then searched
+# in the first block that holds the row's, and the largest entry off it is the largest
+# of the other blocks' and of its own block without it.
+
+_B = 1024
+
+
+@njit(inline="always", **_OPTS)
+def _key(b: int, mag: int) -> int:
+    return b if b >= 0 else -(b & mag)
+
+
+@njit(**_OPTS)
+def row_extremes(bits: np.ndarray, mag: int, ones: int, j: np.ndarray, top: np.ndarray,
+                 low: np.ndarray, second: np.ndarray, blocks: np.ndarray) -> bool:
+    """Per row of ``bits`` (the float64 or float32 logits as int64 or int32): the first
+    index j of the largest value, the keys of the largest value (top), the smallest (low)
+    and the largest off column j (second; the int64 minimum where the row has one entry);
+    False (and nothing meaningful) if an entry is not finite (its exponent bits ``ones``
+    all set). ``mag`` masks the magnitude bits; ``blocks`` (N, K // _B + 1) is work."""
+    rows, k = bits.shape
+    whole = k // _B
+    lowest = np.int64(-9223372036854775808)
+    highest = np.int64(9223372036854775807)
+    special = 0
+    for r in range(rows):
+        row = bits[r]
+        hi = lowest
+        lo = highest
+        for b in range(whole + 1):
+            start = b * _B
+            bm = lowest
+            if b < whole:
+                for i in range(_B):  # a literal trip count: this loop vectorizes
+                    x = np.int64(row[start + i])
+                    key = _key(x, mag)
+                    bm = key if key > bm else bm
+                    lo = key if key < lo else lo
+                    special += (x & ones) == ones
+            else:
+                for i in range(start, k):
+                    x = np.int64(row[i])
+                    key = _key(x, mag)
+                    bm = key if key > bm else bm
+                    lo = key if key < lo else lo
+                    special += (x & ones) == ones
+            blocks[r, b] = bm
+            hi = bm if bm > hi else hi
+        top[r] = hi
+        low[r] = lo
+        at = 0
+        while blocks[r, at] != hi:
+            at += 1
+        first = at * _B
+        while _key(np.int64(row[first]), mag) != hi:
+            first += 1
+        j[r] = first
+        off = lowest
+        for b in range(whole + 1):
+            if b != at:
+                off = blocks[r, b] if blocks[r, b] > off else off
+        for i in range(at * _B, min(k, at * _B + _B)):
+            if i != first:
+                key = _key(np.int64(row[i]), mag)
+                off = key if key > off else off
+        second[r] = off
+    return special == 0
+
+
 # ------------------------------------------------------------------ row sums
 #
 # One loop per row, with no work arrays: each element's exp(d) 2**scale is computed, cut

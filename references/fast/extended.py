@@ -75,7 +75,7 @@ class _Extended:
         self.shape = (n, k)
         self.ld_input = a.dtype == _LD
         with np.errstate(all="ignore"):
-            zz, self.j, m, zmin, self.kinds = _row_extremes(a)
+            zz, self.j, m, zmin, self.kinds, self.off = _row_extremes(a)
             if self.ld_input:
                 self.zh, self.zl = _ld_to_dd(zz)
                 self.mh, self.ml = _ld_to_dd(m)
@@ -153,7 +153,8 @@ class _Extended:
         if self._sums is not None:
             return self._sums
         n, k = self.shape
-        sigmas = _grid_sigmas(_grid_bound(_second_max(self.zh, self.j, self.mh), _S), k)
+        d2 = _second_max(self.zh, self.j, self.mh, self.off)
+        sigmas = _grid_sigmas(_grid_bound(d2, _S), k)
         if keep or self.keep:
             self.eh, self.el = np.empty((n, k)), np.empty((n, k))
         if jit.usable(self):

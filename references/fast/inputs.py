@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from xentcheck.references.fast import jit
 from xentcheck.references.fast.doubledouble import _F, _LD, _dd_to_ld
 from xentcheck.references.fast.kernels import _blocks, _log1p_dd, _scratch
 
@@ -165,9 +166,14 @@ def _difference_low(z: np.ndarray, m: np.ndarray, dh: np.ndarray, mode: np.ndarr
 _WIDE = 4096
 
 
-def _second_max(z: np.ndarray, j: np.ndarray, m: np.ndarray) -> np.ndarray:
+def _second_max(z: np.ndarray, j: np.ndarray, m: np.ndarray,
+                found: np.ndarray | None = None) -> np.ndarray:
     """Per row of z (N, K): the largest z - m off column j (float64, -inf where there is
-    none), block by block; bounds the row sums' terms (doubledouble._grid_bound)."""
+    none), block by block, or from ``found``, that largest entry as _row_extremes found
+    it; bounds the row sums' terms (doubledouble._grid_bound)."""
+    if found is not None:
+        with np.errstate(all="ignore"):
+            return found - m
     n, k = z.shape
     z2 = np.full(n, -np.inf)
     if k >= _WIDE and n:  # long rows: the two sides of column j, read in place
@@ -190,10 +196,16 @@ def _second_max(z: np.ndarray, j: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def _row_extremes(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                          _Kinds]:
+                                          _Kinds, np.ndarray | None]:
     """The logits with special rows (NaN, +inf, all -inf) zeroed, and per row the argmax,
-    the max, the smallest finite entry (-inf kept out) and the row kinds."""
+    the max, the smallest finite entry (-inf kept out) and the row kinds; then the
+    largest entry off the argmax where the compiled engine found it in the same pass
+    (every entry finite, the input large enough), else None (:func:`_second_max`)."""
     rows = np.arange(a.shape[0])
+    found = jit.finite_row_extremes(a)
+    if found is not None:
+        j, zmin, off = found
+        return a, j, a[rows, j], zmin, _Kinds(a, True), off
     # the max is NaN or +inf, or the min -inf or NaN, exactly where some entry is
     j = np.argmax(a, axis=1)
     m = a[rows, j]
@@ -207,4 +219,4 @@ def _row_extremes(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
         zmin = z.min(axis=1)
     if kinds.neginf:
         zmin = np.min(np.where(z == -np.inf, np.inf, z), axis=1)
-    return z, j, m, zmin, kinds
+    return z, j, m, zmin, kinds, None

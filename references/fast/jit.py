@@ -1,6 +1,6 @@
 """The fast tier's compiled engine: the longdouble work's row sums and log_softmax, with numba.
 
-Where numba is installed (``pip install numba``; x86-64 with x87 longdouble), the two
+Where numba is installed (``pip install numba``; x86-64 with x87 longdouble), the
 passes that dominate :func:`xentcheck.references.fast.log_softmax` and the other outputs of
 float64 logits run as compiled loops instead of NumPy block operations. They compute the
 same thing operation for operation, so the outputs are **bitwise the same** with and
@@ -19,10 +19,12 @@ without numba (``tests/references/test_fast_jit.py`` checks it on every regime):
 * log_softmax off the argmax: the double-double (z - M) or (d - L) of
   :meth:`_Extended.log_softmax <xentcheck.references.fast.extended._Extended.log_softmax>`
   with the same operations, rounded once to longdouble; both engines round correctly, so
-  they agree.
+  they agree;
+* the row extremes of finite logits (argmax, max, min, the largest entry off the argmax)
+  in one pass on integer keys of the values, where NumPy takes four.
 
-Everything else (row extremes, log1p of the sums, special rows, the argmax entries, what
-goes to gold) stays in NumPy and is shared. ``XENTCHECK_FAST_ENGINE=numpy`` (or
+Everything else (log1p of the sums, special rows, the argmax entries, what goes to gold)
+stays in NumPy and is shared. ``XENTCHECK_FAST_ENGINE=numpy`` (or
 :func:`engine`) turns the compiled engine off, ``numba`` uses it for every input; the
 default, ``auto``, for inputs of :data:`MIN_ELEMENTS` logits and more. numba's
 compilation (a few seconds, once per machine: the machine code is cached on disk)
@@ -115,6 +117,44 @@ def _kernels() -> Any:
     except ImportError:
         return None
     return _jit_kernels
+
+
+#: Per logits dtype: the integers of its bits, their magnitude mask, its exponent mask.
+_BITS = {np.dtype(np.float64): (np.int64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF0_0000_0000_0000),
+         np.dtype(np.float32): (np.int32, 0x7FFF_FFFF, 0x7F80_0000)}
+
+
+def _from_keys(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The values of row_extremes' keys (a key >= 0 is the value's bits; -(bits of |x|)
+    below)."""
+    ints = _BITS[dtype][0]
+    bits = np.where(keys >= 0, keys, (-keys) | np.iinfo(ints).min)
+    return bits.astype(ints).view(dtype)
+
+
+def finite_row_extremes(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """For C-contiguous float64 or float32 logits (N, K), every entry finite, where the
+    engine choice takes an input this large: per row the argmax (the first, as
+    ``np.argmax``), the smallest entry (in ``a``'s dtype; a zero as +0) and the largest
+    entry off the argmax (float64; -inf where a row has one entry), in one compiled pass.
+    None otherwise: the caller takes NumPy's way."""
+    if a.ndim != 2 or a.dtype not in _BITS or not a.flags.c_contiguous or not a.size:
+        return None
+    if _CHOICE == "numpy" or (_CHOICE == "auto" and a.size < MIN_ELEMENTS):
+        return None
+    kernels = _kernels()
+    if kernels is None:
+        return None
+    ints, mag, ones = _BITS[a.dtype]
+    n, k = a.shape
+    j, top, low, second = (np.empty(n, np.int64) for _ in range(4))
+    blocks = np.empty((n, k // kernels._B + 1), np.int64)
+    if not kernels.row_extremes(a.view(ints), mag, ones, j, top, low, second, blocks):
+        return None
+    with np.errstate(invalid="ignore"):
+        off = np.where(second == np.iinfo(np.int64).min, -np.inf,
+                       _from_keys(second, a.dtype).astype(np.float64))
+    return j, _from_keys(low, a.dtype), off
 
 
 def row_sums(ext: Any, sigmas: np.ndarray) -> np.ndarray:

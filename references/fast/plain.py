@@ -66,7 +66,7 @@ class _Plain:
         self.a = z
         self.shape = (n, k)
         with np.errstate(all="ignore"):
-            z, self.j, m, zmin, self.kinds = _row_extremes(z)
+            z, self.j, m, zmin, self.kinds, self.off = _row_extremes(z)
             self.z = z
             self.m = m.astype(_F)
             zmin = zmin.astype(_F)
@@ -98,7 +98,7 @@ class _Plain:
         if self._sums is not None:
             return self._sums
         n, k = self.shape
-        sigmas = _grid_sigmas(_grid_bound(_second_max(self.z, self.j, self.m), 0), k)
+        sigmas = _grid_sigmas(_grid_bound(_second_max(self.z, self.j, self.m, self.off), 0), k)
         if keep or self.keep:
             self.e = np.empty((n, k))
         if jit.usable(self):

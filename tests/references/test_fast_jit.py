@@ -112,8 +112,8 @@ def test_multi_row_blocks_with_mixed_rows() -> None:
 
 def test_rows_of_four_grids_same_bits() -> None:
     """Rows of 2**18 classes and more are summed on four grids; a row whose terms are all
-    near exp(-800) has grids so deep that their unit is subnormal (its count is scaled
-    in two steps): both against NumPy's engine."""
+    near exp(-800) has grids so deep that their unit is subnormal: both against NumPy's
+    engine."""
     rng = np.random.default_rng(5)
     z = rng.standard_normal((2, 1 << 18)) * 4
     z[1] = -800.0 + rng.uniform(-5.0, 5.0, 1 << 18)
@@ -166,6 +166,59 @@ def test_column_order_does_not_change_the_sums(name: str) -> None:
 
 
 # --------------------------------------------------------------------------- the kernels
+
+
+def _extremes(a: np.ndarray, name: str) -> tuple[np.ndarray, ...]:
+    """argmax, max, min and the largest entry off the argmax as the fast tier's evaluators
+    take them (inputs._row_extremes, then _second_max) under engine ``name``."""
+    from xentcheck.references.fast import inputs
+
+    with jit.engine(name):
+        z, j, m, zmin, _, found = inputs._row_extremes(a)
+        assert (found is not None) == (name == "numba")
+        return j, m, zmin, inputs._second_max(z, j, m, found)
+
+
+def _extreme_rows(dtype: type, k: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(k)
+    plain = (rng.standard_normal((4, k)) * 4).astype(dtype)
+    ties = plain.copy()
+    ties[0] = 0.0
+    ties[0, ::3] = -0.0  # a zero maximum of both signs, -0 first: argmax takes it
+    ties[1, -1] = ties[1].max() + 1  # the maximum in the last (partial) block
+    ties[2] = 7.0  # every entry the maximum
+    ties[3, k // 2] = dtype(1e30)
+    zeros = np.zeros((2, k), dtype)
+    zeros[1, k - 1:] = -0.0
+    return [plain, ties, zeros]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 2, 1023, 1024, 1025, 3000])
+def test_compiled_row_extremes_are_numpys(dtype: type, k: int) -> None:
+    """The one-pass extremes (integer keys, block maxima) give NumPy's argmax (the first
+    of ties, -0 before +0 counted equal), its max with its sign, and the min and the
+    largest entry off the argmax by value (their sign of zero feeds only comparisons and
+    the grid bound's ceil), at block edges and in the tail."""
+    for a in _extreme_rows(dtype, k):
+        got, want = _extremes(a, "numba"), _extremes(a, "numpy")
+        for g, w, name in zip(got, want, ("argmax", "max", "min", "off the argmax"),
+                                 strict=True):
+            assert g.dtype == w.dtype and np.array_equal(g, w), (name, a.shape, g, w)
+        assert _same_bits(got[1], want[1])
+
+
+def test_compiled_row_extremes_leave_non_finite_input_to_numpy() -> None:
+    """One NaN or infinity anywhere (the last entry here) sends the input NumPy's way,
+    which sorts the rows into their kinds."""
+    with jit.engine("numba"):
+        assert jit.finite_row_extremes(np.zeros((2, 5000))) is not None
+        for bad in (np.nan, np.inf, -np.inf):
+            a = np.zeros((2, 5000))
+            a[1, -1] = bad
+            assert jit.finite_row_extremes(a) is None
+            assert jit.finite_row_extremes(a.astype(np.float32)) is None
+
 
 
 def test_longdouble_words_round_correctly() -> None:
