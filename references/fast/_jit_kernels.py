@@ -146,9 +146,8 @@ def _exp_pair(z: float, m: float, clamp: bool, lowest: float, bias: int, inv: fl
     dh = z - m
     bb = dh - z  # TwoSum(z, -m): the exact low part
     dl = (z - (dh - bb)) + (-m - bb)
-    dl = dl if (dl - dl) == 0.0 else 0.0  # not finite: 0
     x = dh
-    if clamp:
+    if clamp:  # dl is finite where dh >= lowest: it is not where z - m overflows
         x = dh if dh > lowest else lowest
         dl = dl if dh >= lowest else 0.0
     t = x * inv
