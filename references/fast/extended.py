@@ -111,6 +111,8 @@ class _Extended:
         mode = self.d_mode[rs]
         _difference_low(z, m, dh, None if self.zl is not None else mode, tmp, dl)
         if self.zl is not None:  # longdouble input: add the low parts and renormalize
+            if self.clamp:  # z = -inf: dh stays -inf only if dl is finite
+                np.copyto(dl, 0.0, where=~np.isfinite(dl))
             np.subtract(self.zl[rs, cs], self.ml[rs, None], out=tmp)
             dl += tmp
             b, c = ws.f[3], ws.f[4]
@@ -254,6 +256,7 @@ class _Extended:
         with np.errstate(all="ignore"):
             dh, dl = _two_sum(self.zh[rows, cols], -self.mh)
             if self.zl is not None:
+                dl = np.where(np.isfinite(dl), dl, 0.0)  # z = -inf: dh stays -inf
                 dh, dl = _two_sum(dh, dl + (self.zl[rows, cols] - self.ml))
             dl = np.where(np.isfinite(dl), dl, 0.0)
             x = np.maximum(np.where(np.isnan(dh), 0.0, dh), _CLAMP)

@@ -342,6 +342,39 @@ def test_longdouble_logits() -> None:
     check_all(z, np.array([[0.5, 0.25, 0.25], [0, 1, 0]], dtype=np.longdouble))
 
 
+@pytest.mark.parametrize("regime", MEASURED)
+def test_longdouble_logits_of_float64_values_change_nothing(regime: str) -> None:
+    """The same values as longdouble logits give the same outputs as float64 logits, bit
+    for bit (masked rows included: a -inf logit once made every output of its row NaN
+    on the longdouble route)."""
+    for case in sample(regime, dtype="float64"):
+        z = case.logits.astype(np.float64)
+        if z.shape[0] == 0:
+            continue
+        wide = z.astype(np.longdouble)
+        for name in ("log_softmax", "softmax", "logsumexp"):
+            a, b = getattr(fast, name)(wide), getattr(fast, name)(z)
+            assert np.array_equal(a, b, equal_nan=True), (name, case.name)
+        options = {k: v for k, v in case.options.items() if k != "reduction"}
+        for name in ("cross_entropy", "cross_entropy_grad"):
+            a = getattr(fast, name)(wide, case.target, **options)
+            b = getattr(fast, name)(z, case.target, **options)
+            assert np.array_equal(a, b, equal_nan=True), (name, case.name)
+
+
+def test_longdouble_logits_with_targets_at_minus_infinity() -> None:
+    """A target at a -inf logit (infinite loss, finite gradient): the longdouble route
+    reads d there as the float64 one does."""
+    z = np.random.default_rng(4).standard_normal((3, 300)) * 6
+    z[:, ::7] = -np.inf
+    for target in (np.array([0, 7, 14]), np.array([1, 7, 3])):
+        for options in ({}, {"label_smoothing": 0.1}):
+            for name in ("cross_entropy", "cross_entropy_grad"):
+                a = getattr(fast, name)(z.astype(np.longdouble), target, **options)
+                b = getattr(fast, name)(z, target, **options)
+                assert np.array_equal(a, b, equal_nan=True), (name, target, options)
+
+
 def test_longdouble_logits_beyond_float64() -> None:
     big = np.longdouble(2.0) ** 2000
     z = np.array([[big, np.longdouble(0.0), -big], [1.0, 2.0, 3.0]], dtype=np.longdouble)
