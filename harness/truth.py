@@ -537,10 +537,14 @@ class Truth:
                 return _from_probs("cross_entropy_from_probs", p, target, work)
         else:
             raise ValueError(f"{function} is not certified in the fast tier")
-        v = self._direction(case.shape).astype(dtype)
-        held = ~np.isfinite(x) | ((x == 0) if function.endswith("probs") else False)
+        v = self._direction(case.shape).astype(dtype, copy=False)  # read only
+        held = ~np.isfinite(x)
+        if function.endswith("probs"):
+            held |= x == 0
         if held.any():
+            v = v.copy()
             v[held] = 0
+        del held
         moving = bool((v != 0).all())  # (then no np.where below: the same values)
         with np.errstate(invalid="ignore"):  # inf * 0 where a row's loss is infinite
             terms = np.asarray(derivative, dtype) * v
@@ -557,11 +561,14 @@ class Truth:
         # derivative under test: a wrong one that is too large only widens the error bar,
         # and a certificate needs a narrow one to hold
         with np.errstate(invalid="ignore"):
-            moved = np.abs(derivative * x)
+            moved = derivative * x
+            np.abs(moved, out=moved)
             sensitivity = np.sum(moved if moving else np.where(v != 0, moved, 0), axis=1)
+        del moved
         # agreement relative to the row's scale: |dL/dt| or, where it is small, the
         # size of the gradient along |v| (what a wrong formula would be off by)
-        magnitude = np.maximum(np.abs(analytic), np.sum(np.abs(terms), axis=1))
+        magnitude = np.maximum(np.abs(analytic), np.sum(np.abs(terms, out=terms), axis=1))
+        del terms
         needed = FAST_CERTIFICATE_DIGITS[work]
 
         def worst_of(estimate: fd.RowEstimate) -> tuple[float, np.ndarray]:

@@ -99,6 +99,26 @@ def test_fast_certificate_holds_and_catches_a_wrong_gradient(
         assert not bad.holds, (plant.__name__, bad)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fast_certificates_hold_entries_that_cannot_move(dtype: str) -> None:
+    """-inf logits (zero probabilities) are held still along the certificates' direction:
+    a zero probability stepped either way leaves the loss's domain, so the certificate
+    with respect to the probabilities holds only if they are held; the read-only shared
+    direction is not changed by it."""
+    z = np.random.default_rng(4).standard_normal((3, 300)) * 6
+    z[:, ::7] = -np.inf
+    target = np.array([1, 2, 3])  # no target at a -inf logit
+    c = Case(z.astype(np.float32 if dtype == "float32" else np.float64), target, "indices",
+             {}, dtype, "test", f"held-{dtype}")
+    t = Truth(c)
+    assert t.tier != "gold"
+    direction = t._direction(c.shape).copy()
+    for function in ("cross_entropy_grad", "cross_entropy_grad_wrt_probs"):
+        certificate = t.certificate(function)
+        assert certificate.holds and certificate.rows == 3, (function, certificate)
+    assert np.array_equal(t._direction(c.shape), direction)
+
+
 def test_gold_tier_still_certifies_small_cases() -> None:
     t = Truth(case((2, 8), "float64", seed=3))
     assert t.tier == "gold"
