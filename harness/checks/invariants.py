@@ -110,10 +110,13 @@ def _gradient_sums_to_zero(ctx: Context, value: np.ndarray, rows: np.ndarray) ->
     defined = exact.finite.all(axis=1) & rows
     tol = np.nansum(allowed_abs(ctx, "cross_entropy_grad", value), axis=1)
     tol += k * 2.0**-52 * np.nansum(np.abs(g), axis=1)  # the float64 sum below
-    with np.errstate(invalid="ignore"):
-        z = case.logits.astype(np.float64)
-        ungraded = (~defined & ~np.any(np.isnan(z), axis=1) & np.all(np.isfinite(g), axis=1)
-                    & (np.any(z == np.inf, axis=1) | np.all(z == -np.inf, axis=1)))
+    ungraded = np.zeros_like(defined)
+    if not defined.all():  # (else no row is left ungraded: the passes over z are saved)
+        with np.errstate(invalid="ignore"):
+            z = case.logits.astype(np.float64)
+            ungraded = (~defined & ~np.any(np.isnan(z), axis=1)
+                        & np.all(np.isfinite(g), axis=1)
+                        & (np.any(z == np.inf, axis=1) | np.all(z == -np.inf, axis=1)))
     if ungraded.any():
         fmt = ref.float_format(case.dtype)
         eps = 2.0 ** (1 - fmt.precision)
