@@ -1,4 +1,4 @@
-"""The fast tier's compiled engine: the longdouble work's row sums and log_softmax, with numba.
+"""The fast tier's compiled engine: row extremes, row sums and log_softmax, with numba.
 
 Where numba is installed (``pip install numba``; x86-64 with x87 longdouble), the
 passes that dominate :func:`xentcheck.references.fast.log_softmax` and the other outputs of
