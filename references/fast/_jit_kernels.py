@@ -65,11 +65,11 @@ def _key(b: int, mag: int) -> int:
 
 
 @njit(**_OPTS)
-def row_extremes(bits: np.ndarray, mag: int, ones: int, j: np.ndarray, top: np.ndarray,
-                 low: np.ndarray, second: np.ndarray, blocks: np.ndarray) -> bool:
+def row_extremes(bits: np.ndarray, mag: int, ones: int, j: np.ndarray, low: np.ndarray,
+                 second: np.ndarray, blocks: np.ndarray) -> bool:
     """Per row of ``bits`` (the float64 or float32 logits as int64 or int32): the first
-    index j of the largest value, the keys of the largest value (top), the smallest (low)
-    and the largest off column j (second; the int64 minimum where the row has one entry);
+    index j of the largest value, the keys of the smallest (low) and of the largest off
+    column j (second; the int64 minimum where the row has one entry);
     False (and nothing meaningful) if an entry is not finite (its exponent bits ``ones``
     all set). ``mag`` masks the magnitude bits; ``blocks`` (N, K // _B + 1) is work."""
     rows, k = bits.shape
@@ -100,7 +100,6 @@ def row_extremes(bits: np.ndarray, mag: int, ones: int, j: np.ndarray, top: np.n
                     special += (x & ones) == ones
             blocks[r, b] = bm
             hi = bm if bm > hi else hi
-        top[r] = hi
         low[r] = lo
         at = 0
         while blocks[r, at] != hi:

@@ -147,9 +147,9 @@ def finite_row_extremes(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
         return None
     ints, mag, ones = _BITS[a.dtype]
     n, k = a.shape
-    j, top, low, second = (np.empty(n, np.int64) for _ in range(4))
+    j, low, second = (np.empty(n, np.int64) for _ in range(3))
     blocks = np.empty((n, k // kernels._B + 1), np.int64)
-    if not kernels.row_extremes(a.view(ints), mag, ones, j, top, low, second, blocks):
+    if not kernels.row_extremes(a.view(ints), mag, ones, j, low, second, blocks):
         return None
     with np.errstate(invalid="ignore"):
         off = np.where(second == np.iinfo(np.int64).min, -np.inf,
