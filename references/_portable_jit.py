@@ -1,6 +1,7 @@
-"""numba loops of :func:`xentcheck.references.portable.exp` and ``log``, and of the
-float64 decoding of :mod:`xentcheck.references.rounding` (imported only where numba is,
-for arrays of ``jit.MIN_ELEMENTS`` values and more).
+"""numba loops of :func:`xentcheck.references.portable.exp` and ``log``, of the float64
+decoding of :mod:`xentcheck.references.rounding` and of the perturbed points of
+:func:`xentcheck.references.fd.directional_derivative_rows` (imported only where numba
+is, for arrays of ``jit.MIN_ELEMENTS`` values and more).
 
 Each loop transcribes its NumPy function operation for operation: the same float64
 operations in the same order, none fused into an FMA or reordered (no ``fastmath``), the
@@ -135,3 +136,19 @@ def decode_float64_into(x: np.ndarray, bits: np.ndarray, finite: np.ndarray,
         mant_bits[i] = 0 if none else (scaled & fraction) | one
 
 
+
+
+@njit(**_OPTS)
+def perturbed_into(x: np.ndarray, v: np.ndarray, h: np.ndarray, sign: float,
+                   every: bool, out: np.ndarray) -> None:
+    """``fd.directional_derivative_rows``' perturbed point on (N, K) float64 arrays:
+    out = x + h v (``sign`` 1) or x - h v (``sign`` -1) with h one step per row, the
+    product rounded first as NumPy's ``step = h * v`` is; where ``v`` is 0 (unless
+    ``every`` entry moves) x itself. One pass where NumPy makes two, and no step array."""
+    n, k = x.shape
+    for r in range(n):
+        hr = h[r]
+        for i in range(k):
+            step = hr * v[r, i]
+            moved = x[r, i] + step if sign > 0 else x[r, i] - step
+            out[r, i] = moved if every or v[r, i] != 0 else x[r, i]

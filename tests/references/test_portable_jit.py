@@ -1,5 +1,6 @@
-"""The compiled loops of ``portable.exp``, ``portable.log`` and the float64 decoding of
-exact values give NumPy's bits.
+"""The compiled loops of ``portable.exp``, ``portable.log``, the float64 decoding of
+exact values and the finite-difference points of ``fd.directional_derivative_rows`` give
+NumPy's bits.
 
 Large arrays (an LLM batch's block: the stability bounds' softmax, the logs of
 probabilities, the decoded exact values) take :mod:`xentcheck.references._portable_jit`
@@ -173,5 +174,59 @@ def test_compiled_code_has_no_fused_multiply_add() -> None:
         "import numpy as np\n"
         "from xentcheck.references import portable, _portable_jit as k\n"
         "portable.exp(np.linspace(-3.0, 3.0, 11)); portable.log(np.linspace(0.1, 3.0, 11))\n"
-        "print(''.join(a for f in (k.exp_into, k.log_into) for a in f.inspect_asm().values()))\n")
+        "x = np.ones((2, 3)); k.perturbed_into(x, x, np.ones(2), 1.0, True, x.copy())\n"
+        "print(''.join(a for f in (k.exp_into, k.log_into, k.perturbed_into)\n"
+        "              for a in f.inspect_asm().values()))\n")
     assert fused_multiply_adds(script) == 0
+
+
+def _points_seen(x: np.ndarray, v: np.ndarray, engine: str) -> list[np.ndarray]:
+    """Every point ``fd.directional_derivative_rows`` evaluates f at, under ``engine``."""
+    from xentcheck.references import fd
+
+    seen: list[np.ndarray] = []
+
+    def f(z: np.ndarray) -> np.ndarray:
+        seen.append(z.copy())
+        return np.nansum(np.where(np.isfinite(z), z, 0.0) ** 2, axis=1)
+
+    with jit.engine(engine):
+        fd.directional_derivative_rows(f, x, v, levels=2)
+    return seen
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["every-entry-moves", "some-held"])
+def test_finite_difference_points_give_numpys_bits(held: bool) -> None:
+    """x + h v and x - h v at every level, compiled or not: the same bits, with zeros of
+    both signs, infinities, NaN, subnormals and huge entries, and entries held (v = 0:
+    x itself, -0 kept) or not."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((6, 4000)) * np.ldexp(1.0, rng.integers(-30, 30, (6, 1)))
+    x[:, :12] = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -1e-310, 1e308, -1e308,
+                 1e-300, 3.0, -7.5]
+    v = rng.uniform(-1.0, 1.0, x.shape)
+    if held:
+        v[:, :8] = 0.0
+        v[::2, 100:200] = 0.0
+    expected, got = _points_seen(x, v, "numpy"), _points_seen(x, v, "numba")
+    assert len(got) == len(expected) == 6
+    for a, b in zip(got, expected, strict=True):
+        assert _bits(a).tolist() == _bits(b).tolist()
+    if held:  # a held -0 stays -0 (-0 + 0 would be +0)
+        assert _bits(got[0][:, 1]).tolist() == _bits(x[:, 1]).tolist()
+
+
+def test_finite_difference_points_off_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison above is not vacuous: one point an ulp off fails it."""
+    from xentcheck.references import _portable_jit
+
+    real = _portable_jit.perturbed_into
+
+    def off(x: np.ndarray, v: np.ndarray, h: np.ndarray, sign: float, every: bool,
+            out: np.ndarray) -> None:
+        real(x, v, h, sign, every, out)
+        out[1, 30] = np.nextafter(out[1, 30], np.inf)
+
+    monkeypatch.setattr(_portable_jit, "perturbed_into", off)
+    with pytest.raises(AssertionError):
+        test_finite_difference_points_give_numpys_bits(False)
