@@ -1,8 +1,8 @@
 """numba loops of the harness (imported only where numba is, for arrays of
 ``jit.MIN_ELEMENTS`` elements and more): the stability bounds and the last step of
-grading, the order check (a batch's stable order and its comparison), and a finding's
-roll-ups (largest errors, worst element). Each gives the NumPy code's results, element
-for element.
+grading, the order check (a batch's stable order and its comparison), the certificates'
+products, and a finding's roll-ups (largest errors, worst element). Each gives the NumPy
+code's results, element for element.
 
 **Bounds** (:func:`softmax_error_into`, :func:`softmax_lambda_into`,
 :func:`log_softmax_error_into`, :func:`gradient_bounds_into`, for
@@ -21,6 +21,11 @@ ulps times the output format's ulp of each exact value, one pass for some ten.
 
 **Chunk invariance** (:func:`rows_off_limit_into`): which rows of a gradient put back
 together from pieces of the batch stray beyond their limit, one pass for some six.
+
+**Certificates** (:func:`certificate_terms_into`, for ``truth._certify_fast``): the
+products d v and |d x| of the reference gradient d, the direction v and the logits (or
+probabilities) x, and whether any entry is to be held, in one pass for some nine; the
+row sums stay NumPy's (``tests/harness/test_truth_tiers.py``).
 
 **Grading** (:func:`grade_into`, for :func:`xentcheck.harness.grading.grade_elements`).
 For every element: the allowed error in ulps, and, for a graded element whose candidate
@@ -508,3 +513,23 @@ def first_largest(key: np.ndarray, mask: np.ndarray, nan: float, nan_given: bool
         if mask[i] and _read(key[i], nan, nan_given) == best:
             return i
     return 0  # (not reached: the block holds its maximum)
+
+
+@njit(**_OPTS)
+def certificate_terms_into(d: np.ndarray, v: np.ndarray, x: np.ndarray, probs: bool,
+                           terms: np.ndarray, moved: np.ndarray) -> bool:
+    """``truth._certify_fast``'s elementwise products in one pass over (N, K) float64
+    arrays: terms = d v and moved = |d x|, as NumPy's ``d * v`` and ``abs(d * x)``; False
+    (and the arrays not meaningful) if an entry would be held (x not finite, or zero with
+    ``probs``) or v is zero somewhere, where the NumPy path zeroes such entries."""
+    n, k = x.shape
+    odd = 0
+    for r in range(n):
+        for i in range(k):
+            xi = x[r, i]
+            vi = v[r, i]
+            di = d[r, i]
+            odd += (not math.isfinite(xi)) | (probs & (xi == 0.0)) | (vi == 0.0)
+            terms[r, i] = di * vi
+            moved[r, i] = abs(di * xi)
+    return odd == 0

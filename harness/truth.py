@@ -538,16 +538,21 @@ class Truth:
         else:
             raise ValueError(f"{function} is not certified in the fast tier")
         v = self._direction(case.shape).astype(dtype, copy=False)  # read only
-        held = ~np.isfinite(x)
-        if function.endswith("probs"):
-            held |= x == 0
-        if held.any():
-            v = v.copy()
-            v[held] = 0
-        del held
-        moving = bool((v != 0).all())  # (then no np.where below: the same values)
-        with np.errstate(invalid="ignore"):  # inf * 0 where a row's loss is infinite
-            terms = np.asarray(derivative, dtype) * v
+        fused = _certificate_terms(derivative, v, x, function.endswith("probs"))
+        if fused is not None:  # nothing held, every entry moving: one pass for the terms
+            moving, (terms, moved) = True, fused
+        else:
+            held = ~np.isfinite(x)
+            if function.endswith("probs"):
+                held |= x == 0
+            if held.any():
+                v = v.copy()
+                v[held] = 0
+            del held
+            moving = bool((v != 0).all())  # (then no np.where below: the same values)
+            with np.errstate(invalid="ignore"):  # inf * 0 where a row's loss is infinite
+                terms = np.asarray(derivative, dtype) * v
+                moved = None
         analytic = np.sum(terms, axis=1)
         scale = None
         if function == "cross_entropy_grad_wrt_probs":
@@ -561,8 +566,9 @@ class Truth:
         # derivative under test: a wrong one that is too large only widens the error bar,
         # and a certificate needs a narrow one to hold
         with np.errstate(invalid="ignore"):
-            moved = derivative * x
-            np.abs(moved, out=moved)
+            if moved is None:
+                moved = derivative * x
+                np.abs(moved, out=moved)
             sensitivity = np.sum(moved if moving else np.where(v != 0, moved, 0), axis=1)
         del moved
         # agreement relative to the row's scale: |dL/dt| or, where it is small, the
@@ -600,6 +606,23 @@ class Truth:
         digits = math.inf if worst == 0 else -float(portable.log(np.array(worst))) / _LN10
         return Certificate(function, holds, digits, int(rows.sum()),
                            f"{work} differences, one direction per row")
+
+
+def _certificate_terms(derivative: Any, v: np.ndarray, x: np.ndarray, probs: bool
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_certify_fast``'s derivative v and |derivative x| in one compiled pass, for float64
+    (N, K) arrays large enough for the compiled loops, where every x is finite (and, for
+    ``probs``, not zero) and every v is not zero: the products NumPy's passes give, bit for
+    bit. None otherwise (also where an entry is held): NumPy's way."""
+    loops = grading.compiled_loops(x.size)
+    if (loops is None or x.ndim != 2 or not isinstance(derivative, np.ndarray)
+            or not x.dtype == v.dtype == derivative.dtype == np.float64):
+        return None
+    x, v, d = (np.ascontiguousarray(a) for a in (x, v, derivative))
+    terms, moved = np.empty_like(x), np.empty_like(x)
+    if not loops.certificate_terms_into(d, v, x, probs, terms, moved):
+        return None
+    return terms, moved
 
 
 def _from_probs(function: str, probs: np.ndarray, target: np.ndarray, work: str) -> np.ndarray:

@@ -119,6 +119,36 @@ def test_fast_certificates_hold_entries_that_cannot_move(dtype: str) -> None:
     assert np.array_equal(t._direction(c.shape), direction)
 
 
+def _certificates(c: Case, engine: str) -> list:
+    from xentcheck.references.fast import jit
+
+    with jit.engine(engine):
+        t = Truth(c)
+        return [t.certificate(f) for f in ("cross_entropy_grad", "cross_entropy_grad_wrt_probs")]
+
+
+def test_fast_certificates_are_the_same_with_the_compiled_terms(monkeypatch) -> None:
+    """The certificates' products (d v, |d x|) come from one compiled pass where numba is:
+    every field of both certificates is the NumPy path's (digits bit for bit), and a pass
+    with one product off changes them."""
+    pytest.importorskip("numba")
+    from xentcheck.harness import _compiled
+
+    c = case((4, 3000), "float32", seed=6, options={"label_smoothing": 0.1})
+    expected = _certificates(c, "numpy")
+    assert _certificates(c, "numba") == expected
+    assert all(cert.holds and cert.rows == 4 for cert in expected)
+    real = _compiled.certificate_terms_into
+
+    def off(d, v, x, probs, terms, moved):  # noqa: ANN001, ANN202
+        ok = real(d, v, x, probs, terms, moved)
+        terms[2, 7] *= 1.5
+        return ok
+
+    monkeypatch.setattr(_compiled, "certificate_terms_into", off)
+    assert _certificates(c, "numba") != expected
+
+
 def test_gold_tier_still_certifies_small_cases() -> None:
     t = Truth(case((2, 8), "float64", seed=3))
     assert t.tier == "gold"
