@@ -529,12 +529,18 @@ class Truth:
 
             def loss(z: np.ndarray) -> np.ndarray:
                 return fast.Reference(z, work=work).cross_entropy(target, **options)
+
+            def own_loss() -> np.ndarray:  # the truth's own, from the case's logits
+                return self._fast_reference().cross_entropy(target, **options)
         elif function == "cross_entropy_grad_wrt_probs":
             x = np.asarray(self.probs, np.float64).astype(dtype, copy=False)
             derivative = _from_probs(function, x, target, work)
 
             def loss(p: np.ndarray) -> np.ndarray:
                 return _from_probs("cross_entropy_from_probs", p, target, work)
+
+            def own_loss() -> np.ndarray:
+                return loss(x)
         else:
             raise ValueError(f"{function} is not certified in the fast tier")
         v = self._direction(case.shape).astype(dtype, copy=False)  # read only
@@ -600,8 +606,19 @@ class Truth:
                                                   sensitivity=sensitivity.astype(np.float64),
                                                   enough=holds_already)
         worst, rows = worst_of(estimate)
+        # a row the differences could not take is left out only where the truth's own
+        # loss is infinite at the point itself (nothing to difference); elsewhere the
+        # certificate fails, so that it cannot hold without having compared anything
+        lost = np.isfinite(analytic) & ~np.isfinite(estimate.value)
+        if lost.any():
+            lost &= np.isfinite(np.asarray(own_loss(), np.float64))
+            if lost.any():
+                return Certificate(function, False, 0.0, int(rows.sum()),
+                                   "the finite differences are not finite on "
+                                   f"{int(lost.sum())} rows whose loss and derivative are")
         if not rows.any():
-            return Certificate(function, True, float("inf"), 0, "no finite rows to certify")
+            return Certificate(function, True, float("inf"), 0, "no finite rows to certify "
+                               "(no row has both a finite loss and a finite derivative)")
         holds = worst <= 10.0**-needed
         digits = math.inf if worst == 0 else -float(portable.log(np.array(worst))) / _LN10
         return Certificate(function, holds, digits, int(rows.sum()),

@@ -41,8 +41,9 @@ def certified(ctx: Context, check: str, functions: tuple[str, ...]) -> Iterator[
             continue
         certificate = ctx.truth.certificate(function)
         if not certificate.holds:
+            why = f"; {certificate.note}" if certificate.note else ""
             yield Finding(check, function, ctx.case, 0, 0, {}, None,
-                          note=f"gold certificate failed ({certificate.digits:.1f} digits): "
-                               "not graded")
+                          note=f"gold certificate failed ({certificate.digits:.1f} digits"
+                               f"{why}): not graded")
             continue
         yield from graded_outputs(ctx, check, (function,))

@@ -119,6 +119,33 @@ def test_fast_certificates_hold_entries_that_cannot_move(dtype: str) -> None:
     assert np.array_equal(t._direction(c.shape), direction)
 
 
+def test_a_fast_certificate_cannot_hold_without_comparing(monkeypatch) -> None:
+    """A loss whose finite differences come out NaN where the truth's own loss is finite
+    fails the certificate, where it once held with "no finite rows to certify": planted
+    as the defect that made longdouble logits with a -inf entry give NaN rows (the
+    certificate of a masked float64 case perturbs longdouble copies of its logits). Rows
+    whose own loss is infinite (a target at a -inf logit) are still left out."""
+    z = np.random.default_rng(7).standard_normal((3, 300)) * 6
+    z[:, ::5] = -np.inf
+    c = Case(z, np.array([1, 2, 3]), "indices", {}, "float64", "test", "lost-rows")
+    assert Truth(c).tier == "longdouble"
+    assert Truth(c).certificate("cross_entropy_grad").holds
+    right = fast.Reference.cross_entropy
+
+    def nan_for_longdouble(self: fast.Reference, target: np.ndarray, **options: object):
+        out = right(self, target, **options)
+        masked = np.isneginf(np.asarray(self._logits, np.float64)).any(axis=1)
+        return np.where(masked & (np.asarray(self._logits).dtype == np.longdouble), np.nan, out)
+
+    monkeypatch.setattr(fast.Reference, "cross_entropy", nan_for_longdouble)
+    lost = Truth(c).certificate("cross_entropy_grad")
+    assert not lost.holds and lost.rows == 0 and "not finite on 3 rows" in lost.note, lost
+    monkeypatch.undo()
+    infinite = Case(z, np.array([0, 5, 10]), "indices", {}, "float64", "test", "inf-rows")
+    held = Truth(infinite).certificate("cross_entropy_grad")  # every loss is +inf
+    assert held.holds and held.rows == 0 and "no finite rows" in held.note, held
+
+
 def _certificates(c: Case, engine: str) -> list:
     from xentcheck.references.fast import jit
 
