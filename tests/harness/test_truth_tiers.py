@@ -146,6 +146,34 @@ def test_a_fast_certificate_cannot_hold_without_comparing(monkeypatch) -> None:
     assert held.holds and held.rows == 0 and "no finite rows" in held.note, held
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_probability_certificate_of_class_indices_is_the_one_hot_one(
+        monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    """With class indices the probability certificate is taken on each row's target entry
+    alone (the loss reads nothing else): every field is the certificate of the same
+    targets as dense one-hot rows, which perturbs and sums whole rows. The rows include
+    zero probabilities (held) and a target at one (an infinite loss, left out)."""
+    from xentcheck.harness.adapters.contract import case_dtype
+
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((5, 400)) * 8
+    z[1, ::3] = -np.inf
+    z[2] *= 60  # probabilities that underflow to zero
+    target = rng.integers(0, 400, 5)
+    target[1] = 0  # z[1, 0] = -inf: p = 0 at the target
+    direction = rng.uniform(-1.0, 1.0, z.shape)  # one direction for both (a case's own
+    monkeypatch.setattr(Truth, "_direction", lambda self, shape: direction)  # is its digest's)
+    logits = z.astype(case_dtype(dtype))
+    dense = np.zeros(z.shape, case_dtype(dtype))
+    dense[np.arange(5), target] = 1
+    indices = Truth(Case(logits, target, "indices", {}, dtype, "test", "idx"))
+    one_hot = Truth(Case(logits, dense, "one-hot", {}, dtype, "test", "dense"))
+    assert indices.tier == one_hot.tier != "gold"
+    cert = indices.certificate("cross_entropy_grad_wrt_probs")
+    assert cert == one_hot.certificate("cross_entropy_grad_wrt_probs")
+    assert cert.holds and 0 < cert.rows < 5, cert
+
+
 def _certificates(c: Case, engine: str) -> list:
     from xentcheck.references.fast import jit
 
@@ -169,7 +197,7 @@ def test_fast_certificates_are_the_same_with_the_compiled_terms(monkeypatch) -> 
 
     def off(d, v, x, probs, terms, moved):  # noqa: ANN001, ANN202
         ok = real(d, v, x, probs, terms, moved)
-        terms[2, 7] *= 1.5
+        terms[2, -1] *= 1.5
         return ok
 
     monkeypatch.setattr(_compiled, "certificate_terms_into", off)
