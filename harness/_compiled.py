@@ -47,7 +47,11 @@ of each row's order-preserving 32-bit keys (three passes of 11, 11 and 10 bits; 
 sort is stable by construction), where NumPy sorts the same keys in about four times
 the time. The same order, element for element (``tests/harness/test_order_keys.py``,
 which also compares :func:`order_broken_into` with the NumPy check; the roll-ups are
-compared in ``tests/harness/test_grading.py``).
+compared in ``tests/harness/test_grading.py``). :func:`orders_broken_into` checks a
+batch's two outputs (softmax, log_softmax) in one sort that carries both values, packed
+in the payload the order's index takes otherwise, so that the neighbours are compared
+without gathering anything: the check of both in about 13 ms on 16 x 131072 where the
+order and two gathering checks take about 34.
 """
 
 from __future__ import annotations
@@ -315,44 +319,98 @@ def gradient_bounds_into(beta: np.ndarray, p: np.ndarray, c: np.ndarray,
 _DIGITS = ((0, 11), (11, 11), (22, 10))  # (shift, bits) of the three passes
 
 
+@njit(inline="always", **_OPTS)
+def _keys_into(row: np.ndarray, keys: np.ndarray) -> None:
+    """The order-preserving uint32 keys of a row of float32 bits (as int32): negative
+    values reversed below the positive ones, -0 as +0."""
+    for j in range(row.size):
+        b = row[j]
+        if b == -(1 << 31):  # -0 sorts as +0
+            b = 0
+        keys[j] = np.uint32(~b) if b < 0 else np.uint32(b) | np.uint32(1 << 31)
+
+
+@njit(**_OPTS)
+def _radix_sort(keys: np.ndarray, payload: np.ndarray, spare_keys: np.ndarray,
+                spare_payload: np.ndarray, counts: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Sort the uint32 ``keys`` ascending, carrying the int64 ``payload``, stably (three
+    least-significant-digit passes); the arrays (of the four given) that hold the result."""
+    src_k, src_p, dst_k, dst_p = keys, payload, spare_keys, spare_payload
+    k = keys.size
+    for shift, width in _DIGITS:
+        mask = np.uint32((1 << width) - 1)
+        counts[:] = 0
+        for j in range(k):
+            counts[(src_k[j] >> np.uint32(shift)) & mask] += 1
+        total = 0
+        for d in range(1 << width):
+            c = counts[d]
+            counts[d] = total
+            total += c
+        for j in range(k):
+            d = (src_k[j] >> np.uint32(shift)) & mask
+            at = counts[d]
+            counts[d] = at + 1
+            dst_k[at] = src_k[j]
+            dst_p[at] = src_p[j]
+        src_k, src_p, dst_k, dst_p = dst_k, dst_p, src_k, src_p
+    return src_k, src_p
+
+
 @njit(**_OPTS)
 def stable_order_into(bits: np.ndarray, order: np.ndarray) -> None:
     """``order[r]`` = the stable ascending order of row r of ``bits`` (the float32 bits
     of the logits, as int32; no NaN: a row with one gets some permutation)."""
     n, k = bits.shape
-    keys = np.empty(k, np.uint32)
-    spare_keys = np.empty(k, np.uint32)
-    index = np.empty(k, np.int64)
-    spare_index = np.empty(k, np.int64)
+    keys, spare_keys = np.empty(k, np.uint32), np.empty(k, np.uint32)
+    index, spare_index = np.empty(k, np.int64), np.empty(k, np.int64)
     counts = np.empty(1 << 11, np.int64)
     for r in range(n):
+        _keys_into(bits[r], keys)
         for j in range(k):
-            b = bits[r, j]
-            if b == -(1 << 31):  # -0 sorts as +0
-                b = 0
-            # order-preserving: negative values reversed below the positive ones
-            keys[j] = np.uint32(~b) if b < 0 else np.uint32(b) | np.uint32(1 << 31)
             index[j] = j
-        src_k, src_i, dst_k, dst_i = keys, index, spare_keys, spare_index
-        for shift, width in _DIGITS:
-            mask = np.uint32((1 << width) - 1)
-            counts[:] = 0
-            for j in range(k):
-                counts[(src_k[j] >> np.uint32(shift)) & mask] += 1
-            total = 0
-            for d in range(1 << width):
-                c = counts[d]
-                counts[d] = total
-                total += c
-            for j in range(k):
-                d = (src_k[j] >> np.uint32(shift)) & mask
-                at = counts[d]
-                counts[d] = at + 1
-                dst_k[at] = src_k[j]
-                dst_i[at] = src_i[j]
-            src_k, src_i, dst_k, dst_i = dst_k, dst_i, src_k, src_i
+        _, sorted_index = _radix_sort(keys, index, spare_keys, spare_index, counts)
         for j in range(k):
-            order[r, j] = src_i[j]
+            order[r, j] = sorted_index[j]
+
+
+@njit(**_OPTS)
+def orders_broken_into(bits: np.ndarray, first: np.ndarray, second: np.ndarray,
+                       out: np.ndarray) -> None:
+    """``order_broken_into`` for two outputs at once (``first``, ``second``: float32 bits as
+    int32, the logits' shape), without an order: each row's keys are sorted carrying both
+    values, packed in one int64, so that the neighbours are compared in one sequential
+    pass, with no gather. ``out[0, r]``, ``out[1, r]``: the rows each output breaks. The
+    same stable order, so the same neighbours, as :func:`stable_order_into`; the logits
+    compared as their keys (whose order is theirs, -0 and +0 one key, as they are equal)."""
+    n, k = bits.shape
+    keys, spare_keys = np.empty(k, np.uint32), np.empty(k, np.uint32)
+    both, spare_both = np.empty(k, np.int64), np.empty(k, np.int64)
+    counts = np.empty(1 << 11, np.int64)
+    low = np.int64(0xFFFFFFFF)
+    for r in range(n):
+        _keys_into(bits[r], keys)
+        for j in range(k):
+            both[j] = (np.int64(first[r, j]) << 32) | (np.int64(second[r, j]) & low)
+        sorted_keys, sorted_both = _radix_sort(keys, both, spare_keys, spare_both, counts)
+        broken_first = broken_second = False
+        if k:
+            ka = sorted_keys[0]
+            pa = sorted_both[0]
+            fa = np.int32(pa >> 32).view(np.float32)
+            sa = np.int32(pa & low).view(np.float32)
+            for j in range(1, k):
+                kb = sorted_keys[j]
+                pb = sorted_both[j]
+                fb = np.int32(pb >> 32).view(np.float32)
+                sb = np.int32(pb & low).view(np.float32)
+                if ka < kb:
+                    broken_first |= fb < fa
+                    broken_second |= sb < sa
+                ka, fa, sa = kb, fb, sb
+        out[0, r] = broken_first
+        out[1, r] = broken_second
 
 
 @njit(**_OPTS)

@@ -1,5 +1,6 @@
 """The order check's sort: distinct integer keys give stable argsort's permutation, and
-so does the compiled radix sort of the same keys (large batches, where numba is)."""
+so does the compiled radix sort of the same keys (large batches, where numba is); the
+compiled check of two outputs at once, sorted with the keys, flags NumPy's rows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xentcheck.harness.checks.invariants import order_broken, stable_order
+from xentcheck.harness.checks.invariants import order_broken, orders_broken, stable_order
 from xentcheck.harness.grading import _compiled_loops
 from xentcheck.references.fast import jit
 
@@ -62,6 +63,64 @@ def test_the_radix_sort_is_stable_argsort_on_every_bit_pattern(dtype: type) -> N
     expected = np.argsort(z.astype(np.float64), axis=1, kind="stable")
     with jit.engine("numba"):
         np.testing.assert_array_equal(stable_order(z), expected)
+
+
+def _planted(dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax-like values of logits with ties, both zeros and infinities, a decrease
+    planted in some rows (by a strictly larger logit, or inside a tie, which is no
+    violation), NaN values in others."""
+    rng = np.random.default_rng(3)
+    z = rng.integers(-40, 40, (40, 3000)).astype(np.float64) / 8
+    z[:, :5] = [np.inf, -np.inf, -np.inf, 0.0, -0.0]
+    value = np.exp(np.minimum(z, 50.0) - 10.0)
+    for r in range(0, 40, 3):  # the smallest value at a larger logit: mid-row, last pair
+        if r % 2:
+            value[r, 0] = 0.0  # at z = +inf, the largest
+        else:
+            value[r, int(np.argmax(z[r, 5:])) + 5] = 0.0
+    for r in range(1, 40, 6):  # decreasing over ties: not a violation
+        ties = np.flatnonzero(z[r] == z[r, 10])
+        value[r, ties] *= np.linspace(1.5, 1, ties.size)
+    value[2::7, 6] = np.nan
+    with np.errstate(over="ignore"):
+        return z.astype(dtype), value.astype(dtype)
+
+
+@pytest.mark.skipif("numba" not in ENGINES, reason="numba is not installed")
+@pytest.mark.parametrize("dtype", DTYPES[:3], ids=lambda d: np.dtype(d).name)
+def test_both_outputs_at_once_flag_the_rows_each_flags(dtype: type) -> None:
+    """The compiled check of two outputs sorted with the keys (no order, no gather) flags
+    the rows the NumPy check of each output flags on its own, and so with one output."""
+    z, value = _planted(dtype)
+    other = value.copy()
+    other[5, :] = other[5, ::-1]  # a second output broken elsewhere
+    order = stable_order(z)
+    with jit.engine("numpy"):
+        expected = {"a": order_broken(z, order, value), "b": order_broken(z, order, other)}
+        assert orders_broken(z, {"a": value, "b": other}).keys() == expected.keys()
+    with jit.engine("numba"):
+        got = orders_broken(z, {"a": value, "b": other})
+        alone = orders_broken(z, {"b": other})
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    np.testing.assert_array_equal(alone["b"], expected["b"])
+    assert not np.array_equal(expected["a"], expected["b"]) and 5 < expected["a"].sum() < 35
+
+
+@pytest.mark.skipif("numba" not in ENGINES, reason="numba is not installed")
+def test_the_paired_check_swapping_its_outputs_is_caught(monkeypatch) -> None:
+    """The comparison above is not vacuous: a loop that unpacks its two outputs the wrong
+    way round fails it."""
+    from xentcheck.harness import _compiled
+
+    real = _compiled.orders_broken_into
+
+    def swapped(bits, first, second, out):  # noqa: ANN001, ANN202
+        real(bits, second, first, out)
+
+    monkeypatch.setattr(_compiled, "orders_broken_into", swapped)
+    with pytest.raises(AssertionError):
+        test_both_outputs_at_once_flag_the_rows_each_flags(np.float32)
 
 
 @pytest.mark.skipif("numba" not in ENGINES, reason="numba is not installed")
