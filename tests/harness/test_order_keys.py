@@ -126,24 +126,8 @@ def test_the_paired_check_swapping_its_outputs_is_caught(monkeypatch) -> None:
 @pytest.mark.skipif("numba" not in ENGINES, reason="numba is not installed")
 @pytest.mark.parametrize("dtype", DTYPES[:3], ids=lambda d: np.dtype(d).name)
 def test_the_compiled_order_check_flags_the_rows_numpy_flags(dtype: type) -> None:
-    """Softmax-like values of logits with ties and infinities, a decrease planted in some
-    rows (by a strictly larger logit, or inside a tie, which is no violation), NaN in
-    others: the same rows flagged by either engine."""
-    rng = np.random.default_rng(3)
-    z = rng.integers(-40, 40, (40, 3000)).astype(np.float64) / 8
-    z[:, :3] = [np.inf, -np.inf, -np.inf]
-    value = np.exp(np.minimum(z, 50.0) - 10.0)
-    for r in range(0, 40, 3):  # the smallest value at a larger logit: mid-row, last pair
-        if r % 2:
-            value[r, 0] = 0.0  # at z = +inf, the largest
-        else:
-            value[r, int(np.argmax(z[r, 3:])) + 3] = 0.0
-    for r in range(1, 40, 6):  # decreasing over ties: not a violation
-        ties = np.flatnonzero(z[r] == z[r, 10])
-        value[r, ties] *= np.linspace(1.5, 1, ties.size)
-    value[2::7, 5] = np.nan
-    with np.errstate(over="ignore"):
-        z, value = z.astype(dtype), value.astype(dtype)
+    """The planted rows (:func:`_planted`): the same rows flagged by either engine."""
+    z, value = _planted(dtype)
     order = stable_order(z)
     with jit.engine("numpy"):
         expected = order_broken(z, order, value)
