@@ -136,8 +136,6 @@ def decode_float64_into(x: np.ndarray, bits: np.ndarray, finite: np.ndarray,
         mant_bits[i] = 0 if none else (scaled & fraction) | one
 
 
-
-
 @njit(**_OPTS)
 def perturbed_into(x: np.ndarray, v: np.ndarray, h: np.ndarray, sign: float,
                    every: bool, out: np.ndarray) -> None:

@@ -504,6 +504,9 @@ def directional_derivative_rows(
     first on); True stops there (a certificate that already holds needs no finer step:
     each level costs two evaluations of ``f``). Without it every level is computed.
 
+    ``f`` must not keep the array it is given past its return: on large float64 input
+    the points are written into two arrays reused from one level to the next.
+
     >>> import numpy as np
     >>> x = np.array([[0.0, 1.0], [2.0, -1.0]])
     >>> est = directional_derivative_rows(lambda z: np.sum(np.exp(z), axis=1), x,
