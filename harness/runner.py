@@ -472,6 +472,7 @@ def run_parallel(adapters: Sequence[str], *, jobs: int,
 
     from xentcheck.harness.adapters.contract import AdapterSpecError
     from xentcheck.harness.merge import combine
+    from xentcheck.harness.signals import held
 
     context = multiprocessing.get_context("spawn")
     processes: list[Any] = []
@@ -481,15 +482,16 @@ def run_parallel(adapters: Sequence[str], *, jobs: int,
         kwargs["report_progress"] = True
     try:
         pending: dict[Any, tuple[int, Any]] = {}
-        for i in range(1, jobs + 1):
-            receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_part_main, args=(dict(kwargs, adapters=list(adapters), part=(i, jobs)),
-                                         sender), name=f"xentcheck-part-{i}")
-            process.start()
-            sender.close()
-            processes.append(process)
-            pending[receiver] = (i, process)
+        with held():  # an interrupt comes after, when every started process is recorded
+            for i in range(1, jobs + 1):
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_part_main, name=f"xentcheck-part-{i}",
+                    args=(dict(kwargs, adapters=list(adapters), part=(i, jobs)), sender))
+                process.start()
+                sender.close()
+                processes.append(process)
+                pending[receiver] = (i, process)
         while pending:
             for ready in wait([*pending, *(p.sentinel for _, p in pending.values())]):
                 for receiver, (i, process) in list(pending.items()):

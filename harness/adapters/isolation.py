@@ -20,6 +20,10 @@ per worker: the worker keeps it, and later calls with the very same array name i
 (:class:`KeptInputs`; a block of an LLM batch goes to some twenty calls). Every reply
 must arrive whole within the call's timeout: a worker that sends part of a message and
 stalls times out like a silent one.
+A worker also holds the read end of a lifeline, a pipe whose write end only the grading
+process holds: when that process ends in any way, SIGKILL included (a ``--jobs`` process
+killed after its grace period, the OOM killer), the worker kills its own process group,
+so that neither it nor anything the adapter started outlives the run.
 The adapter's own ``print`` output goes to stderr, never into the protocol. A worker
 starts with the grading process's environment and ``OMP_WAIT_POLICY=PASSIVE`` unless
 that is set (:func:`worker_environment`: idle OpenMP threads sleep rather than spin).
@@ -614,7 +618,7 @@ class InProcessHandle(AdapterHandle):
 
 
 _WORKER_CODE = ("from xentcheck.harness.adapters.worker import worker_main; "
-                "worker_main({}, {}, {}, {})")
+                "worker_main({}, {}, {}, {}, {})")
 
 #: Set in a worker's environment where the grading process's leaves them unset.
 WORKER_DEFAULTS: dict[str, str] = {
@@ -668,6 +672,10 @@ class _Worker:
         child_read, parent_write = os.pipe()
         for fd in (parent_read, parent_write):
             _widen_pipe(fd)
+        # the lifeline: nothing is ever written to it; its write end closes only when
+        # this process kills the worker or ends, however it ends (SIGKILL included), and
+        # the worker then kills its own process group (see worker._watch_lifeline)
+        life_read, life_write = os.pipe()
         # the large buffers' way, one region each way (None: the pipes carry them)
         calls, replies = SharedRegion.create(), SharedRegion.create()
         self.calls = calls[0] if calls else None
@@ -677,25 +685,25 @@ class _Worker:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CODE.format(
                     child_read, child_write, calls[1] if calls else -1,
-                    replies[1] if replies else -1)],
-                pass_fds=(child_read, child_write, *region_fds),
+                    replies[1] if replies else -1, life_read)],
+                pass_fds=(child_read, child_write, life_read, *region_fds),
                 env=worker_environment(),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         except BaseException:
-            for fd in (parent_read, parent_write):
+            for fd in (parent_read, parent_write, life_write):
                 os.close(fd)
             raise
         finally:
-            for fd in (child_read, child_write, *region_fds):
+            for fd in (child_read, child_write, life_read, *region_fds):
                 os.close(fd)
         self.read_fd = parent_read  # raw: replies are read against a deadline
         self.write_fd = parent_write  # non-blocking: calls are written against one too
         os.set_blocking(parent_write, False)
         # the pipes still open, each closed once: a number closed twice may by then be
         # another worker's pipe (workers close in the background while the next starts)
-        self._open_fds = {parent_read, parent_write}
+        self._open_fds = {parent_read, parent_write, life_write}
         self.kept = KeptInputs()  # what this process keeps of the inputs sent to it
         self._finalizer = weakref.finalize(self, _kill, self.process, self._open_fds)
         try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
+import threading
 import warnings
 from typing import Any, BinaryIO
 
@@ -35,11 +37,14 @@ from xentcheck.harness.adapters.isolation import (
 from xentcheck.harness.allocator import keep_freed_memory
 
 
-def worker_main(read_fd: int, write_fd: int, calls_fd: int = -1, replies_fd: int = -1
-                ) -> None:
+def worker_main(read_fd: int, write_fd: int, calls_fd: int = -1, replies_fd: int = -1,
+                lifeline_fd: int = -1) -> None:
     """The worker's loop: load the adapter named by the first message, then answer calls
     (their large buffers in the shared region ``calls_fd``, the replies' in
-    ``replies_fd``; -1: through the pipes)."""
+    ``replies_fd``; -1: through the pipes). When ``lifeline_fd`` (-1: none) reaches its
+    end, the grading process is gone and the worker kills its process group."""
+    if lifeline_fd >= 0:
+        _watch_lifeline(lifeline_fd)
     os.dup2(2, 1)  # the adapter's prints go to stderr; the protocol has its own pipes
     keep_freed_memory()  # as the grading process does: no result depends on it
     # Overflow and invalid-value warnings are what extreme inputs are for: the grading
@@ -75,6 +80,24 @@ def worker_main(read_fd: int, write_fd: int, calls_fd: int = -1, replies_fd: int
         _serve(adapter, hello, reader, writer, calls, replies)
     except (BrokenPipeError, ConnectionError):
         pass  # the grading process went away: nobody is left to answer
+
+
+def _watch_lifeline(fd: int) -> None:
+    """Kill this worker's process group once ``fd`` reads end-of-file: its write end
+    closes when the grading process ends, however it ends, and a worker busy in a call
+    (or one that a call of the adapter's left hanging) would not see the call pipe's end.
+    Only a worker that leads its own group kills the group; any other exits alone."""
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):  # nothing is written: only the end comes
+                pass
+        except OSError:
+            pass
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="xentcheck-lifeline", daemon=True).start()
 
 
 def _region(fd: int) -> SharedRegion | None:

@@ -6,12 +6,15 @@ reply cut off halfway times out like silence; a worker's death is seen at once e
 process it forked holds the pipe; whatever a worker starts dies with it; a function (or an
 adapter) that keeps hanging or crashing is quarantined, its remaining calls reported as not
 run; SIGINT and SIGTERM end a run (also with ``--jobs``) within seconds, with 130/143, and
-leave the previous reports; untrusted names and report fields reach neither the terminal
-nor the Markdown raw; ``list`` survives entry points that exit or hang while loading.
+leave the previous reports; a run killed outright leaves no worker (the lifeline); an
+interrupt while ``--jobs`` processes start stops every one that started; untrusted names
+and report fields reach neither the terminal nor the Markdown raw; ``list`` survives entry
+points that exit or hang while loading.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -26,6 +29,7 @@ import pytest
 from conftest import living_children
 from xentcheck.harness.adapters import open_adapter
 from xentcheck.harness.report import json_report
+from xentcheck.harness.signals import held
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAULTY = FIXTURES / "faulty_adapters.py"
@@ -38,18 +42,27 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="process groups and /proc: Linux")
 
 
-def _processes_with(text: str) -> list[int]:
+def _processes_with(text: str, where: str = "cmdline") -> list[int]:
+    """The living processes whose command line (or ``where="environ"``: environment)
+    holds ``text``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                cmdline = (entry / where).read_bytes().replace(b"\0", b" ").decode()
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except (OSError, UnicodeDecodeError, IndexError):
                 continue
             if text in cmdline and state != "Z" and int(entry.name) != os.getpid():
                 found.append(int(entry.name))
     return found
+
+
+def _command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def _appears(text: str, within: float = 5.0) -> bool:
@@ -61,10 +74,10 @@ def _appears(text: str, within: float = 5.0) -> bool:
     return False
 
 
-def _gone(text: str, within: float = 5.0) -> bool:
+def _gone(text: str, within: float = 5.0, where: str = "cmdline") -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not _processes_with(text):
+        if not _processes_with(text, where):
             return True
         time.sleep(0.05)
     return False
@@ -138,12 +151,23 @@ def test_eight_faulty_adapters_and_a_correct_one(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------- signals
 
-_HANGS = textwrap.dedent(f"""
+_HANGS = textwrap.dedent("""
     import subprocess, time
     def softmax(logits):
-        subprocess.Popen(["sleep", "{SLEEP_MARK}"])
+        subprocess.Popen(["sleep", "{mark}"])
         time.sleep(600)
     """)
+_marks = itertools.count(1)
+
+
+def _hanging_adapter(tmp_path: Path) -> tuple[Path, str]:
+    """An adapter whose softmax starts ``sleep MARK`` and hangs, and its MARK: one of its
+    own per test (tests run side by side under xdist, and one test's sleep must not be
+    taken for another's)."""
+    mark = f"600.{os.getpid()}{next(_marks):03d}"
+    adapter = tmp_path / "hangs.py"
+    adapter.write_text(_HANGS.format(mark=mark))
+    return adapter, mark
 
 
 @pytest.mark.parametrize("signum, jobs", [(signal.SIGTERM, 1), (signal.SIGINT, 1),
@@ -151,8 +175,7 @@ _HANGS = textwrap.dedent(f"""
                          ids=["term", "int", "term-jobs2", "int-jobs2"])
 def test_a_signal_ends_the_run_and_leaves_the_previous_reports(
         tmp_path: Path, signum: int, jobs: int) -> None:
-    adapter = tmp_path / "hangs.py"
-    adapter.write_text(_HANGS)
+    adapter, mark = _hanging_adapter(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     (out / "conformance.json").write_text("previous")
@@ -162,7 +185,7 @@ def test_a_signal_ends_the_run_and_leaves_the_previous_reports(
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # the run is inside a hanging call once the adapter's sleep shows
-        assert _appears(f"sleep {SLEEP_MARK}", within=60), "the adapter was never called"
+        assert _appears(f"sleep {mark}", within=60), "the adapter was never called"
         started = time.monotonic()
         process.send_signal(signum)
         _, err = process.communicate(timeout=30)
@@ -173,10 +196,89 @@ def test_a_signal_ends_the_run_and_leaves_the_previous_reports(
             process.wait()
     assert process.returncode == (143 if signum == signal.SIGTERM else 130), err
     assert "Traceback" not in err
-    assert _gone(f"sleep {SLEEP_MARK}")
+    assert _gone(f"sleep {mark}")
     assert _gone(str(adapter))
     assert [p.name for p in out.iterdir()] == ["conformance.json"]
     assert (out / "conformance.json").read_text() == "previous"
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_killed_run_leaves_no_worker_behind(tmp_path: Path, jobs: int) -> None:
+    """SIGKILL (no cleanup can run) of the grading process, or of the whole run: each
+    worker sees its lifeline end and kills its process group, the adapter's sleep too."""
+    adapter, mark = _hanging_adapter(tmp_path)
+    tag = f"XENTCHECK_TEST_RUN={mark}"  # in the environment of the run and its workers
+    process = subprocess.Popen(
+        [*XENTCHECK, "run", "--adapter", str(adapter), "--timeout", "300",
+         "--jobs", str(jobs), "--out", str(tmp_path / "out")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "XENTCHECK_TEST_RUN": mark}, start_new_session=True)
+    try:
+        assert _appears(f"sleep {mark}", within=60), "the adapter was never called"
+        workers = [p for p in _processes_with(tag, "environ")
+                   if "worker_main" in " ".join(_command_line(p))]
+        assert workers  # (with --jobs 2, the other part's may still be starting)
+        os.killpg(process.pid, signal.SIGKILL)  # the run and its --jobs processes
+        process.wait(timeout=30)
+        assert _gone(f"sleep {mark}", within=10)
+        assert _gone(tag, within=10, where="environ")
+    finally:
+        for pid in set(_processes_with(f"sleep {mark}") + _processes_with(tag, "environ")):
+            os.kill(pid, signal.SIGKILL)  # what a failed run left, not to burden the others
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_held_signals_come_after_the_block_once_each() -> None:
+    steps: list[str] = []
+
+    def handler(signum: int, frame: object) -> None:
+        steps.append(f"handled {signal.Signals(signum).name}")
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        with held():
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+            steps.append("the block went on")
+        assert steps == ["the block went on", "handled SIGTERM"]
+        assert signal.getsignal(signal.SIGTERM) is handler
+        with held():  # nothing arrived: nothing delivered
+            steps.append("again")
+        assert steps[-1] == "again"
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_an_interrupt_while_parts_start_stops_every_started_part(tmp_path: Path) -> None:
+    """SIGINT just after a --jobs process started, before it was recorded: held until
+    every started process is, then raised, and every one is stopped."""
+    adapter, mark = _hanging_adapter(tmp_path)
+    script = textwrap.dedent(f"""
+        import multiprocessing.context, signal
+        from xentcheck.harness import runner
+        start = multiprocessing.context.SpawnProcess.start
+        def start_then_interrupt(self):
+            start(self)
+            signal.raise_signal(signal.SIGINT)  # before run_parallel records it
+        multiprocessing.context.SpawnProcess.start = start_then_interrupt
+        try:
+            runner.run_parallel([{str(adapter)!r}], jobs=2, timeout=300)
+        except KeyboardInterrupt:
+            print("interrupted")
+        """)
+    tag = f"XENTCHECK_TEST_RUN={mark}"
+    try:
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                              text=True, timeout=30,
+                              env={**os.environ, "XENTCHECK_TEST_RUN": mark})
+        assert done.stdout == "interrupted\n", done.stdout + done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert _gone(tag, within=10, where="environ")
+    finally:
+        for pid in set(_processes_with(f"sleep {mark}") + _processes_with(tag, "environ")):
+            os.kill(pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------- untrusted text
