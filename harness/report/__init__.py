@@ -11,17 +11,16 @@ there. A failed render, a full disk or an interrupt leaves the previous set as i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
 import os
 import shutil
-import signal
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from xentcheck.harness.signals import held
 
 #: The file name of a run's reports, less the format's suffix.
 STEM = "conformance"
@@ -71,22 +70,6 @@ def render_set(data: dict[str, Any], *, with_json: bool = True) -> dict[str, str
     return texts
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done (main thread, POSIX); elsewhere a
-    no-op."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def write_set(data: dict[str, Any], out_dir: Path, *, stem: str = STEM,
               with_json: bool = True) -> list[Path]:
     """Write the report set of ``data`` into ``out_dir`` as ``stem`` + each suffix: all of
@@ -103,7 +86,7 @@ def write_set(data: dict[str, Any], out_dir: Path, *, stem: str = STEM,
             path.write_text(text, encoding="utf-8")
             staged.append(path)
         written = []
-        with _signals_held():
+        with held():  # a terminal's Ctrl-C comes after the last file
             for path in staged:
                 target = out_dir / path.name
                 os.replace(path, target)

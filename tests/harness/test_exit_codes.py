@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,38 @@ def test_an_interrupt_while_rendering_keeps_the_previous_set(
     monkeypatch.setattr(html_report, "render", interrupted)
     assert cli.main(["run", *SMALL, "--regime", "ties", "--out", str(previous_set)]) == 130
     assert _snapshot(previous_set) == before
+
+
+def test_an_interrupt_while_the_set_moves_in_comes_after_the_whole_set(
+        previous_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT to the process (as a terminal's Ctrl-C sends it) once the first file has
+    moved into place: the new set goes in whole, then the interrupt ends the run. The
+    process has a second thread, as any with a BLAS or a thread pool has: a signal
+    blocked in the main thread alone would reach Python through that one."""
+    before = json_report.load(previous_set / "conformance.json")["report_id"]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    real = os.replace
+    moved = []
+
+    def replace(source: Any, target: Any) -> None:
+        if len(moved) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(source, target)
+        moved.append(target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    try:
+        code = cli.main(["run", *SMALL, "--regime", "ties", "--out", str(previous_set)])
+    finally:
+        stop.set()
+        other.join()
+    assert len(moved) == 4 and code == 130
+    rid = json_report.load(previous_set / "conformance.json")["report_id"]
+    assert rid != before
+    for name in ("conformance.md", "conformance.html", "conformance.junit.xml"):
+        assert rid in (previous_set / name).read_text(encoding="utf-8"), name
 
 
 def test_an_unwritable_out_is_refused_before_the_run(tmp_path: Path, capsys) -> None:
