@@ -5,8 +5,8 @@ samples of the named regimes (every adapter gets the same inputs), from the pinn
 cases (``harness/data/pinned_cases.jsonl``, replayed by every run) and from a user corpus
 (``cases_file``). Adapters run one after another, each over every case, so that one
 framework is loaded at a time; the truth of a case is computed once and shared by the
-adapters of one dialect that follow each other (up to a block's worth of elements kept);
-data flows one way, from cases to reports.
+adapters that follow (up to a block's worth of elements kept), the part a dialect's rules
+change computed once per dialect; data flows one way, from cases to reports.
 """
 
 from __future__ import annotations
@@ -212,27 +212,46 @@ def refuse_repeated(specs: Sequence[Any]) -> None:
 
 
 class _SharedTruths:
-    """The truths of one dialect's cases, kept for the adapters of that dialect that
-    follow one another, up to ``limit`` logits in all (the rest are computed again)."""
+    """The truths of the cases, kept for the adapters that follow, up to ``limit`` logits
+    in all (the rest are computed again): each case's PyTorch-convention truth, and its
+    truth under the dialect of the adapters now running, which takes from the first what
+    that dialect leaves as PyTorch's (:class:`~xentcheck.harness.truth.Truth`'s ``base``),
+    so that a run over several dialects computes that part once."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.dialect: str | None = None
-        self.kept: dict[int, Truth] = {}
+        self.bases: dict[int, Truth] = {}
+        self.kept: dict[int, Truth] = {}  # under self.dialect
         self.elements = 0
 
     def truth(self, number: int, case: Case, dialect: str, keep: bool) -> Truth:
-        """Case ``number``'s truth under ``dialect``; kept for the next adapter if ``keep``
+        """Case ``number``'s truth under ``dialect``; kept for the next adapters if ``keep``
         and within the limit."""
+        base = self.bases.get(number)
+        if base is None:
+            base = Truth(case)
+            if keep and self._room(case):
+                self.bases[number] = base
+        if dialect == dialects.DEFAULT.name:
+            return base
         if dialect != self.dialect:
-            self.dialect, self.kept, self.elements = dialect, {}, 0
+            for dropped in self.kept.values():
+                self.elements -= dropped.case.logits.size
+            self.dialect, self.kept = dialect, {}
         found = self.kept.get(number)
         if found is None:
-            found = Truth(case, dialects.dialect(dialect))
-            if keep and self.elements + case.logits.size <= self.limit:
+            found = Truth(case, dialects.dialect(dialect), base=base)
+            if keep and self._room(case):
                 self.kept[number] = found
-                self.elements += case.logits.size
         return found
+
+    def _room(self, case: Case) -> bool:
+        """Whether a truth of ``case`` fits within the limit (then counted)."""
+        if self.elements + case.logits.size > self.limit:
+            return False
+        self.elements += case.logits.size
+        return True
 
 
 def unique_names(handles: Sequence[Any]) -> list[str]:
@@ -782,7 +801,9 @@ class ResultRunner:
         """The truth of ``case`` under ``dialect``: an empty one at first, filled on use."""
         key = (id(case), dialect)
         if key not in self._truths:
-            self._truths[key] = Truth(case, dialects.dialect(dialect))
+            base = None if dialect == dialects.DEFAULT.name else self.truth(
+                case, dialects.DEFAULT.name)  # what the dialect leaves as PyTorch's
+            self._truths[key] = Truth(case, dialects.dialect(dialect), base=base)
         return self._truths[key]
 
     def plan(self, specs: Sequence[str]) -> list[tuple[Any, str, list[PlannedResult]]]:

@@ -185,10 +185,16 @@ def overflowing_rows(case: Case) -> np.ndarray:
 
 @dataclass
 class Truth:
-    """Reference outputs of one case, computed on first use and kept."""
+    """Reference outputs of one case, computed on first use and kept.
+
+    ``base``: the PyTorch-convention truth of the very same case, for a truth under another
+    dialect. What the dialect's rules leave as PyTorch's (every function but those
+    :meth:`_under_dialect` names on this case) is then that truth's value, certificate and
+    decoding, computed once for every dialect of a run; the rest is this truth's own."""
 
     case: Case
     dialect: dialects.Dialect = dialects.DEFAULT
+    base: Truth | None = None
     _values: dict[str, Any] = field(default_factory=dict)
     _certificates: dict[str, Certificate] = field(default_factory=dict)
     _fast: Any = None
@@ -211,6 +217,8 @@ class Truth:
         the logits, correctly rounded to the case dtype (so exact zeros occur where the
         softmax underflows, as they do in real pipelines); in the fast tier its softmax
         converted by NumPy (through float64: an input, not a graded value)."""
+        if "probs" not in self._values and self.base is not None:
+            return self.base.probs
         if "probs" not in self._values:
             exact = self.exact("softmax")
             dtype = case_dtype(self.case.dtype)
@@ -338,6 +346,8 @@ class Truth:
         """
         if function not in self._values and self._under_dialect(function):
             self._values[function] = self._dialect_value(function)
+        if function not in self._values and self._shares(function):
+            return self.base.exact(function)
         if function not in self._values:
             args, options = self.arguments(function) if function != "softmax" else (
                 (self.case.logits,), {})
@@ -349,6 +359,10 @@ class Truth:
                 value = self._mask_overflowing_rows(value)
             self._values[function] = value
         return self._values[function]
+
+    def _shares(self, function: str) -> bool:
+        """Whether ``function``'s value, certificate and decoding are ``base``'s."""
+        return self.base is not None and not self._under_dialect(function)
 
     def _under_dialect(self, function: str) -> bool:
         """Whether the dialect's rules give ``function`` another value on this case."""
@@ -402,6 +416,8 @@ class Truth:
     def decoded(self, function: str) -> grading.ExactValues:
         """:meth:`exact` decoded once for the vectorized grading of every adapter."""
         key = f"decoded:{function}"
+        if key not in self._values and self._shares(function):
+            return self.base.decoded(function)
         if key not in self._values:
             self._values[key] = grading.decode(self.exact(function))
         return self._values[key]
@@ -421,6 +437,8 @@ class Truth:
     @standard_precision
     def certificate(self, function: str) -> Certificate:
         """The finite-difference certificate of the gold derivative ``function``."""
+        if function not in self._certificates and self._shares(function):
+            return self.base.certificate(function)
         if function not in self._certificates:
             if function in _ROW_MASS_FUNCTIONS and _row_masses_apply(self.case, self.dialect):
                 # scaled rows of a certified derivative (constant factors)

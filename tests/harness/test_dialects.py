@@ -1,6 +1,7 @@
 """Dialects in the harness: each dialect's careful numpy passes under it, and every rule
 decides a verdict both ways (the PyTorch-convention numpy fails under the dialect where
-the rule applies, and the dialect's numpy fails under PyTorch's convention)."""
+the rule applies, and the dialect's numpy fails under PyTorch's convention); a dialect's
+truth takes from PyTorch's only what the dialect's rules leave alone."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xentcheck.harness import runner
+from xentcheck.harness import runner, truth
 from xentcheck.harness.adapters import numpy_stable
 from xentcheck.harness.adapters.contract import AdapterSpecError
 from xentcheck.harness.adapters.numpy_dialects import NumpyInDialect
@@ -115,3 +116,39 @@ def test_an_unknown_dialect_is_a_one_line_spec_error():
     with pytest.raises(AdapterSpecError, match="unknown dialect 'keras'"):
         describe(Keras(), spec="<keras>")
     assert describe(numpy_stable, spec="numpy").dialect == "pytorch"
+
+
+def test_dialects_share_what_they_leave_as_pytorchs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The truths of a run over several dialects take from each case's PyTorch-convention
+    truth what their rules leave as PyTorch's, computed once (the case's softmax below),
+    and the reports are those of truths that share nothing. A plant that shares what a
+    rule changes too (soft-label weights, clipped probabilities) changes them."""
+    made: list[truth.Truth] = []
+    real_init = truth.Truth.__init__
+
+    def counting_init(self: truth.Truth, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    def adapters() -> list[Any]:  # (a class each: a run refuses one spec twice)
+        return [type(f"Numpy_{d}", (NumpyInDialect,), {})(d)
+                for d in ("pytorch", "paddle", "sklearn")]
+
+    settings: dict[str, Any] = dict(dtypes=("float64",), regimes=("moderate", "dominant"))
+    monkeypatch.setattr(truth.Truth, "__init__", counting_init)
+    shared = runner.run(adapters(), **settings).to_dict()
+    ruled = [t for t in made if t.dialect.name != "pytorch"]
+    assert ruled and all(t.base is not None and t.base.dialect.name == "pytorch"
+                         for t in ruled)
+    asked = [t for t in ruled if "softmax" in t.base._values]
+    assert asked and not any("softmax" in t._values for t in asked)
+    monkeypatch.undo()
+
+    with monkeypatch.context() as m:
+        m.setattr(truth.Truth, "_shares", lambda self, function: False)
+        apart = runner.run(adapters(), **settings).to_dict()
+    assert shared["adapters"] == apart["adapters"]
+    with monkeypatch.context() as m:  # the plant: the rules ignored when sharing
+        m.setattr(truth.Truth, "_shares", lambda self, function: self.base is not None)
+        planted = runner.run(adapters(), **settings).to_dict()
+    assert planted["adapters"] != apart["adapters"]

@@ -2,7 +2,8 @@
 
 A run loads one adapter's worker, gives it every case, and closes it before the next one
 starts (so one framework is in memory at a time, not all of them); the truth of a case is
-computed once for consecutive adapters of one dialect, within a block's worth of elements.
+computed once for the adapters that follow, within a block's worth of elements (across
+dialects: ``tests/harness/test_dialects.py``).
 """
 
 from __future__ import annotations
