@@ -117,7 +117,7 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         merged_adapters.append(adapter)
     skipped = {s["name"]: s for r in reports for s in r.get("skipped") or ()}
     settings = {**first["settings"], "shard": None}
-    return {
+    merged = {
         "schema": first["schema"],
         "platform": first["platform"],
         "settings": settings,
@@ -127,6 +127,32 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "skipped": [skipped[name] for name in sorted(skipped)],
         "adapters": merged_adapters,
     }
+    timing = _summed_timing(reports)
+    if timing:
+        merged["timing"] = timing
+    return merged
+
+
+def timing(seconds: float, calls: int, call_seconds: float) -> dict[str, Any]:
+    """A report's ``timing`` entry of one adapter (measured: it differs run to run, the
+    results do not). ``seconds``: the adapter's part of the run, its loading and the
+    grading of its results included; ``calls`` and ``call_seconds``: the calls that reached
+    the adapter and their time, each a round trip to its worker. Over ``--jobs``
+    processes and merged shards, each is the sum (process time)."""
+    return {"seconds": round(seconds, 3), "calls": int(calls),
+            "call_seconds": round(call_seconds, 3)}
+
+
+def _summed_timing(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each adapter's ``timing`` over the parts: every figure summed (process time)."""
+    totals: dict[str, list[float]] = {}
+    for report in reports:
+        for name, figures in (report.get("timing") or {}).items():
+            total = totals.setdefault(name, [0.0, 0, 0.0])
+            total[0] += figures.get("seconds", 0.0)
+            total[1] += figures.get("calls", 0)
+            total[2] += figures.get("call_seconds", 0.0)
+    return {name: timing(s, int(n), c) for name, (s, n, c) in totals.items()}
 
 
 def merge(shards: Sequence[dict[str, Any]], names: Sequence[str] | None = None

@@ -29,6 +29,7 @@ from xentcheck.harness.adapters import contract
 from xentcheck.harness.cases import Case
 from xentcheck.harness.checks import Context, families
 from xentcheck.harness.findings import Finding, Result
+from xentcheck.harness.merge import combine, timing
 from xentcheck.harness.truth import Truth
 from xentcheck.references import dialects
 
@@ -59,6 +60,11 @@ class AdapterReport:
     results: dict[tuple[str, str, str, str, str], Result] = field(default_factory=dict)
     #: function -> [calls not made, why]: the function (or adapter) was quarantined
     not_run: dict[str, list[Any]] = field(default_factory=dict)
+    #: the adapter's part of the run (its loading, its calls, their grading), and the
+    #: calls and seconds of its own calls: the run's ``timing``, not its results
+    seconds: float = 0.0
+    calls: int = 0
+    call_seconds: float = 0.0
 
     @property
     def verdict(self) -> str:
@@ -118,6 +124,8 @@ class RunReport:
             "inputs": sorted(self.inputs),
             "skipped": list(self.skipped),
             "adapters": [a.to_dict() for a in self.adapters],
+            "timing": {a.name: timing(a.seconds, a.calls, a.call_seconds)
+                       for a in self.adapters},
         }
 
 
@@ -375,6 +383,7 @@ def run(
         for index, adapter in enumerate(specs):
             # one adapter at a time: its worker starts, runs every case, and is closed
             # before the next starts, so one framework is in memory, not all of them
+            began = time.monotonic()
             current = open_adapter(adapter, timeout=timeout)
             current.wait()
             if skip_unavailable and current.unavailable is not None:
@@ -411,6 +420,8 @@ def run(
                         inputs[number] = fingerprint_of(case)
                     strategies.release(case.logits)  # a corpus block's pages, once graded
                 report.not_run = {f: list(v) for f, v in current.not_run.items()}
+            report.seconds = time.monotonic() - began
+            report.calls, report.call_seconds = current.calls, current.call_seconds
             closing.append(pool.submit(current.close))  # while the next one starts
             current = None
         for report, name in zip(reports, unique_names(kept), strict=True):
@@ -490,7 +501,6 @@ def run_parallel(adapters: Sequence[str], *, jobs: int,
     from multiprocessing.connection import wait
 
     from xentcheck.harness.adapters.contract import AdapterSpecError
-    from xentcheck.harness.merge import combine
     from xentcheck.harness.signals import held
 
     context = multiprocessing.get_context("spawn")

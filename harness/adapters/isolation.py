@@ -478,6 +478,11 @@ class AdapterHandle:
     """
 
     isolated: bool = False
+    #: The calls that reached the adapter (its worker) and the seconds they took, each as
+    #: :attr:`CallOutcome.seconds <xentcheck.harness.adapters.contract.CallOutcome.seconds>`
+    #: counts it: what a report's ``timing`` gives as the adapter's own time.
+    calls: int = 0
+    call_seconds: float = 0.0
 
     def __init__(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
@@ -553,6 +558,8 @@ class AdapterHandle:
         )
         if seconds is None:
             seconds = time.perf_counter() - start
+        self.calls += 1
+        self.call_seconds += seconds
         return CallOutcome(function, value, faults, seconds)
 
     def _call(

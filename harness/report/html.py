@@ -47,6 +47,7 @@ from xentcheck.harness.report.markdown import (
     DIFFERENCE_HEAD,
     FAILURES_PER_ADAPTER_HTML,
     NOT_OFFERED_MARK,
+    TIMING_NOTE,
     _ulp,
     adapter_rows,
     behaviour_rows,
@@ -174,11 +175,15 @@ def adapters(data: dict[str, Any]) -> str:
     """The adapters, once, with their versions and specs (the other tables name them by
     their short name only), verdicts and counts."""
     rows = []
-    for name, version, spec, dialect, verdict, failing, results, reason in adapter_rows(data):
+    for (name, version, spec, dialect, verdict, failing, results, seconds, in_calls,
+         reason) in adapter_rows(data):
         rows.append([_td(name), _td(version), _td(spec), _td(dialect),
                      _td(verdict, cls=f"verdict-{_e(verdict)}"),
-                     _td(failing, cls="num"), _td(results, cls="num"), _td(reason)])
+                     _td(failing, cls="num"), _td(results, cls="num"),
+                     _td(seconds, cls="num"), _td(in_calls, cls="num"), _td(reason)])
     table = _table(ADAPTER_HEAD, rows, cls="adapters")
+    if data.get("timing"):
+        table += f"<p>{_e(TIMING_NOTE)}</p>"
     quarantined = [[_td(a["name"]), _td(n["function"]), _td(n["calls"], cls="num"),
                     _td(n["reason"])]
                    for a in data["adapters"] for n in a.get("not_run") or ()]

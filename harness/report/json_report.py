@@ -15,6 +15,10 @@ no reproducer and its worst case only says where its largest error is (``case``,
 ``index``, ``ulp``, ``ratio``, ``severity``). :func:`load` puts the defaults back
 (:func:`expand`), so every reader sees every field, and reads the full form of schema 2 too.
 With ``jq``, a left-out field reads as ``null``.
+
+A run's ``timing`` (per adapter name: ``seconds``, ``calls``, ``call_seconds``; see
+:func:`xentcheck.harness.merge.timing`) is measured, so it differs from run to run, and
+optional: the pytest plugin's reports, and those written before it, have none.
 """
 
 from __future__ import annotations
@@ -273,7 +277,9 @@ _REPORT = _record(
     {"schema": _STR, "platform": _PLATFORM, "settings": _SETTINGS, "cases": _INT,
      "seconds": _figure, "adapters": _list(_ADAPTER)},
     {"inputs": _list(_INPUT), "report_id": _STR, "skipped": _list(_record(
-        {"name": _STR, "reason": _STR})), "hunts": _list(_kind(dict, what="an object"))})
+        {"name": _STR, "reason": _STR})), "hunts": _list(_kind(dict, what="an object")),
+     "timing": _mapping(_record({"seconds": _figure, "calls": _INT,
+                                 "call_seconds": _figure}))})
 
 
 def validate(data: Any) -> None:

@@ -115,6 +115,9 @@ def build(data: dict[str, Any]) -> ET.Element:
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] = totals.get(key, 0) + value
+        spent = (data.get("timing") or {}).get(a["name"])
+        if spent:  # the adapter's part of the run, in seconds
+            suite.set("time", str(spent.get("seconds", 0.0)))
     for key, value in totals.items():
         root.set(key, str(value))
     if data.get("seconds") is not None:

@@ -121,18 +121,37 @@ def _runnable(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def adapter_rows(data: dict[str, Any]) -> list[list[Any]]:
     """One row per adapter: name, version (the only place versions and compiler strings
-    are shown), spec, dialect, verdict, failing results, results, reason."""
+    are shown), spec, dialect, verdict, failing results, results, seconds (its part of
+    the run) and seconds in its own calls (blank where the report has no timing), reason."""
     rows = []
+    timing = data.get("timing") or {}
     for a in data["adapters"]:
         failing = sum(1 for r in a["results"] if not r["passed"])
+        spent = timing.get(a["name"]) or {}
         rows.append([a["name"], a.get("version") or "", a.get("spec") or "",
                      a.get("dialect") or dialects.DEFAULT.name, a["verdict"], failing,
-                     len(a["results"]), a.get("reason") or ""])
+                     len(a["results"]), _seconds(spent.get("seconds")),
+                     _seconds(spent.get("call_seconds")), a.get("reason") or ""])
     return rows
 
 
+def _seconds(value: Any) -> str:
+    figure = _figure(value)
+    return "" if figure is None else f"{figure:.1f}"
+
+
 ADAPTER_HEAD = ["adapter", "version", "spec", "dialect", "verdict", "failing results",
-                "results", "reason"]
+                "results", "seconds", "in its calls (s)", "reason"]
+
+_ADAPTER_ALIGN = {h: "right" for h in ("failing results", "results", "seconds",
+                                       "in its calls (s)")}
+
+#: What the adapters table's two times are.
+TIMING_NOTE = ("Seconds: each adapter's part of the run (its loading, its calls and their "
+               "grading, and the exact values of the cases where it is the first adapter to "
+               "need them); in its calls: the time its own calls took, each a round trip to "
+               "its worker. Both are summed over the run's processes (--jobs) and differ "
+               "from run to run (the results do not).")
 
 
 def grade_rows(settings: dict[str, Any]) -> list[list[str]]:
@@ -307,7 +326,11 @@ def largest_differs(result: dict[str, Any]) -> bool:
 
 def adapters(data: dict[str, Any]) -> str:
     rows = [[_c(x) for x in row] for row in adapter_rows(data)]
-    table = tabulate(rows, ADAPTER_HEAD, tablefmt="github")
+    # as written: a version such as "2.10" is not the number 2.1, and 0.0 s stays "0.0"
+    table = tabulate(rows, ADAPTER_HEAD, tablefmt="github", disable_numparse=True,
+                     colalign=[_ADAPTER_ALIGN.get(h, "left") for h in ADAPTER_HEAD])
+    if data.get("timing"):
+        table += "\n\n" + TIMING_NOTE
     quarantined = [f"- **{_c(a['name'])}** {_code(n['function'])}: {n['calls']} calls not "
                    f"run: {_c(n['reason'])}"
                    for a in data["adapters"] for n in a.get("not_run") or ()]

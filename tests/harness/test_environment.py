@@ -29,6 +29,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def _report(adapters: list[Any], **settings: Any) -> str:
     data = runner.run(adapters, **settings).to_dict()
     data.pop("seconds")
+    # the times are measured; the calls each adapter got are not, and must match too
+    data["timing"] = {name: t["calls"] for name, t in data["timing"].items()}
     return json.dumps(data, sort_keys=True)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from xentcheck.harness.report import html as html_report
-from xentcheck.harness.report import json_report, junit
+from xentcheck.harness.report import json_report, junit, markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "reports" / "conformance.json"
@@ -237,6 +237,30 @@ def test_junit_synthetic() -> None:
     error = suites[2].find("testcase/error")
     assert error is not None and EVIL in (error.get("message") or "")
     assert suites[0].find("testcase/failure") is None
+
+
+def test_each_adapters_time_is_shown_where_the_report_has_it() -> None:
+    data = synthetic()
+    data["adapters"][0]["version"] = "2.10"  # a version tabulate would read as 2.1
+    data["timing"] = {"good": {"seconds": 12.345, "calls": 40, "call_seconds": 0.04},
+                      f"evil{EVIL}": {"seconds": 3.0, "calls": 9, "call_seconds": 2.96}}
+    table = markdown.adapters(data)
+    good = next(line for line in table.splitlines() if line.startswith("| good "))
+    cells = [c.strip() for c in good.strip("|").split("|")]
+    assert cells[1] == "2.10"
+    assert cells[markdown.ADAPTER_HEAD.index("seconds")] == "12.3"
+    assert cells[markdown.ADAPTER_HEAD.index("in its calls (s)")] == "0.0"
+    assert markdown.TIMING_NOTE in table
+    broken = next(line for line in table.splitlines() if line.startswith("| broken-import"))
+    assert [c.strip() for c in broken.strip("|").split("|")][7:9] == ["", ""]
+    suites = _junit(data).findall("testsuite")
+    assert [s.get("time") for s in suites] == ["12.345", "3.0", None]
+    rows = _table(_parse(html_report.render(data)), "adapters")["rows"]
+    assert rows[0] == markdown.ADAPTER_HEAD
+    assert rows[1][markdown.ADAPTER_HEAD.index("seconds")] == "12.3"
+    untimed = synthetic()  # a report without timing (the plugin's, an older one)
+    assert markdown.TIMING_NOTE not in markdown.adapters(untimed)
+    assert all(s.get("time") is None for s in _junit(untimed).findall("testsuite"))
 
 
 def test_junit_control_characters_stay_valid_xml() -> None:

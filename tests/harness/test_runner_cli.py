@@ -6,6 +6,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,47 @@ def test_jobs_give_the_same_report_as_one_process(tmp_path):
                 for d in ("one", "two"))
     assert one["adapters"] == two["adapters"]
     assert one["cases"] == two["cases"]
+    # the processes' timings add up: every adapter got as many calls as in one process
+    assert ({name: t["calls"] for name, t in one["timing"].items()}
+            == {name: t["calls"] for name, t in two["timing"].items()})
+
+
+def test_timing_gives_each_adapters_calls_and_their_time(monkeypatch):
+    from xentcheck.harness.adapters import isolation
+    from xentcheck.harness.adapters.registry import load_adapter
+
+    reached: Counter[tuple[str, str]] = Counter()  # counted where the adapter is called
+    invoke = isolation.invoke
+
+    def counting(adapter, function, arrays, kwargs):
+        reached[adapter.name, function] += 1
+        return invoke(adapter, function, arrays, kwargs)
+
+    monkeypatch.setattr(isolation, "invoke", counting)
+    plain, _ = load_adapter("numpy")  # the built-in (a module)
+
+    class Slow:
+        """The numpy built-in, its softmax 20 ms slower."""
+
+        name = "slow"
+
+        def __getattr__(self, attribute):
+            return getattr(plain, attribute)
+
+        def softmax(self, logits):
+            time.sleep(0.02)
+            return plain.softmax(logits)
+
+    data = runner.run([Slow(), plain], regimes=("moderate",), dtypes=("float64",)).to_dict()
+    json_report.validate(data)
+    timing = data["timing"]
+    assert set(timing) == {"slow", "numpy"}
+    for name, spent in timing.items():
+        assert spent["calls"] == sum(n for (a, _), n in reached.items() if a == name) > 0
+        assert spent["seconds"] >= spent["call_seconds"] > 0
+    slept = 0.02 * reached["slow", "softmax"]
+    assert slept > 0 and timing["slow"]["call_seconds"] >= slept
+    assert timing["numpy"]["call_seconds"] < timing["slow"]["call_seconds"] - slept / 2
 
 
 def test_reproducer_of_a_failure_runs_and_shows_it(seed_report):
