@@ -41,7 +41,10 @@ JSON object. What each figure is:
   page shared by several processes split among them). ``main_job_peak_rss_mb``: the
   peak of the summed resident memory (every 0.1 s), which counts a library's pages once
   per process that maps it (two torch workers count libtorch twice); it was the
-  ``_peak_mb`` figure before the scale round.
+  ``_peak_mb`` figure before the scale round. ``main_job_call_seconds``: each adapter's
+  time in its own calls, from the report's ``timing`` (of the second run);
+  ``main_job_call_floor_seconds``: their sum ÷ 2, below which that run's wall time
+  cannot go (each of its two processes makes one call at a time).
 * ``llm_batch_seconds`` / ``llm_batch_peak_mb``: ``xentcheck run --adapter torch
   --cases FILE --regime corpus --dtype float32`` over an (N, K) float32 logits file
   (default (4096, 131072), ``--llm-rows``, ``--llm-classes``; labels random), every check
@@ -463,9 +466,16 @@ def _tree_memory_mb(root: int, pss: bool = True) -> tuple[float, float]:
 def main_job() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         seconds, (rss, pss), _ = _run_tree([sys.executable, "-m", "xentcheck.harness.cli", "run",
-                                   "--jobs", "2", "--out", out])
+                                   "--jobs", str(MAIN_JOBS), "--out", out])
+        timing = json.loads((Path(out) / "conformance.json").read_text())["timing"]
+    calls = {name: t["call_seconds"] for name, t in timing.items()}
     return {"main_job_seconds": round(seconds, 1), "main_job_peak_mb": round(pss),
-            "main_job_peak_rss_mb": round(rss)}
+            "main_job_peak_rss_mb": round(rss), "main_job_call_seconds": calls,
+            "main_job_call_floor_seconds": round(sum(calls.values()) / MAIN_JOBS, 1)}
+
+
+#: The main job's processes (the README's command).
+MAIN_JOBS = 2
 
 
 # ------------------------------------------------------------------------ an LLM batch
