@@ -318,6 +318,17 @@ def part_of(cases: Sequence[Case], part: tuple[int, int] | None) -> list[Case]:
     return [c for c in cases if c.dtype in mine]
 
 
+def adapters_of(adapters: Sequence[Any], part: tuple[int, int]) -> list[Any]:
+    """The order part I of N of a ``--jobs N`` run takes the adapters in: the list rotated
+    by (I - 1)/N of its length, so that the processes are in different frameworks at any
+    one time (in the same order, the main job's two processes held a TensorFlow worker
+    each at once: its memory peak). The order changes no result; the report keeps the
+    order given (part 1's)."""
+    index, count = part
+    shift = (index - 1) * len(adapters) // count
+    return [*adapters[shift:], *adapters[:shift]]
+
+
 def run(
     adapters: Iterable[str | Any],
     *,
@@ -516,7 +527,8 @@ def run_parallel(adapters: Sequence[str], *, jobs: int,
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_part_main, name=f"xentcheck-part-{i}",
-                    args=(dict(kwargs, adapters=list(adapters), part=(i, jobs)), sender))
+                    args=(dict(kwargs, adapters=adapters_of(list(adapters), (i, jobs)),
+                               part=(i, jobs)), sender))
                 process.start()
                 sender.close()
                 processes.append(process)

@@ -113,6 +113,19 @@ def test_jobs_give_the_same_report_as_one_process(tmp_path):
             == {name: t["calls"] for name, t in two["timing"].items()})
 
 
+def test_each_part_takes_the_adapters_in_an_order_of_its_own():
+    names = [f"a{i}" for i in range(13)]
+    orders = [runner.adapters_of(names, (i, 2)) for i in (1, 2)]
+    assert orders[0] == names  # the report keeps the order given
+    assert orders[1] == names[6:] + names[:6]
+    # at any position the two parts are in different adapters, each meeting every one
+    assert all(a != b for a, b in zip(*orders, strict=True))
+    assert all(sorted(o) == sorted(names) for o in orders)
+    assert runner.adapters_of(["only"], (2, 2)) == ["only"]
+    assert [runner.adapters_of(names[:3], (i, 3)) for i in (1, 2, 3)] == [
+        ["a0", "a1", "a2"], ["a1", "a2", "a0"], ["a2", "a0", "a1"]]
+
+
 def test_timing_gives_each_adapters_calls_and_their_time(monkeypatch):
     from xentcheck.harness.adapters import isolation
     from xentcheck.harness.adapters.registry import load_adapter
