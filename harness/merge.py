@@ -135,10 +135,11 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def timing(seconds: float, calls: int, call_seconds: float) -> dict[str, Any]:
     """A report's ``timing`` entry of one adapter (measured: it differs run to run, the
-    results do not). ``seconds``: the adapter's part of the run, its loading and the
-    grading of its results included; ``calls`` and ``call_seconds``: the calls that reached
-    the adapter and their time, each a round trip to its worker. Over ``--jobs``
-    processes and merged shards, each is the sum (process time)."""
+    results do not). ``seconds``: the adapter's part of the run, its loading, the grading
+    of its results and the truths of the cases it is the first to need included;
+    ``calls`` and ``call_seconds``: the calls that reached the adapter and their time,
+    each a round trip to its worker. Over ``--jobs`` processes and merged shards, each
+    is the sum (process time)."""
     return {"seconds": round(seconds, 3), "calls": int(calls),
             "call_seconds": round(call_seconds, 3)}
 
