@@ -463,6 +463,10 @@ def _tree_memory_mb(root: int, pss: bool = True) -> tuple[float, float]:
             sum(_pss_bytes(pid) for pid, _ in found) / 2**20 if pss else 0.0)
 
 
+#: The main job's processes (the README's command).
+MAIN_JOBS = 2
+
+
 def main_job() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         seconds, (rss, pss), _ = _run_tree([sys.executable, "-m", "xentcheck.harness.cli", "run",
@@ -472,10 +476,6 @@ def main_job() -> dict[str, Any]:
     return {"main_job_seconds": round(seconds, 1), "main_job_peak_mb": round(pss),
             "main_job_peak_rss_mb": round(rss), "main_job_call_seconds": calls,
             "main_job_call_floor_seconds": round(sum(calls.values()) / MAIN_JOBS, 1)}
-
-
-#: The main job's processes (the README's command).
-MAIN_JOBS = 2
 
 
 # ------------------------------------------------------------------------ an LLM batch
